@@ -1,0 +1,3 @@
+from spark_trainer.cli import main
+
+main()

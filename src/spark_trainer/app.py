@@ -1,0 +1,67 @@
+"""The ASGI application factory."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.routing import APIRoute
+
+from spark_trainer import __version__, docs, exception_handlers
+from spark_trainer.context import AppContext
+from spark_trainer.health.endpoints import router as health_router
+from spark_trainer.identity.endpoints import auth_router, users_router
+from spark_trainer.middleware import BodySizeLimitMiddleware, RequestContextMiddleware
+from spark_trainer.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+
+def _operation_id(route: APIRoute) -> str:
+    # Stable, readable ids ("auth-login", "users-list_users") for the generated SDKs.
+    tag = route.tags[0] if route.tags else "default"
+    return f"{tag}-{route.name}"
+
+
+def create_app(settings: Settings | None = None, context: AppContext | None = None) -> FastAPI:
+    """Builds the API. The database must already be migrated (``bootstrap`` does it)."""
+    settings = settings or Settings()
+    ctx = context or AppContext.build(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        ctx.close()
+
+    app = FastAPI(
+        title="SparkTrainer API",
+        version=__version__,
+        description="Queue, run and track GPU training jobs on your own machines.",
+        docs_url=None,
+        redoc_url=None,
+        openapi_url="/openapi.json",
+        generate_unique_id_function=_operation_id,
+        lifespan=lifespan,
+    )
+    app.state.ctx = ctx
+    exception_handlers.install(app)
+
+    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_request_bytes)
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["*"],
+            allow_headers=["Authorization", "Content-Type", "Last-Event-ID"],
+            expose_headers=["X-RateLimit-Limit", "X-RateLimit-Remaining", "X-RateLimit-Reset"],
+        )
+    app.add_middleware(RequestContextMiddleware)
+
+    app.include_router(health_router)
+    app.include_router(auth_router)
+    app.include_router(users_router)
+    docs.install(app)
+    return app

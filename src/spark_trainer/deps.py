@@ -1,0 +1,82 @@
+"""FastAPI dependencies shared by every router: the request's session and its user."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Annotated
+
+from fastapi import Depends, Request
+from sqlalchemy.orm import Session
+
+from spark_trainer.context import AppContext
+from spark_trainer.errors import RateLimited, Unauthorized
+from spark_trainer.identity import service as identity
+from spark_trainer.models import Tier, User
+
+RATE_LIMIT_HEADERS_KEY = "rate_limit_headers"
+
+
+def get_context(request: Request) -> AppContext:
+    ctx: AppContext = request.app.state.ctx
+    return ctx
+
+
+Context = Annotated[AppContext, Depends(get_context)]
+
+
+def get_session(ctx: Context) -> Iterator[Session]:
+    """One transaction per request: committed when the handler succeeds, else rolled back."""
+    with ctx.session_factory() as session:
+        try:
+            yield session
+            session.commit()
+        except BaseException:
+            session.rollback()
+            raise
+
+
+# scope="function": the commit happens before the response is sent, so a client never
+# sees a 2xx for a write that then failed to commit.
+DbSession = Annotated[Session, Depends(get_session, scope="function")]
+
+
+def _bearer(request: Request) -> str:
+    header = request.headers.get("authorization")
+    if not header:
+        raise Unauthorized("Missing Authorization header")
+    scheme, _, credential = header.partition(" ")
+    if scheme.lower() != "bearer" or not credential.strip():
+        raise Unauthorized("Authorization header must be 'Bearer <token>'")
+    return credential.strip()
+
+
+def get_current_user(request: Request, ctx: Context, session: DbSession) -> User:
+    user = identity.authenticate(session, ctx.tokens.key, _bearer(request))
+    per_minute = (
+        ctx.settings.rate_limit_premium_per_minute
+        if user.tier == Tier.PREMIUM
+        else ctx.settings.rate_limit_standard_per_minute
+    )
+    result = ctx.limiter.hit("user", user.id, per_minute)
+    headers = result.headers()
+    request.state.rate_limit_headers = headers
+    if not result.allowed:
+        retry_after = max(1, result.reset_at - int(time.time()))
+        raise RateLimited(
+            f"Rate limit of {per_minute} requests per minute exceeded",
+            headers={**headers, "Retry-After": str(retry_after)},
+        )
+    request.state.user_id = user.id
+    return user
+
+
+CurrentUser = Annotated[User, Depends(get_current_user)]
+
+
+def get_admin_user(user: CurrentUser) -> User:
+    identity.require_admin(user)
+    return user
+
+
+AdminUser = Annotated[User, Depends(get_admin_user)]

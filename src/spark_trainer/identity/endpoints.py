@@ -1,0 +1,111 @@
+from __future__ import annotations
+
+import time
+
+from fastapi import APIRouter, Request, status
+
+from spark_trainer.deps import AdminUser, Context, CurrentUser, DbSession
+from spark_trainer.errors import RateLimited
+from spark_trainer.identity import service
+from spark_trainer.identity.schemas import (
+    ApiKeyCreate,
+    ApiKeyCreated,
+    ApiKeyRead,
+    LoginRequest,
+    RefreshRequest,
+    TokenPair,
+    UserCreate,
+    UserRead,
+    UserUpdate,
+)
+from spark_trainer.kit.pagination import PagingParams
+from spark_trainer.kit.schemas import Page
+
+auth_router = APIRouter(prefix="/api/auth", tags=["auth"])
+users_router = APIRouter(prefix="/api/users", tags=["users"])
+
+
+@auth_router.post("/login", response_model=TokenPair, summary="Log in with username and password")
+def login(body: LoginRequest, request: Request, ctx: Context, session: DbSession) -> TokenPair:
+    client = request.client.host if request.client else "unknown"
+    attempt = ctx.limiter.hit(
+        "login", f"{body.username}|{client}", ctx.settings.login_attempts_per_minute
+    )
+    if not attempt.allowed:
+        raise RateLimited(
+            "Too many login attempts; try again later",
+            headers={"Retry-After": str(max(1, attempt.reset_at - int(time.time())))},
+        )
+    return service.login(session, ctx.tokens, body.username, body.password)
+
+
+@auth_router.post("/refresh", response_model=TokenPair, summary="Exchange a refresh token")
+def refresh(body: RefreshRequest, ctx: Context, session: DbSession) -> TokenPair:
+    return service.refresh(session, ctx.tokens, body.refresh_token)
+
+
+@auth_router.post(
+    "/logout",
+    status_code=status.HTTP_204_NO_CONTENT,
+    summary="Revoke a refresh token and every token rotated from it",
+)
+def logout(body: RefreshRequest, ctx: Context, session: DbSession) -> None:
+    service.logout(session, ctx.tokens, body.refresh_token)
+
+
+@auth_router.get("/me", response_model=UserRead, summary="The authenticated user")
+def me(user: CurrentUser) -> UserRead:
+    return UserRead.model_validate(user)
+
+
+@auth_router.get("/api-keys", response_model=list[ApiKeyRead], summary="Your active API keys")
+def list_api_keys(user: CurrentUser, session: DbSession) -> list[ApiKeyRead]:
+    return [ApiKeyRead.model_validate(k) for k in service.list_api_keys(session, user)]
+
+
+@auth_router.post(
+    "/api-keys",
+    response_model=ApiKeyCreated,
+    status_code=status.HTTP_201_CREATED,
+    summary="Create an API key (its secret is shown only in this response)",
+)
+def create_api_key(body: ApiKeyCreate, user: CurrentUser, session: DbSession) -> ApiKeyCreated:
+    key, secret = service.create_api_key(session, user, body.name)
+    return ApiKeyCreated.model_validate({**ApiKeyRead.model_validate(key).model_dump(), "key": secret})
+
+
+@auth_router.delete(
+    "/api-keys/{key_id}", status_code=status.HTTP_204_NO_CONTENT, summary="Revoke an API key"
+)
+def revoke_api_key(key_id: str, user: CurrentUser, session: DbSession) -> None:
+    service.revoke_api_key(session, user, key_id)
+
+
+@users_router.get("", response_model=Page[UserRead], summary="List users (admin)")
+def list_users(_: AdminUser, session: DbSession, paging: PagingParams) -> Page[UserRead]:
+    users, total = service.list_users(session, limit=paging.limit, offset=paging.offset)
+    return Page[UserRead](
+        items=[UserRead.model_validate(u) for u in users],
+        total=total,
+        limit=paging.limit,
+        offset=paging.offset,
+    )
+
+
+@users_router.post(
+    "", response_model=UserRead, status_code=status.HTTP_201_CREATED, summary="Create a user"
+)
+def create_user(body: UserCreate, _: AdminUser, session: DbSession) -> UserRead:
+    return UserRead.model_validate(service.create_user(session, body))
+
+
+@users_router.get("/{user_id}", response_model=UserRead, summary="A user, by id or username")
+def get_user(user_id: str, _: AdminUser, session: DbSession) -> UserRead:
+    return UserRead.model_validate(service.get_user(session, user_id))
+
+
+@users_router.patch(
+    "/{user_id}", response_model=UserRead, summary="Change a user's role, tier, password or status"
+)
+def update_user(user_id: str, body: UserUpdate, admin: AdminUser, session: DbSession) -> UserRead:
+    return UserRead.model_validate(service.update_user(session, user_id, body, actor=admin))

@@ -1,0 +1,39 @@
+"""Base classes for the API's pydantic schemas, kept apart from the ORM tables."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Generic, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, PlainSerializer
+
+
+def _iso_z(value: datetime) -> str:
+    # One wire format for every timestamp: UTC, ISO-8601, "Z" suffix.
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+T = TypeVar("T")
+
+UTCDatetime = Annotated[datetime, PlainSerializer(_iso_z, return_type=str, when_used="json")]
+
+
+class Schema(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+
+class InputSchema(BaseModel):
+    """Request bodies: unknown fields are an error, not silently dropped."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+
+class Page(Schema, Generic[T]):
+    """The envelope every list endpoint returns."""
+
+    items: list[T]
+    total: int = Field(description="Number of items matching the filters, ignoring paging.")
+    limit: int
+    offset: int

@@ -1,0 +1,115 @@
+"""The one settings object, read from ``SPARKTRAINER_*`` environment variables.
+
+Business code receives a :class:`Settings` instance; it never reads ``os.environ``.
+Bad configuration fails here, at start-up, not at the first request.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from functools import cached_property
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+SECRET_KEY_FILE = "secret_key"
+MIN_SECRET_LENGTH = 32
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SPARKTRAINER_", extra="ignore")
+
+    data_dir: Path = Field(
+        default=Path("sparktrainer-data"),
+        description="Where the embedded database, the generated secret, logs and artifacts live.",
+    )
+    host: str = Field(default="127.0.0.1", description="Interface the API listens on.")
+    port: int = Field(default=5001, ge=1, le=65535, description="Port the API listens on.")
+    database_url: str | None = Field(
+        default=None,
+        description="SQLAlchemy URL. Unset: SQLite in the data directory. "
+        "PostgreSQL: postgresql+psycopg://user:pass@host/db.",
+    )
+    redis_url: str | None = Field(
+        default=None,
+        description="Redis URL. Set: rate limits are shared between API processes through it.",
+    )
+    secret_key: SecretStr | None = Field(
+        default=None,
+        description="Key that signs tokens. Unset: generated once and kept in the data directory.",
+    )
+    admin_password: SecretStr | None = Field(
+        default=None,
+        description="Password of the admin user created on first start. Unset: generated, "
+        "printed once.",
+    )
+    access_token_ttl_seconds: int = Field(default=3600, ge=60)
+    refresh_token_ttl_seconds: int = Field(default=30 * 24 * 3600, ge=300)
+    rate_limit_standard_per_minute: int = Field(default=100, ge=1)
+    rate_limit_premium_per_minute: int = Field(default=1000, ge=1)
+    login_attempts_per_minute: int = Field(
+        default=10, ge=1, description="Login attempts allowed per username and client address."
+    )
+    max_request_bytes: int = Field(
+        default=1024 * 1024, ge=1024, description="Largest request body outside uploads."
+    )
+    cors_origins: list[str] = Field(
+        default_factory=list, description="Origins allowed by CORS; empty turns CORS off."
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["json", "text"] = "json"
+    graceful_shutdown_seconds: int = Field(default=30, ge=0)
+
+    @field_validator("secret_key")
+    @classmethod
+    def _secret_long_enough(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < MIN_SECRET_LENGTH:
+            raise ValueError(f"must be at least {MIN_SECRET_LENGTH} characters")
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _supported_database(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if value.startswith("postgresql://"):
+            # psycopg 3 is the driver we ship; plain postgresql:// would ask for psycopg2.
+            return "postgresql+psycopg://" + value.removeprefix("postgresql://")
+        if not value.startswith(("sqlite", "postgresql+psycopg")):
+            raise ValueError("only sqlite:// and postgresql+psycopg:// URLs are supported")
+        return value
+
+    @model_validator(mode="after")
+    def _absolute_data_dir(self) -> Settings:
+        self.data_dir = self.data_dir.expanduser().resolve()
+        return self
+
+    @cached_property
+    def effective_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.data_dir / 'sparktrainer.db'}"
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.effective_database_url.startswith("sqlite")
+
+    @cached_property
+    def signing_key(self) -> str:
+        """The token signing key: configured, or generated once and kept (mode 0600)."""
+        if self.secret_key is not None:
+            return self.secret_key.get_secret_value()
+        path = self.data_dir / SECRET_KEY_FILE
+        if path.exists():
+            return path.read_text().strip()
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        key = secrets.token_urlsafe(48)
+        # O_EXCL: two processes starting at once must not each write their own key.
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            return path.read_text().strip()
+        with os.fdopen(fd, "w") as handle:
+            handle.write(key)
+        return key
