@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from pydantic import ValidationError
@@ -23,7 +23,9 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
 )
-users_app = typer.Typer(help="Administer users (works directly on the database).", no_args_is_help=True)
+users_app = typer.Typer(
+    help="Administer users (works directly on the database).", no_args_is_help=True
+)
 app.add_typer(users_app, name="users")
 
 console = Console()
@@ -35,7 +37,7 @@ DataDirOption = Annotated[
 ]
 
 
-def _settings(**overrides: object) -> Settings:
+def _settings(**overrides: Any) -> Settings:
     try:
         return Settings(**{k: v for k, v in overrides.items() if v is not None})
     except ValidationError as exc:
@@ -97,9 +99,7 @@ def _fail(exc: SparkTrainerError) -> typer.Exit:
 @users_app.command("create")
 def users_create(
     username: str,
-    password: Annotated[
-        str, typer.Option(prompt=True, hide_input=True, confirmation_prompt=True)
-    ],
+    password: Annotated[str, typer.Option(prompt=True, hide_input=True, confirmation_prompt=True)],
     role: Annotated[Role, typer.Option()] = Role.USER,
     tier: Annotated[Tier, typer.Option()] = Tier.STANDARD,
     data_dir: DataDirOption = None,
@@ -130,7 +130,11 @@ def users_list(data_dir: DataDirOption = None) -> None:
             users, total = identity.list_users(session, limit=200, offset=offset)
             for u in users:
                 table.add_row(
-                    u.id, u.username, u.role, u.tier, "yes" if u.is_active else "no",
+                    u.id,
+                    u.username,
+                    u.role,
+                    u.tier,
+                    "yes" if u.is_active else "no",
                     u.created_at.strftime("%Y-%m-%d %H:%M"),
                 )
             offset += len(users)

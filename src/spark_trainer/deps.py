@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from typing import Annotated
 
@@ -62,10 +61,9 @@ def get_current_user(request: Request, ctx: Context, session: DbSession) -> User
     headers = result.headers()
     request.state.rate_limit_headers = headers
     if not result.allowed:
-        retry_after = max(1, result.reset_at - int(time.time()))
         raise RateLimited(
             f"Rate limit of {per_minute} requests per minute exceeded",
-            headers={**headers, "Retry-After": str(retry_after)},
+            headers={**headers, "Retry-After": result.retry_after()},
         )
     request.state.user_id = user.id
     return user

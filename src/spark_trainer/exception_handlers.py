@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from http import HTTPStatus
 from typing import Any
 
@@ -26,7 +27,7 @@ def error_response(
     return JSONResponse(error_body(status, error, message), status_code=status, headers=headers)
 
 
-def _field_path(loc: tuple[Any, ...] | list[Any]) -> str:
+def _field_path(loc: Sequence[Any]) -> str:
     # FastAPI prefixes the location with where it came from ("body", "query", ...).
     parts = [str(p) for p in loc]
     if parts and parts[0] in {"body", "query", "path", "header", "cookie", "form"}:
@@ -35,7 +36,7 @@ def _field_path(loc: tuple[Any, ...] | list[Any]) -> str:
     return ".".join(parts)
 
 
-def describe_validation_errors(errors: list[dict[str, Any]] | tuple[Any, ...]) -> str:
+def describe_validation_errors(errors: Sequence[Any]) -> str:
     described = []
     for err in errors:
         field = _field_path(err.get("loc", ()))

@@ -7,11 +7,15 @@ so the limit holds across every API process that shares that Redis.
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass
 
 from limits import RateLimitItemPerMinute
-from limits.storage import MemoryStorage, Storage, storage_from_string
+from limits.errors import StorageError
+from limits.storage import MemoryStorage, RedisStorage, Storage
 from limits.strategies import FixedWindowRateLimiter
+
+from spark_trainer.errors import ServiceUnavailable
 
 
 @dataclass(frozen=True, slots=True)
@@ -19,14 +23,18 @@ class RateLimitResult:
     allowed: bool
     limit: int
     remaining: int
-    reset_at: int
+    reset_time: float
 
     def headers(self) -> dict[str, str]:
         return {
             "X-RateLimit-Limit": str(self.limit),
             "X-RateLimit-Remaining": str(self.remaining),
-            "X-RateLimit-Reset": str(self.reset_at),
+            "X-RateLimit-Reset": str(math.ceil(self.reset_time)),
         }
+
+    def retry_after(self) -> str:
+        """Whole seconds until the window resets, for the Retry-After header."""
+        return str(max(1, math.ceil(self.reset_time - time.time())))
 
 
 class RateLimiter:
@@ -39,7 +47,9 @@ class RateLimiter:
     def from_url(cls, redis_url: str | None) -> RateLimiter:
         if redis_url is None:
             return cls(MemoryStorage())
-        return cls(storage_from_string(redis_url, key_prefix="sparktrainer-ratelimit"))
+        return cls(
+            RedisStorage(redis_url, key_prefix="sparktrainer-ratelimit", wrap_exceptions=True)
+        )
 
     def _item(self, per_minute: int) -> RateLimitItemPerMinute:
         item = self._items.get(per_minute)
@@ -49,11 +59,15 @@ class RateLimiter:
 
     def hit(self, scope: str, identity: str, per_minute: int) -> RateLimitResult:
         item = self._item(per_minute)
-        allowed = self._limiter.hit(item, scope, identity)
-        stats = self._limiter.get_window_stats(item, scope, identity)
+        try:
+            allowed = self._limiter.hit(item, scope, identity)
+            stats = self._limiter.get_window_stats(item, scope, identity)
+        except StorageError as exc:
+            # Failing closed: without its store the limit cannot be enforced.
+            raise ServiceUnavailable("Rate limiter storage is unavailable") from exc
         return RateLimitResult(
             allowed=allowed,
             limit=per_minute,
             remaining=stats.remaining,
-            reset_at=math.ceil(stats.reset_time),
+            reset_time=stats.reset_time,
         )

@@ -1,7 +1,5 @@
 from __future__ import annotations
 
-import time
-
 from fastapi import APIRouter, Request, status
 
 from spark_trainer.deps import AdminUser, Context, CurrentUser, DbSession
@@ -34,7 +32,7 @@ def login(body: LoginRequest, request: Request, ctx: Context, session: DbSession
     if not attempt.allowed:
         raise RateLimited(
             "Too many login attempts; try again later",
-            headers={"Retry-After": str(max(1, attempt.reset_at - int(time.time())))},
+            headers={"Retry-After": attempt.retry_after()},
         )
     return service.login(session, ctx.tokens, body.username, body.password)
 
@@ -71,7 +69,9 @@ def list_api_keys(user: CurrentUser, session: DbSession) -> list[ApiKeyRead]:
 )
 def create_api_key(body: ApiKeyCreate, user: CurrentUser, session: DbSession) -> ApiKeyCreated:
     key, secret = service.create_api_key(session, user, body.name)
-    return ApiKeyCreated.model_validate({**ApiKeyRead.model_validate(key).model_dump(), "key": secret})
+    return ApiKeyCreated.model_validate(
+        {**ApiKeyRead.model_validate(key).model_dump(), "key": secret}
+    )
 
 
 @auth_router.delete(

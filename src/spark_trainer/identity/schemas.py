@@ -22,7 +22,7 @@ class RefreshRequest(InputSchema):
 class TokenPair(Schema):
     access_token: str
     refresh_token: str
-    token_type: Literal["Bearer"] = "Bearer"
+    token_type: Literal["Bearer"] = "Bearer"  # noqa: S105 - a token type, not a secret
     expires_in: int = Field(description="Seconds until the access token expires.")
 
 

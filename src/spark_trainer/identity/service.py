@@ -32,6 +32,7 @@ from spark_trainer.settings import Settings
 logger = logging.getLogger(__name__)
 
 ADMIN_USERNAME = "admin"
+API_KEY_TOUCH_INTERVAL = timedelta(minutes=1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,7 +66,10 @@ def refresh(session: Session, config: TokenConfig, refresh_token: str) -> TokenP
     if not repo.mark_used(claims.jti, now):
         stored = repo.get(claims.jti)
         if stored is not None:
-            _revoke_family_now(session, stored.family_id)
+            # The request is about to fail, which rolls its transaction back; the
+            # revocation must outlive that, so this is the one place a service commits.
+            repo.revoke_family(stored.family_id, now)
+            session.commit()
             logger.warning(
                 "refresh token reuse: family revoked",
                 extra={"user_id": stored.user_id, "family_id": stored.family_id},
@@ -77,13 +81,6 @@ def refresh(session: Session, config: TokenConfig, refresh_token: str) -> TokenP
     if user is None or not user.is_active:
         raise Unauthorized("User is disabled")
     return _issue(session, config, user, family_id=stored.family_id)
-
-
-def _revoke_family_now(session: Session, family_id: str) -> None:
-    # The caller is about to fail the request, which rolls its transaction back;
-    # the revocation must survive that, so it commits in a transaction of its own.
-    with Session(bind=session.get_bind()) as own, own.begin():
-        RefreshTokenRepository(own).revoke_family(family_id, utcnow())
 
 
 def logout(session: Session, config: TokenConfig, refresh_token: str) -> None:
@@ -108,7 +105,7 @@ def _issue(session: Session, config: TokenConfig, user: User, *, family_id: str)
         access_token=tokens.encode_token(
             key=config.key,
             subject=user.id,
-            token_type="access",
+            token_type="access",  # noqa: S106 - a token type
             now=now,
             ttl_seconds=config.access_ttl,
             jti=secrets.token_hex(8),
@@ -116,7 +113,7 @@ def _issue(session: Session, config: TokenConfig, user: User, *, family_id: str)
         refresh_token=tokens.encode_token(
             key=config.key,
             subject=user.id,
-            token_type="refresh",
+            token_type="refresh",  # noqa: S106 - a token type
             now=now,
             ttl_seconds=config.refresh_ttl,
             jti=refresh_jti,
@@ -132,6 +129,10 @@ def authenticate(session: Session, key: str, credential: str) -> User:
         api_key = ApiKeyRepository(session).get_active_by_digest(tokens.api_key_digest(credential))
         if api_key is None:
             raise Unauthorized("Invalid API key")
+        now = utcnow()
+        # Coarse on purpose: a write per request would cost more than the request.
+        if api_key.last_used_at is None or now - api_key.last_used_at > API_KEY_TOUCH_INTERVAL:
+            api_key.last_used_at = now
         user = api_key.user
     else:
         claims = tokens.decode_token(credential, key=key, expected_type="access")
@@ -178,9 +179,7 @@ def create_user(session: Session, data: UserCreate) -> User:
 
 
 def get_user(session: Session, user_id: str) -> User:
-    user = UserRepository(session).get(user_id) or UserRepository(session).get_by_username(
-        user_id
-    )
+    user = UserRepository(session).get(user_id) or UserRepository(session).get_by_username(user_id)
     if user is None:
         raise resource_not_found("User", user_id)
     return user
@@ -192,8 +191,10 @@ def list_users(session: Session, *, limit: int, offset: int) -> tuple[Sequence[U
 
 def update_user(session: Session, user_id: str, data: UserUpdate, *, actor: User | None) -> User:
     user = get_user(session, user_id)
-    if actor is not None and actor.id == user.id and (
-        data.is_active is False or data.role == Role.USER
+    if (
+        actor is not None
+        and actor.id == user.id
+        and (data.is_active is False or data.role == Role.USER)
     ):
         raise Conflict("Administrators cannot disable or demote themselves")
     if data.role is not None:

@@ -1,0 +1,1 @@
+"""Benchmarks for SparkTrainer: ``python -m bench.run [NAME ...]`` (see bench/README.md)."""

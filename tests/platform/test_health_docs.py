@@ -1,0 +1,60 @@
+from __future__ import annotations
+
+import re
+
+import yaml
+from fastapi.testclient import TestClient
+from openapi_spec_validator import validate
+
+from spark_trainer.app import create_app
+from spark_trainer.context import AppContext
+from spark_trainer.settings import Settings
+
+
+def test_healthz(client: TestClient) -> None:
+    response = client.get("/healthz")
+    assert response.status_code == 200
+    assert response.json() == {"status": "healthy"}
+
+
+def test_readyz_reports_the_database(client: TestClient) -> None:
+    response = client.get("/readyz")
+    assert response.status_code == 200
+    assert response.json() == {"status": "ready", "database": True}
+
+
+def test_readyz_is_503_when_the_database_is_down(settings: Settings) -> None:
+    broken = settings.model_copy(
+        update={"database_url": "postgresql+psycopg://nobody@127.0.0.1:1/none"}
+    )
+    ctx = AppContext.build(broken)
+    with TestClient(create_app(broken, ctx)) as client:
+        response = client.get("/readyz")
+    ctx.close()
+    assert response.status_code == 503
+    assert response.json() == {"status": "not ready", "database": False}
+
+
+def test_openapi_json_and_yaml_are_valid_and_equal(client: TestClient) -> None:
+    spec = client.get("/openapi.json").json()
+    validate(spec)
+    as_yaml = client.get("/openapi.yaml")
+    assert as_yaml.headers["content-type"].startswith("application/yaml")
+    assert yaml.safe_load(as_yaml.text) == spec
+    assert "/api/auth/login" in spec["paths"]
+    assert spec["paths"]["/api/auth/login"]["post"]["operationId"] == "auth-login"
+
+
+def test_swagger_ui_is_served_without_a_cdn(client: TestClient) -> None:
+    page = client.get("/api/docs")
+    assert page.status_code == 200
+    assert "cdn" not in page.text.lower()
+    assert "/openapi.json" in page.text
+    for asset in ("swagger-ui-bundle.js", "swagger-ui.css"):
+        response = client.get(f"/api/docs/assets/{asset}")
+        assert response.status_code == 200
+        assert len(response.content) > 10_000
+    # FastAPI emits OpenAPI 3.1, which only Swagger UI 5 renders.
+    assert client.get("/openapi.json").json()["openapi"].startswith("3.1")
+    bundle = client.get("/api/docs/assets/swagger-ui-bundle.js").text
+    assert re.search(r'"5\.\d+\.\d+"', bundle)
