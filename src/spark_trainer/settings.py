@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import socket
 from functools import cached_property
 from pathlib import Path
 from typing import Literal
@@ -62,6 +63,18 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["json", "text"] = "json"
     graceful_shutdown_seconds: int = Field(default=30, ge=0)
+
+    node_name: str = Field(
+        default_factory=socket.gethostname,
+        description="Name of this machine as a GPU node in the scheduler.",
+    )
+    gpus: int | None = Field(
+        default=None,
+        ge=0,
+        le=1024,
+        description="Configure a virtual inventory of this many GPUs instead of reading NVML "
+        "(for machines without GPUs; reported as virtual in /api/gpus).",
+    )
 
     @field_validator("secret_key")
     @classmethod

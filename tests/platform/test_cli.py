@@ -96,7 +96,7 @@ def server(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[str], Path]]:
 def test_serve_prints_a_generated_admin_password_once_and_logs_no_secret(
     server: tuple[str, subprocess.Popen[str], Path],
 ) -> None:
-    base, proc, data = server
+    _, proc, data = server
     secret_file = data / "secret_key"
     assert secret_file.stat().st_mode & 0o777 == 0o600
     proc.send_signal(signal.SIGTERM)
