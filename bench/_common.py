@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 
 
@@ -63,3 +64,39 @@ def format_table(results: list[Result]) -> str:
 
     rule = "  ".join("-" * w for w in widths)
     return "\n".join([line(header), rule, *(line(row) for row in rows)])
+
+
+def busy_cores(interval_s: float = 1.0) -> float:
+    """Cores' worth of CPU the whole machine used over ``interval_s`` (0.0 .. cpu_count)."""
+    import psutil
+
+    before = psutil.cpu_times()
+    time.sleep(interval_s)
+    after = psutil.cpu_times()
+    idle = (after.idle - before.idle) + (
+        getattr(after, "iowait", 0.0) - getattr(before, "iowait", 0.0)
+    )
+    total = sum(after) - sum(before)
+    cores = psutil.cpu_count() or 1
+    return cores * (1 - idle / total) if total > 0 else 0.0
+
+
+def wait_for_quiet(max_wait_s: float, threshold_cores: float = 0.15) -> float:
+    """Waits (up to ``max_wait_s``) until the machine is nearly idle; returns the last
+    busy figure. Call it while the benchmark's own processes are idle: anything busy
+    then is someone else's work, which would skew the figures on a small machine."""
+    deadline = time.monotonic() + max_wait_s
+    busy = busy_cores(0.5)
+    warned = False
+    while busy > threshold_cores and time.monotonic() < deadline:
+        if not warned:
+            print(
+                f"  machine busy ({busy:.2f} cores used by other processes); "
+                f"waiting up to {max_wait_s:.0f}s for it to go quiet",
+                flush=True,
+            )
+            warned = True
+        busy = busy_cores(1.0)
+    if busy > threshold_cores:
+        print(f"  WARNING: still {busy:.2f} cores busy elsewhere; figures may be low", flush=True)
+    return busy

@@ -94,6 +94,9 @@ def settings_factory(tmp_path: Path, database_url: str) -> Callable[..., Setting
             "secret_key": SECRET_KEY,
             "admin_password": PASSWORD,
             "log_format": "text",
+            # A virtual 4-GPU node, so the scheduler is exercised on a machine without GPUs.
+            "gpus": 4,
+            "kill_grace_seconds": 2.0,
         }
         values.update(overrides)
         return Settings(**values)  # type: ignore[arg-type]

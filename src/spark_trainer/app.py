@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import logging
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -12,12 +12,13 @@ from fastapi.routing import APIRoute
 
 from spark_trainer import __version__, docs, exception_handlers
 from spark_trainer.context import AppContext
+from spark_trainer.gpus.endpoints import router as gpus_router
 from spark_trainer.health.endpoints import router as health_router
 from spark_trainer.identity.endpoints import auth_router, users_router
+from spark_trainer.jobs.endpoints import router as jobs_router
+from spark_trainer.jobs.streams import router as streams_router
 from spark_trainer.middleware import BodySizeLimitMiddleware, RequestContextMiddleware
 from spark_trainer.settings import Settings
-
-logger = logging.getLogger(__name__)
 
 
 def _operation_id(route: APIRoute) -> str:
@@ -33,8 +34,12 @@ def create_app(settings: Settings | None = None, context: AppContext | None = No
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        yield
-        ctx.close()
+        ctx.start(asyncio.get_running_loop())
+        try:
+            yield
+        finally:
+            ctx.stop()
+            ctx.close()
 
     app = FastAPI(
         title="SparkTrainer API",
@@ -63,5 +68,8 @@ def create_app(settings: Settings | None = None, context: AppContext | None = No
     app.include_router(health_router)
     app.include_router(auth_router)
     app.include_router(users_router)
+    app.include_router(jobs_router)
+    app.include_router(streams_router)
+    app.include_router(gpus_router)
     docs.install(app)
     return app

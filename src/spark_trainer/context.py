@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 
 import redis
@@ -9,7 +10,12 @@ from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from spark_trainer.db.engine import make_engine, make_session_factory
+from spark_trainer.gpus.inventory import GpuInventory, build_inventory
 from spark_trainer.identity.service import TokenConfig
+from spark_trainer.jobs.engine import JobEngine
+from spark_trainer.metrics.bus import EventBus, LocalBus, RedisBus
+from spark_trainer.metrics.hub import StreamHub
+from spark_trainer.metrics.pipeline import MetricsPipeline
 from spark_trainer.ratelimit import RateLimiter
 from spark_trainer.settings import Settings
 
@@ -21,23 +27,48 @@ class AppContext:
     session_factory: sessionmaker[Session]
     tokens: TokenConfig
     limiter: RateLimiter
+    gpu_inventory: GpuInventory
+    hub: StreamHub
+    bus: EventBus
+    jobs: JobEngine
     redis: redis.Redis | None = field(default=None)
 
     @classmethod
     def build(cls, settings: Settings) -> AppContext:
+        """Builds every part; nothing starts running until :meth:`start`."""
         engine = make_engine(settings)
+        session_factory = make_session_factory(engine)
+        client = (
+            redis.Redis.from_url(settings.redis_url, socket_timeout=2, socket_connect_timeout=2)
+            if settings.redis_url
+            else None
+        )
+        hub = StreamHub()
+        bus: EventBus = RedisBus(hub, client) if client is not None else LocalBus(hub)
+        inventory = build_inventory(settings)
+        pipeline = MetricsPipeline(engine, bus)
         return cls(
             settings=settings,
             engine=engine,
-            session_factory=make_session_factory(engine),
+            session_factory=session_factory,
             tokens=TokenConfig.from_settings(settings),
             limiter=RateLimiter.from_url(settings.redis_url),
-            redis=(
-                redis.Redis.from_url(settings.redis_url, socket_timeout=2, socket_connect_timeout=2)
-                if settings.redis_url
-                else None
-            ),
+            gpu_inventory=inventory,
+            hub=hub,
+            bus=bus,
+            jobs=JobEngine(settings, session_factory, inventory, bus, pipeline),
+            redis=client,
         )
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Starts the background parts: stream fan-out, event bus, scheduler, executor."""
+        self.hub.bind(loop)
+        self.bus.start()
+        self.jobs.start()
+
+    def stop(self) -> None:
+        self.jobs.stop()
+        self.bus.close()
 
     def dependency_status(self) -> dict[str, bool]:
         """Each dependency in use, and whether it answers right now."""
@@ -62,6 +93,7 @@ class AppContext:
             return False
 
     def close(self) -> None:
+        self.gpu_inventory.close()
         if self.redis is not None:
             self.redis.close()
         self.engine.dispose()

@@ -33,6 +33,10 @@ def get_session(ctx: Context) -> Iterator[Session]:
         except BaseException:
             session.rollback()
             raise
+        # Side effects a service deferred until its writes are visible (waking the
+        # scheduler for a new job): never before the commit, never after a rollback.
+        for callback in session.info.pop("after_commit", []):
+            callback()
 
 
 # scope="function": the commit happens before the response is sent, so a client never
@@ -40,8 +44,14 @@ def get_session(ctx: Context) -> Iterator[Session]:
 DbSession = Annotated[Session, Depends(get_session, scope="function")]
 
 
-def _bearer(request: Request) -> str:
+def bearer_credential(request: Request, *, allow_query: bool = False) -> str:
     header = request.headers.get("authorization")
+    if not header and allow_query:
+        # Browsers' EventSource and WebSocket cannot send headers; stream endpoints take
+        # the token as ?access_token=… instead (kept out of every log line).
+        token = request.query_params.get("access_token")
+        if token:
+            return token
     if not header:
         raise Unauthorized("Missing Authorization header")
     scheme, _, credential = header.partition(" ")
@@ -51,7 +61,15 @@ def _bearer(request: Request) -> str:
 
 
 def get_current_user(request: Request, ctx: Context, session: DbSession) -> User:
-    user = identity.authenticate(session, ctx.tokens.key, _bearer(request))
+    return authenticate_request(request, ctx, session, bearer_credential(request))
+
+
+def get_stream_user(request: Request, ctx: Context, session: DbSession) -> User:
+    return authenticate_request(request, ctx, session, bearer_credential(request, allow_query=True))
+
+
+def authenticate_request(request: Request, ctx: Context, session: Session, credential: str) -> User:
+    user = identity.authenticate(session, ctx.tokens.key, credential)
     per_minute = (
         ctx.settings.rate_limit_premium_per_minute
         if user.tier == Tier.PREMIUM
@@ -70,6 +88,7 @@ def get_current_user(request: Request, ctx: Context, session: DbSession) -> User
 
 
 CurrentUser = Annotated[User, Depends(get_current_user)]
+StreamUser = Annotated[User, Depends(get_stream_user)]
 
 
 def get_admin_user(user: CurrentUser) -> User:

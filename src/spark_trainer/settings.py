@@ -68,6 +68,22 @@ class Settings(BaseSettings):
         default_factory=socket.gethostname,
         description="Name of this machine as a GPU node in the scheduler.",
     )
+    reserve_after_seconds: float = Field(
+        default=120.0,
+        ge=0,
+        description="How long a job that does not fit may wait before it reserves a node, "
+        "so that smaller jobs stop overtaking it (see the scheduling policy).",
+    )
+    kill_grace_seconds: float = Field(
+        default=10.0,
+        ge=0,
+        description="Time between SIGTERM and SIGKILL when a job is cancelled or times out.",
+    )
+    public_url: str | None = Field(
+        default=None,
+        description="URL jobs use to reach this API (metrics ingestion). "
+        "Default: http://<host>:<port>.",
+    )
     gpus: int | None = Field(
         default=None,
         ge=0,
@@ -99,6 +115,13 @@ class Settings(BaseSettings):
     def _absolute_data_dir(self) -> Settings:
         self.data_dir = self.data_dir.expanduser().resolve()
         return self
+
+    @property
+    def api_url(self) -> str:
+        if self.public_url:
+            return self.public_url.rstrip("/")
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "::") else self.host  # noqa: S104
+        return f"http://{host}:{self.port}"
 
     @cached_property
     def effective_database_url(self) -> str:

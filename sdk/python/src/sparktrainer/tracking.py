@@ -1,0 +1,153 @@
+"""``sparktrainer.log``: report metrics from inside a training job.
+
+Standard library only, safe to import anywhere, and cheap to call in a training loop.
+
+Under SparkTrainer's executor the job's environment names a metrics file
+(``SPARKTRAINER_METRICS_FILE``); each call appends one JSON line to it, which the platform
+picks up within milliseconds. A job running elsewhere can report over HTTP instead: with
+``SPARKTRAINER_API_URL``, ``SPARKTRAINER_JOB_ID`` and ``SPARKTRAINER_JOB_TOKEN`` set, points
+are batched and posted by a background thread. Outside SparkTrainer, calls warn once and
+record nothing, so the same script runs anywhere.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import math
+import os
+import threading
+import time
+import urllib.error
+import urllib.request
+import warnings
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from typing import IO, Any
+
+__all__ = ["flush", "log"]
+
+_lock = threading.Lock()
+_sink: _Sink | None = None
+
+
+class _Sink(ABC):
+    @abstractmethod
+    def write(self, point: dict[str, Any]) -> None: ...
+
+    def flush(self) -> None:  # noqa: B027 - most sinks buffer nothing
+        """Delivers what is buffered."""
+
+
+class _FileSink(_Sink):
+    def __init__(self, path: str) -> None:
+        self._handle: IO[str] = open(path, "a", encoding="utf-8")  # noqa: SIM115, PTH123
+
+    def write(self, point: dict[str, Any]) -> None:
+        # One write of one whole line, flushed: the platform reads only complete lines.
+        self._handle.write(json.dumps(point, separators=(",", ":")) + "\n")
+        self._handle.flush()
+
+    def flush(self) -> None:
+        self._handle.flush()
+
+
+class _HttpSink(_Sink):
+    INTERVAL = 0.5
+    MAX_BATCH = 5_000
+
+    def __init__(self, api_url: str, job_id: str, token: str) -> None:
+        self._url = f"{api_url.rstrip('/')}/api/jobs/{job_id}/metrics"
+        self._token = token
+        self._buffer: list[dict[str, Any]] = []
+        self._cond = threading.Condition()
+        self._thread = threading.Thread(target=self._run, name="sparktrainer-metrics", daemon=True)
+        self._thread.start()
+
+    def write(self, point: dict[str, Any]) -> None:
+        with self._cond:
+            self._buffer.append(point)
+            if len(self._buffer) >= self.MAX_BATCH:
+                self._cond.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                self._cond.wait(self.INTERVAL)
+            self.flush()
+
+    def flush(self) -> None:
+        with self._cond:
+            batch, self._buffer = self._buffer, []
+        for start in range(0, len(batch), self.MAX_BATCH):
+            self._post(batch[start : start + self.MAX_BATCH])
+
+    def _post(self, points: list[dict[str, Any]]) -> None:
+        request = urllib.request.Request(  # noqa: S310 - the platform's own URL
+            self._url,
+            data=json.dumps({"points": points}).encode(),
+            headers={"Authorization": f"Bearer {self._token}", "Content-Type": "application/json"},
+            method="POST",
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=10):  # noqa: S310
+                pass
+        except (urllib.error.URLError, OSError) as exc:
+            warnings.warn(f"sparktrainer: {len(points)} metric points lost: {exc}", stacklevel=2)
+
+
+class _NullSink(_Sink):
+    def write(self, point: dict[str, Any]) -> None:
+        pass
+
+
+def _get_sink() -> _Sink:
+    global _sink
+    with _lock:
+        if _sink is None:
+            metrics_file = os.environ.get("SPARKTRAINER_METRICS_FILE")
+            api_url = os.environ.get("SPARKTRAINER_API_URL")
+            job_id = os.environ.get("SPARKTRAINER_JOB_ID")
+            token = os.environ.get("SPARKTRAINER_JOB_TOKEN")
+            if metrics_file:
+                _sink = _FileSink(metrics_file)
+            elif api_url and job_id and token:
+                _sink = _HttpSink(api_url, job_id, token)
+            else:
+                warnings.warn(
+                    "sparktrainer.log: not running under SparkTrainer; metrics are not recorded",
+                    stacklevel=3,
+                )
+                _sink = _NullSink()
+            atexit.register(_sink.flush)
+        return _sink
+
+
+def log(metrics: Mapping[str, float], step: int | None = None) -> None:
+    """Records one point: ``sparktrainer.log({"loss": 0.45, "lr": 1e-4}, step=100)``.
+
+    ``step`` defaults to one more than the previous point's. Values must be finite numbers;
+    the name ``step`` is reserved.
+    """
+    values: dict[str, float] = {}
+    for name, value in metrics.items():
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise TypeError(f"metric {name!r} must be a number, not {type(value).__name__}")
+        if not math.isfinite(value):
+            raise ValueError(f"metric {name!r} is {value}; only finite values are recorded")
+        values[str(name)] = float(value)
+    if not values:
+        raise ValueError("log() needs at least one metric")
+    if step is not None and (not isinstance(step, int) or step < 0):
+        raise ValueError("step must be a non-negative integer")
+    point: dict[str, Any] = {"metrics": values, "ts": time.time()}
+    if step is not None:
+        point["step"] = step
+    sink = _get_sink()
+    with _lock:
+        sink.write(point)
+
+
+def flush() -> None:
+    """Delivers buffered points now (also done at interpreter exit)."""
+    _get_sink().flush()

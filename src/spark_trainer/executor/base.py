@@ -1,0 +1,89 @@
+"""What runs a job's process: the contract every executor keeps.
+
+An executor starts a job's command on its node, supervises it and reports how it ended.
+It never touches the database: the engine records what the executor reports. Executors
+are called from the engine's threads; implementations must be thread-safe.
+
+Contract:
+
+- :meth:`Executor.launch` starts the process and returns once it exists (its pid known),
+  or raises :class:`LaunchError` if it could not be started. The command runs in its own
+  process group, so that cancel and timeout reach every process it spawned.
+- When the process ends, for whatever reason, the executor calls the ``on_exit`` callback
+  given at construction exactly once for that job, from any thread.
+- :meth:`Executor.terminate` asks a running job to stop: SIGTERM to its process group,
+  then SIGKILL once ``grace_seconds`` have passed. The exit is reported through
+  ``on_exit`` like any other.
+- :meth:`Executor.adopt` takes over a process started by an earlier incarnation of the
+  server. If it is still alive it is supervised as if launched here; if it is gone,
+  ``on_exit`` is called at once with what it left behind. Either way, exactly one
+  ``on_exit`` follows.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True, slots=True)
+class LaunchSpec:
+    job_id: str
+    command: str
+    environment: Mapping[str, str]
+    working_dir: Path
+    job_dir: Path
+    timeout_seconds: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessHandle:
+    pid: int
+    # Seconds since the epoch, as psutil reports it; guards against pid reuse.
+    started_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class ExitReport:
+    job_id: str
+    # The command's exit status; 128 + N when it was killed by signal N; None if unknown.
+    exit_code: int | None
+    signal: int | None
+    timed_out: bool
+    terminated: bool
+    detail: str | None = None
+
+
+ExitCallback = Callable[[ExitReport], None]
+
+
+class LaunchError(Exception):
+    pass
+
+
+class Executor(ABC):
+    def __init__(self, on_exit: ExitCallback) -> None:
+        self.on_exit = on_exit
+
+    @abstractmethod
+    def launch(self, spec: LaunchSpec) -> ProcessHandle: ...
+
+    @abstractmethod
+    def terminate(self, job_id: str, grace_seconds: float) -> bool:
+        """Starts stopping the job; False if this executor is not running it."""
+
+    @abstractmethod
+    def adopt(
+        self, job_id: str, handle: ProcessHandle, job_dir: Path, timeout_at: float | None
+    ) -> bool:
+        """Supervises a surviving process again. False if it was gone (already reported)."""
+
+    @abstractmethod
+    def running(self) -> set[str]:
+        """Ids of the jobs whose processes this executor supervises now."""
+
+    @abstractmethod
+    def shutdown(self) -> None:
+        """Stops supervising. Job processes keep running, to be adopted after a restart."""

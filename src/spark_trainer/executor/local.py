@@ -1,0 +1,228 @@
+"""Runs jobs as child processes of this server, on this machine."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psutil
+
+from spark_trainer.executor.base import (
+    Executor,
+    ExitCallback,
+    ExitReport,
+    LaunchError,
+    LaunchSpec,
+    ProcessHandle,
+)
+
+logger = logging.getLogger(__name__)
+
+SHIM = Path(__file__).with_name("shim.py")
+EXIT_FILE = "exit_status.json"
+STDOUT_FILE = "stdout.log"
+STDERR_FILE = "stderr.log"
+
+
+@dataclass
+class _Supervised:
+    job_id: str
+    pgid: int
+    job_dir: Path
+    terminated: bool = False
+    timed_out: bool = False
+    timers: list[threading.Timer] = field(default_factory=list)
+
+
+class LocalExecutor(Executor):
+    def __init__(self, on_exit: ExitCallback, *, kill_grace_seconds: float = 10.0) -> None:
+        super().__init__(on_exit)
+        self.kill_grace_seconds = kill_grace_seconds
+        self._lock = threading.Lock()
+        self._jobs: dict[str, _Supervised] = {}
+        self._closed = False
+
+    def launch(self, spec: LaunchSpec) -> ProcessHandle:
+        spec.job_dir.mkdir(parents=True, exist_ok=True)
+        exit_file = spec.job_dir / EXIT_FILE
+        exit_file.unlink(missing_ok=True)
+        try:
+            with (
+                (spec.job_dir / STDOUT_FILE).open("ab") as stdout,
+                (spec.job_dir / STDERR_FILE).open("ab") as stderr,
+            ):
+                proc = subprocess.Popen(
+                    [sys.executable, "-I", "-S", str(SHIM), str(exit_file), spec.command],
+                    cwd=spec.working_dir,
+                    env=dict(spec.environment),
+                    stdin=subprocess.DEVNULL,
+                    stdout=stdout,
+                    stderr=stderr,
+                    start_new_session=True,
+                    close_fds=True,
+                )
+        except OSError as exc:
+            raise LaunchError(f"could not start the command: {exc.strerror or exc}") from exc
+        try:
+            started_at = psutil.Process(proc.pid).create_time()
+        except psutil.Error:
+            started_at = time.time()
+        supervised = _Supervised(spec.job_id, proc.pid, spec.job_dir)
+        with self._lock:
+            self._jobs[spec.job_id] = supervised
+        if spec.timeout_seconds is not None:
+            self._arm_timeout(supervised, spec.timeout_seconds)
+        threading.Thread(
+            target=self._wait_child,
+            args=(supervised, proc),
+            name=f"wait-{spec.job_id}",
+            daemon=True,
+        ).start()
+        return ProcessHandle(pid=proc.pid, started_at=started_at)
+
+    def adopt(
+        self, job_id: str, handle: ProcessHandle, job_dir: Path, timeout_at: float | None
+    ) -> bool:
+        supervised = _Supervised(job_id, handle.pid, job_dir)
+        try:
+            process = psutil.Process(handle.pid)
+            alive = (
+                abs(process.create_time() - handle.started_at) < 1.0
+                and process.status() != psutil.STATUS_ZOMBIE
+            )
+        except psutil.Error:
+            alive = False
+        if not alive:
+            # Gone while the server was down: report now from what the shim left behind.
+            self._finish(supervised, shim_returncode=None, kill_group=False)
+            return False
+        with self._lock:
+            self._jobs[job_id] = supervised
+        if timeout_at is not None:
+            self._arm_timeout(supervised, max(0.0, timeout_at - time.time()))
+        threading.Thread(
+            target=self._wait_adopted,
+            args=(supervised, process),
+            name=f"adopted-{job_id}",
+            daemon=True,
+        ).start()
+        return True
+
+    def terminate(self, job_id: str, grace_seconds: float) -> bool:
+        with self._lock:
+            supervised = self._jobs.get(job_id)
+            if supervised is None:
+                return False
+            supervised.terminated = True
+        self._stop(supervised, grace_seconds)
+        return True
+
+    def running(self) -> set[str]:
+        with self._lock:
+            return set(self._jobs)
+
+    def shutdown(self) -> None:
+        with self._lock:
+            self._closed = True
+            for supervised in self._jobs.values():
+                for timer in supervised.timers:
+                    timer.cancel()
+
+    # --- supervision ----------------------------------------------------------------
+
+    def _arm_timeout(self, supervised: _Supervised, seconds: float) -> None:
+        timer = threading.Timer(seconds, self._on_timeout, args=(supervised,))
+        timer.daemon = True
+        supervised.timers.append(timer)
+        timer.start()
+
+    def _on_timeout(self, supervised: _Supervised) -> None:
+        supervised.timed_out = True
+        logger.info("job timed out", extra={"job_id": supervised.job_id})
+        self._stop(supervised, self.kill_grace_seconds)
+
+    def _stop(self, supervised: _Supervised, grace_seconds: float) -> None:
+        _signal_group(supervised.pgid, signal.SIGTERM)
+        timer = threading.Timer(
+            grace_seconds, _signal_group, args=(supervised.pgid, signal.SIGKILL)
+        )
+        timer.daemon = True
+        supervised.timers.append(timer)
+        timer.start()
+
+    def _wait_child(self, supervised: _Supervised, proc: subprocess.Popen[bytes]) -> None:
+        returncode = proc.wait()
+        self._finish(supervised, shim_returncode=returncode)
+
+    def _wait_adopted(self, supervised: _Supervised, process: psutil.Process) -> None:
+        # Not our child, so no exit status from wait(); the shim's exit file has it.
+        while True:
+            try:
+                process.wait(timeout=1.0)
+                break
+            except psutil.TimeoutExpired:
+                continue
+            except psutil.Error:
+                break
+        self._finish(supervised, shim_returncode=None)
+
+    def _finish(
+        self, supervised: _Supervised, shim_returncode: int | None, *, kill_group: bool = True
+    ) -> None:
+        for timer in supervised.timers:
+            timer.cancel()
+        if kill_group:
+            # A job ends with its main process: whatever it left running in its group goes
+            # too, so no stray process keeps holding the job's GPUs.
+            _signal_group(supervised.pgid, signal.SIGKILL)
+        with self._lock:
+            self._jobs.pop(supervised.job_id, None)
+            if self._closed:
+                return
+        report = _exit_report(supervised, shim_returncode)
+        try:
+            self.on_exit(report)
+        except Exception:
+            logger.exception("recording a job's exit failed", extra={"job_id": report.job_id})
+
+
+def _signal_group(pgid: int, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)
+
+
+def _exit_report(supervised: _Supervised, shim_returncode: int | None) -> ExitReport:
+    recorded: dict[str, object] | None = None
+    try:
+        recorded = json.loads((supervised.job_dir / EXIT_FILE).read_text())
+    except (OSError, ValueError):
+        recorded = None
+    returncode: int | None
+    if isinstance(recorded, dict) and isinstance(recorded.get("returncode"), int):
+        returncode = int(recorded["returncode"])  # type: ignore[call-overload]
+    elif shim_returncode is not None and shim_returncode < 0:
+        returncode = shim_returncode  # the shim itself was killed (SIGKILL after the grace)
+    else:
+        returncode = shim_returncode
+    signum = -returncode if returncode is not None and returncode < 0 else None
+    exit_code = 128 + signum if signum is not None else returncode
+    detail = None
+    if returncode is None:
+        detail = "the process ended while the server was down and left no exit status"
+    return ExitReport(
+        job_id=supervised.job_id,
+        exit_code=exit_code,
+        signal=signum,
+        timed_out=supervised.timed_out,
+        terminated=supervised.terminated,
+        detail=detail,
+    )

@@ -1,0 +1,39 @@
+"""Runs one job's command and records how it ended. Standard library only.
+
+The local executor starts this file directly (``python -I -S shim.py EXIT_FILE COMMAND``)
+as the leader of the job's new process group. It runs ``/bin/sh -c COMMAND`` in that
+group, waits for it, and writes its exit status to EXIT_FILE. The file is what lets a
+restarted server learn how a job ended while it was down. SIGTERM sent to the group reaches
+the command directly; the shim notes it and keeps waiting, so a command that traps SIGTERM
+to save a checkpoint can finish doing so.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+
+
+def main() -> int:
+    exit_file, command = sys.argv[1], sys.argv[2]
+    terminated = False
+
+    def note_termination(signum: int, frame: object) -> None:
+        nonlocal terminated
+        terminated = True
+
+    signal.signal(signal.SIGTERM, note_termination)
+    # The handler is a Python function, so the exec'd command starts with SIGTERM at its
+    # default disposition, not inheriting the shim's.
+    child = subprocess.Popen(["/bin/sh", "-c", command])
+    returncode = child.wait()
+    tmp = exit_file + ".tmp"
+    with open(tmp, "w") as handle:  # noqa: PTH123 - stdlib-only and fast to start
+        json.dump({"returncode": returncode, "terminated": terminated}, handle)
+    os.replace(tmp, exit_file)  # noqa: PTH105 - stdlib-only and fast to start
+    return returncode if returncode >= 0 else 128 - returncode
+
+
+if __name__ == "__main__":
+    sys.exit(main())

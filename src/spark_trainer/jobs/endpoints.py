@@ -1,0 +1,225 @@
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Annotated
+
+import orjson
+from fastapi import APIRouter, Query, Request, status
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import Response, StreamingResponse
+from sqlalchemy.orm import Session, sessionmaker
+
+from spark_trainer.deps import (
+    Context,
+    CurrentUser,
+    DbSession,
+    authenticate_request,
+    bearer_credential,
+)
+from spark_trainer.errors import BadRequest
+from spark_trainer.jobs import service
+from spark_trainer.jobs.engine import JOB_TOKEN_PREFIX
+from spark_trainer.jobs.schemas import (
+    JobCreate,
+    JobDetail,
+    JobRead,
+    MetricsAccepted,
+    MetricsHistory,
+    MetricsIngest,
+)
+from spark_trainer.kit.pagination import PagingParams
+from spark_trainer.kit.schemas import Page
+from spark_trainer.metrics import store
+from spark_trainer.metrics.pipeline import InvalidPoint, parse_point
+from spark_trainer.models import Job, JobStatus
+
+router = APIRouter(prefix="/api/jobs", tags=["jobs"])
+
+MAX_LOG_BYTES = 8 * 1024 * 1024
+
+
+@router.post(
+    "", response_model=JobRead, status_code=status.HTTP_201_CREATED, summary="Submit a job"
+)
+def submit_job(body: JobCreate, user: CurrentUser, ctx: Context, session: DbSession) -> JobRead:
+    job = service.submit(session, ctx.jobs, user, body)
+    return service.read(session, job)
+
+
+@router.get("", response_model=Page[JobRead], summary="List jobs, newest first")
+def list_jobs(
+    user: CurrentUser,
+    session: DbSession,
+    paging: PagingParams,
+    status: Annotated[JobStatus | None, Query(description="Only jobs in this status")] = None,
+) -> Page[JobRead]:
+    jobs, total = service.list_jobs(
+        session, user, status=status, limit=paging.limit, offset=paging.offset
+    )
+    return Page[JobRead](
+        items=[service.read(session, job) for job in jobs],
+        total=total,
+        limit=paging.limit,
+        offset=paging.offset,
+    )
+
+
+@router.get("/{job_id}", response_model=JobDetail, summary="A job, with its status history")
+def get_job(job_id: str, user: CurrentUser, session: DbSession) -> JobDetail:
+    return service.detail(session, service.get_owned(session, user, job_id))
+
+
+@router.post(
+    "/{job_id}/cancel",
+    response_model=JobRead,
+    summary="Cancel a job",
+    description="A pending job is cancelled at once. A running job gets SIGTERM on its whole "
+    "process group, then SIGKILL after the grace period; the answer comes when it has exited "
+    "or after 5 s, whichever is first. A job that has already ended answers 409.",
+    responses={409: {"description": "The job has already ended"}},
+)
+def cancel_job(job_id: str, user: CurrentUser, ctx: Context, session: DbSession) -> JobRead:
+    return service.read(session, service.cancel(session, ctx.jobs, user, job_id))
+
+
+@router.get(
+    "/{job_id}/logs",
+    summary="A job's stdout or stderr",
+    response_class=Response,
+    responses={200: {"content": {"text/plain": {}}, "description": "The log text"}},
+    description="Plain text. `offset` reads from a byte offset, `tail` the last lines. "
+    "`X-Log-Offset` gives where the text starts and `X-Log-Next-Offset` where to continue. "
+    "`follow=true` keeps the response open and streams new output until the job ends.",
+)
+def job_logs(
+    job_id: str,
+    user: CurrentUser,
+    ctx: Context,
+    session: DbSession,
+    stream: Annotated[service.LogStream, Query()] = "stdout",
+    offset: Annotated[int | None, Query(ge=0, description="Byte offset to read from")] = None,
+    tail: Annotated[
+        int | None, Query(ge=1, le=100_000, description="Only the last N lines")
+    ] = None,
+    follow: Annotated[bool, Query(description="Stream new output until the job ends")] = False,
+) -> Response:
+    if offset is not None and tail is not None:
+        raise BadRequest("offset and tail cannot be combined")
+    job = service.get_owned(session, user, job_id)
+    path = service.log_path(job, stream)
+    content, start, _ = service.read_log(
+        path, offset=offset, tail_lines=tail, max_bytes=MAX_LOG_BYTES
+    )
+    headers = {"X-Log-Offset": str(start), "X-Log-Next-Offset": str(start + len(content))}
+    if not follow:
+        return Response(content, media_type="text/plain; charset=utf-8", headers=headers)
+    return StreamingResponse(
+        _follow(ctx.session_factory, job_id, stream, content, start + len(content)),
+        media_type="text/plain; charset=utf-8",
+        headers={**headers, "Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
+
+
+async def _follow(
+    session_factory: sessionmaker[Session],
+    job_id: str,
+    stream: service.LogStream,
+    first: bytes,
+    offset: int,
+) -> AsyncIterator[bytes]:
+    if first:
+        yield first
+    while True:
+        job_path, finished = await run_in_threadpool(_log_state, session_factory, job_id, stream)
+        content, start, _ = await run_in_threadpool(
+            service.read_log, job_path, offset=offset, tail_lines=None, max_bytes=MAX_LOG_BYTES
+        )
+        if content:
+            offset = start + len(content)
+            yield content
+            continue
+        if finished:
+            return
+        await asyncio.sleep(service.LOG_POLL_SECONDS)
+
+
+def _log_state(
+    session_factory: sessionmaker[Session], job_id: str, stream: service.LogStream
+) -> tuple[Path | None, bool]:
+    with session_factory() as session:
+        job = session.get_one(Job, job_id)
+        return service.log_path(job, stream), JobStatus(job.status).is_final
+
+
+@router.get(
+    "/{job_id}/metrics",
+    summary="A job's stored metrics, whole or downsampled",
+    response_class=Response,
+    responses={200: {"model": MetricsHistory}},
+    description="Column-oriented series per metric name. `max_points` downsamples on the "
+    "server, keeping each bucket's minimum and maximum so spikes stay visible.",
+)
+def job_metrics(
+    job_id: str,
+    user: CurrentUser,
+    ctx: Context,
+    session: DbSession,
+    name: Annotated[list[str] | None, Query(description="Metric names (repeatable)")] = None,
+    step_min: Annotated[int | None, Query(ge=0)] = None,
+    step_max: Annotated[int | None, Query(ge=0)] = None,
+    max_points: Annotated[int | None, Query(ge=2, le=100_000)] = None,
+) -> Response:
+    job = service.get_owned(session, user, job_id)
+    with ctx.engine.connect() as conn:
+        names = name or store.metric_names(conn, job.id)
+        series = store.read_series(
+            conn, job.id, names, step_min=step_min, step_max=step_max, max_points=max_points
+        )
+    # Serialized straight from the columns: a million points would spend most of their
+    # time in per-item validation otherwise.
+    payload = {
+        "job_id": job.id,
+        "metrics": [
+            {
+                "name": s.name,
+                "count": s.count,
+                "downsampled": s.downsampled,
+                "steps": s.steps,
+                "values": s.values,
+                "wall_times": s.wall_times,
+            }
+            for s in series
+        ],
+    }
+    return Response(orjson.dumps(payload), media_type="application/json")
+
+
+@router.post(
+    "/{job_id}/metrics",
+    response_model=MetricsAccepted,
+    summary="Report metric points for a running job",
+    description="For jobs that run outside SparkTrainer's executor. Authenticate with the "
+    "job's own token (`SPARKTRAINER_JOB_TOKEN`, `stj_…`) or as the job's owner.",
+    responses={409: {"description": "The job is not running"}},
+)
+def ingest_metrics(
+    job_id: str, body: MetricsIngest, request: Request, ctx: Context, session: DbSession
+) -> MetricsAccepted:
+    credential = bearer_credential(request)
+    job = service.get_job(session, job_id)
+    if credential.startswith(JOB_TOKEN_PREFIX):
+        service.check_job_token(job, credential)
+    else:
+        user = authenticate_request(request, ctx, session, credential)
+        service.get_owned(session, user, job_id)
+    service.ensure_running(job)
+    now = time.time()
+    try:
+        points = [parse_point(p.model_dump(), now=now) for p in body.points]
+    except InvalidPoint as exc:
+        raise BadRequest(str(exc)) from None
+    frames = ctx.jobs.pipeline.ingest(job.id, points)
+    return MetricsAccepted(accepted=len(frames), last_seq=frames[-1].seq)

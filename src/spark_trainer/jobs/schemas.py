@@ -1,0 +1,119 @@
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from pydantic import Field, field_validator
+
+from spark_trainer.kit.schemas import InputSchema, Schema, UTCDatetime
+from spark_trainer.models import JobStatus
+
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+MAX_ENV_ENTRIES = 256
+
+
+class JobCreate(InputSchema):
+    name: str = Field(min_length=1, max_length=200)
+    command: str = Field(min_length=1, max_length=100_000, description="Run with /bin/sh -c.")
+    gpu_count: int = Field(default=1, ge=0, le=1024, description="Whole GPUs, all on one node.")
+    priority: int = Field(
+        default=0, ge=-1000, le=1000, description="Higher runs first; FIFO within a priority."
+    )
+    environment: dict[str, str] = Field(
+        default_factory=dict,
+        description="Extra environment variables. CUDA_VISIBLE_DEVICES and SPARKTRAINER_* are "
+        "set by the platform from the allocation and cannot be overridden.",
+    )
+    experiment_id: str | None = Field(default=None, max_length=40)
+    timeout_seconds: int | None = Field(
+        default=None, ge=1, le=365 * 24 * 3600, description="Kill and fail the job after this."
+    )
+    working_dir: str | None = Field(
+        default=None,
+        max_length=4096,
+        description="Absolute directory the command starts in; default: a fresh directory "
+        "of the job's own.",
+    )
+
+    @field_validator("environment")
+    @classmethod
+    def _valid_environment(cls, value: dict[str, str]) -> dict[str, str]:
+        if len(value) > MAX_ENV_ENTRIES:
+            raise ValueError(f"at most {MAX_ENV_ENTRIES} variables")
+        for key, item in value.items():
+            if not _ENV_NAME.match(key):
+                raise ValueError(f"'{key}' is not a valid variable name")
+            if "\x00" in item:
+                raise ValueError(f"'{key}' contains a NUL byte")
+        return value
+
+    @field_validator("working_dir")
+    @classmethod
+    def _absolute(cls, value: str | None) -> str | None:
+        if value is not None and not Path(value).is_absolute():
+            raise ValueError("must be an absolute path")
+        return value
+
+
+class JobEventRead(Schema):
+    from_status: JobStatus | None
+    to_status: JobStatus
+    reason: str | None
+    at: UTCDatetime
+
+
+class JobRead(Schema):
+    id: str
+    name: str
+    status: JobStatus
+    gpu_count: int
+    created_at: UTCDatetime
+    priority: int
+    command: str
+    environment: dict[str, str]
+    experiment_id: str | None
+    timeout_seconds: int | None
+    working_dir: str | None
+    owner_id: str
+    started_at: UTCDatetime | None
+    finished_at: UTCDatetime | None
+    exit_code: int | None
+    status_reason: str | None = Field(
+        description="Why the job ended as it did (exit code, signal, timeout, cancel)."
+    )
+    pending_reason: str | None = Field(description="Why a pending job is still waiting.")
+    gpus: list[int] = Field(description="GPU indices allocated to the job on its node.")
+    node: str | None
+
+
+class JobDetail(JobRead):
+    events: list[JobEventRead] = Field(description="Every status transition, oldest first.")
+
+
+class MetricPointIn(InputSchema):
+    step: int | None = Field(default=None, ge=0)
+    metrics: dict[str, float] = Field(min_length=1)
+    ts: float | None = Field(default=None, description="Unix time; default: when received.")
+
+
+class MetricsIngest(InputSchema):
+    points: list[MetricPointIn] = Field(min_length=1, max_length=10_000)
+
+
+class MetricsAccepted(Schema):
+    accepted: int
+    last_seq: int
+
+
+class MetricSeries(Schema):
+    name: str
+    count: int = Field(description="Points stored in the requested range.")
+    downsampled: bool
+    steps: list[int]
+    values: list[float]
+    wall_times: list[float]
+
+
+class MetricsHistory(Schema):
+    job_id: str
+    metrics: list[MetricSeries]

@@ -1,0 +1,184 @@
+"""Job use cases: submit, read, cancel, logs, metrics."""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import BinaryIO, Literal
+
+from sqlalchemy.orm import Session
+
+from spark_trainer.errors import BadRequest, Conflict, Unauthorized, resource_not_found
+from spark_trainer.executor.local import STDERR_FILE, STDOUT_FILE
+from spark_trainer.identity.service import ensure_owner
+from spark_trainer.identity.tokens import api_key_digest
+from spark_trainer.jobs.engine import JOB_TOKEN_PREFIX, JobEngine
+from spark_trainer.jobs.repository import JobRepository
+from spark_trainer.jobs.schemas import JobCreate, JobDetail, JobEventRead, JobRead
+from spark_trainer.kit.ids import IdPrefix, new_id
+from spark_trainer.models import Job, JobStatus, User
+
+LogStream = Literal["stdout", "stderr"]
+# How long a cancel request waits for a running job to exit before answering.
+CANCEL_WAIT_SECONDS = 5.0
+
+
+def submit(session: Session, engine: JobEngine, user: User, data: JobCreate) -> Job:
+    largest = max(engine.capacity().values(), default=0)
+    if data.gpu_count > largest:
+        raise BadRequest(
+            f"gpu_count {data.gpu_count} exceeds the largest node, which has {largest} GPUs"
+        )
+    if data.working_dir is not None and not Path(data.working_dir).is_dir():
+        raise BadRequest(f"working_dir '{data.working_dir}' is not a directory")
+    job = JobRepository(session).add(
+        Job(
+            id=new_id(IdPrefix.JOB),
+            owner_id=user.id,
+            name=data.name,
+            command=data.command,
+            gpu_count=data.gpu_count,
+            priority=data.priority,
+            environment=data.environment,
+            experiment_id=data.experiment_id,
+            timeout_seconds=data.timeout_seconds,
+            working_dir=data.working_dir,
+            status=JobStatus.PENDING,
+            gpus=[],
+        )
+    )
+    after_commit(session, engine.wake)
+    return job
+
+
+def after_commit(session: Session, callback: Callable[[], None]) -> None:
+    """Runs ``callback`` once the request's transaction has committed (never on rollback)."""
+    session.info.setdefault("after_commit", []).append(callback)
+
+
+def get_job(session: Session, job_id: str) -> Job:
+    job = JobRepository(session).get(job_id)
+    if job is None:
+        raise resource_not_found("Job", job_id)
+    return job
+
+
+def get_owned(session: Session, user: User, job_id: str) -> Job:
+    job = get_job(session, job_id)
+    ensure_owner(user, job.owner_id, "Job", job_id)
+    return job
+
+
+def read(session: Session, job: Job) -> JobRead:
+    result = JobRead.model_validate(job)
+    if job.status == JobStatus.PENDING:
+        ahead = JobRepository(session).ahead_in_queue(job)
+        reason = job.pending_reason or "waiting for the scheduler's next pass"
+        if ahead:
+            reason = f"{reason}; {ahead} job{'s' if ahead != 1 else ''} ahead in the queue"
+        result.pending_reason = reason
+    return result
+
+
+def detail(session: Session, job: Job) -> JobDetail:
+    base = read(session, job)
+    events = [JobEventRead.model_validate(e) for e in JobRepository(session).events(job.id)]
+    return JobDetail(**base.model_dump(), events=events)
+
+
+def list_jobs(
+    session: Session, user: User, *, status: JobStatus | None, limit: int, offset: int
+) -> tuple[Sequence[Job], int]:
+    return JobRepository(session).page(user, status=status, limit=limit, offset=offset)
+
+
+def cancel(session: Session, engine: JobEngine, user: User, job_id: str) -> Job:
+    """Cancels a pending job at once; stops a running one and waits a little for it.
+
+    The request's session only reads here: the engine makes every status change in its own
+    compare-and-set transaction, because the scheduler may be acting on the same job.
+    """
+    job = get_owned(session, user, job_id)
+    if JobStatus(job.status).is_final:
+        raise Conflict(f"Job '{job_id}' has already {_ended_verb(job.status)}")
+    if job.status == JobStatus.PENDING:
+        engine.cancel_pending(job_id, "cancelled by user")
+        session.refresh(job)
+    if job.status == JobStatus.RUNNING:
+        engine.cancel_running(job_id)
+        engine.wait_finished(job_id, CANCEL_WAIT_SECONDS)
+        session.refresh(job)
+    return job
+
+
+def _ended_verb(status: str) -> str:
+    return {"completed": "completed", "failed": "failed", "cancelled": "been cancelled"}[status]
+
+
+# --- logs ----------------------------------------------------------------------------
+
+LOG_FILES: dict[str, str] = {"stdout": STDOUT_FILE, "stderr": STDERR_FILE}
+LOG_POLL_SECONDS = 0.1
+
+
+def log_path(job: Job, stream: LogStream) -> Path | None:
+    return Path(job.job_dir) / LOG_FILES[stream] if job.job_dir else None
+
+
+def read_log(
+    path: Path | None, *, offset: int | None, tail_lines: int | None, max_bytes: int
+) -> tuple[bytes, int, int]:
+    """A slice of a log: (content, its start offset, the file's size)."""
+    if path is None or not path.exists():
+        return b"", 0, 0
+    with path.open("rb") as handle:
+        size = handle.seek(0, 2)
+        if tail_lines is not None and offset is None:
+            start = _tail_start(handle, size, tail_lines)
+        else:
+            start = min(offset or 0, size)
+        handle.seek(start)
+        return handle.read(min(max_bytes, size - start)), start, size
+
+
+def _tail_start(handle: BinaryIO, size: int, lines: int) -> int:
+    """Offset where the last ``lines`` lines begin, reading backwards in blocks."""
+    block = 64 * 1024
+    position = size
+    found = 0
+    while position > 0:
+        step = min(block, position)
+        position -= step
+        handle.seek(position)
+        chunk = handle.read(step)
+        # A trailing newline ends the last line rather than starting an empty one.
+        end = len(chunk) - 1 if position + step == size and chunk.endswith(b"\n") else len(chunk)
+        index = end
+        while True:
+            index = chunk.rfind(b"\n", 0, index)
+            if index < 0:
+                break
+            found += 1
+            if found == lines:
+                return position + index + 1
+    return 0
+
+
+# --- metrics ingestion ----------------------------------------------------------------
+
+
+def check_job_token(job: Job, credential: str) -> None:
+    """A job's own token (``stj_…``) may report metrics for that job only, while it runs."""
+    digest = job.ingest_token_digest
+    if (
+        not credential.startswith(JOB_TOKEN_PREFIX)
+        or digest is None
+        or not hmac.compare_digest(digest, api_key_digest(credential))
+    ):
+        raise Unauthorized("Invalid job token")
+
+
+def ensure_running(job: Job) -> None:
+    if job.status != JobStatus.RUNNING:
+        raise Conflict(f"Job '{job.id}' is {job.status}; metrics are accepted while it runs")

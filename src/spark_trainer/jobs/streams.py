@@ -1,0 +1,103 @@
+"""Live job metrics: SSE at ``/api/jobs/{id}/stream`` and WebSocket at ``/ws/jobs/{id}/stream``.
+
+Each message is one metrics object as the spec shows it. SSE events carry ``id: <seq>`` so
+``Last-Event-ID`` resumes without gaps or duplicates; when the job ends, SSE sends a named
+``end`` event and WebSocket a final ``{"event": "end", ...}`` message, then both close.
+Browsers cannot set headers on either, so both accept ``?access_token=…``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Query, WebSocket, WebSocketDisconnect
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import StreamingResponse
+
+from spark_trainer.context import AppContext
+from spark_trainer.deps import Context, DbSession, StreamUser
+from spark_trainer.errors import SparkTrainerError, Unauthorized
+from spark_trainer.identity import service as identity
+from spark_trainer.jobs import service
+from spark_trainer.jobs.subscription import job_messages
+from spark_trainer.metrics.frames import SSE_PING, sse_end
+
+router = APIRouter(tags=["jobs"])
+
+
+@router.get(
+    "/api/jobs/{job_id}/stream",
+    summary="Stream a job's metrics (Server-Sent Events)",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"text/event-stream": {}}, "description": "SSE stream"}},
+)
+def stream_job(
+    job_id: str,
+    user: StreamUser,
+    ctx: Context,
+    session: DbSession,
+    last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
+    after: Annotated[int | None, Query(ge=0, description="Resume after this event id")] = None,
+) -> StreamingResponse:
+    service.get_owned(session, user, job_id)
+    cursor = after if after is not None else _event_id(last_event_id)
+    return StreamingResponse(
+        _sse(ctx, job_id, cursor),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
+
+
+def _event_id(value: str | None) -> int:
+    try:
+        return max(0, int(value)) if value else 0
+    except ValueError:
+        return 0
+
+
+async def _sse(ctx: AppContext, job_id: str, cursor: int) -> AsyncIterator[bytes]:
+    async for batch in job_messages(ctx, job_id, cursor):
+        if batch.keepalive:
+            yield SSE_PING
+        elif batch.end is not None:
+            yield sse_end(batch.end)
+        else:
+            yield b"".join(frame.sse for frame in batch.frames)
+
+
+def _authorize_socket(ctx: AppContext, websocket: WebSocket, job_id: str) -> None:
+    credential = websocket.query_params.get("access_token")
+    header = websocket.headers.get("authorization", "")
+    if header.lower().startswith("bearer "):
+        credential = header[7:].strip()
+    if not credential:
+        raise Unauthorized("Missing access_token")
+    with ctx.session_factory() as session:
+        user = identity.authenticate(session, ctx.tokens.key, credential)
+        service.get_owned(session, user, job_id)
+        session.commit()
+
+
+@router.websocket("/ws/jobs/{job_id}/stream")
+async def stream_job_ws(websocket: WebSocket, job_id: str) -> None:
+    ctx: AppContext = websocket.app.state.ctx
+    try:
+        await run_in_threadpool(_authorize_socket, ctx, websocket, job_id)
+    except SparkTrainerError as exc:
+        # 1008 policy violation: the handshake is refused before any data is sent.
+        await websocket.close(code=1008, reason=exc.message[:120])
+        return
+    await websocket.accept()
+    try:
+        async for batch in job_messages(
+            ctx, job_id, _event_id(websocket.query_params.get("after"))
+        ):
+            if batch.end is not None:
+                await websocket.send_text(batch.end)
+                await websocket.close(code=1000, reason="job ended")
+                return
+            for frame in batch.frames:
+                await websocket.send_text(frame.data)
+    except WebSocketDisconnect:
+        return

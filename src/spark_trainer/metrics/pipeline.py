@@ -1,0 +1,291 @@
+"""Metric ingestion: from a job (file or HTTP) to subscribers at once, to storage in batches.
+
+A point enters through :meth:`MetricsPipeline.ingest`, which numbers it (its ``seq`` is
+the stream's event id), publishes it on the event bus immediately and queues it for the
+writer thread. The writer stores whatever has accumulated every ``flush_interval``
+seconds in one transaction, together with each job's progress (last seq and, for file
+ingestion, the byte offset read), so that after a restart ingestion resumes exactly where
+the database says it stopped: nothing lost, nothing stored twice.
+
+Numbering is per job and kept by the process that runs the job (embedded mode: this one).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, select
+
+from spark_trainer.metrics import store
+from spark_trainer.metrics.bus import EventBus
+from spark_trainer.metrics.frames import Frame, encode_message
+from spark_trainer.models import Job, MetricPoint
+
+logger = logging.getLogger(__name__)
+
+MAX_NAME_LENGTH = 128
+RESERVED_NAMES = frozenset({"step"})
+
+
+class InvalidPoint(ValueError):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Point:
+    step: int | None
+    values: Mapping[str, float]
+    wall_time: float
+
+
+def parse_point(raw: Mapping[str, Any], *, now: float) -> Point:
+    """Validates one logged point: {"step": 3, "metrics": {"loss": 0.4}, "ts": 1.7e9}."""
+    metrics = raw.get("metrics")
+    if not isinstance(metrics, Mapping) or not metrics:
+        raise InvalidPoint("'metrics' must be a non-empty object of name → number")
+    values: dict[str, float] = {}
+    for name, value in metrics.items():
+        if not isinstance(name, str) or not name or len(name) > MAX_NAME_LENGTH:
+            raise InvalidPoint(f"metric names must be 1-{MAX_NAME_LENGTH} characters")
+        if name in RESERVED_NAMES:
+            raise InvalidPoint(f"'{name}' is reserved; pass it as the point's step")
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise InvalidPoint(f"metric '{name}' must be a number")
+        if not math.isfinite(value):
+            raise InvalidPoint(f"metric '{name}' must be finite")
+        values[name] = float(value)
+    step = raw.get("step")
+    if step is not None and (isinstance(step, bool) or not isinstance(step, int) or step < 0):
+        raise InvalidPoint("'step' must be a non-negative integer")
+    ts = raw.get("ts")
+    wall_time = float(ts) if isinstance(ts, int | float) and not isinstance(ts, bool) else now
+    return Point(step=step, values=values, wall_time=wall_time)
+
+
+@dataclass(slots=True)
+class _JobCursor:
+    seq: int
+    step: int
+    offset: int
+
+
+class MetricsPipeline:
+    def __init__(
+        self,
+        engine: Engine,
+        bus: EventBus,
+        *,
+        flush_interval: float = 0.05,
+        extra_values: Callable[[str], Mapping[str, float]] | None = None,
+    ) -> None:
+        self.engine = engine
+        self.bus = bus
+        self.flush_interval = flush_interval
+        # Values the platform adds to every point of a job (gpu_util), by job id.
+        self.extra_values = extra_values
+        self._lock = threading.Lock()
+        self._cursors: dict[str, _JobCursor] = {}
+        self._pending_rows: list[dict[str, Any]] = []
+        self._pending_progress: dict[str, tuple[int, int | None]] = {}
+        # One flush at a time: progress must reach the database in the order it was made.
+        self._flush_lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # --- ingestion ------------------------------------------------------------------
+
+    def ingest(
+        self, job_id: str, points: Sequence[Point], *, offset: int | None = None
+    ) -> list[Frame]:
+        """Numbers, publishes and queues points for storage. Thread-safe."""
+        with self._lock:
+            cursor = self._cursor(job_id)
+            extra = self.extra_values(job_id) if self.extra_values else {}
+            frames: list[Frame] = []
+            for point in points:
+                cursor.seq += 1
+                step = point.step if point.step is not None else cursor.step + 1
+                cursor.step = step
+                values = {**point.values, **extra}
+                for name, value in values.items():
+                    self._pending_rows.append(
+                        {
+                            "job_id": job_id,
+                            "seq": cursor.seq,
+                            "name": name,
+                            "step": step,
+                            "value": value,
+                            "wall_time": point.wall_time,
+                        }
+                    )
+                frames.append(Frame.of(cursor.seq, encode_message(step, values)))
+            if offset is not None:
+                cursor.offset = offset
+            self._pending_progress[job_id] = (cursor.seq, offset)
+        if frames:
+            self.bus.publish(job_id, frames)
+        self._wake.set()
+        return frames
+
+    def file_offset(self, job_id: str) -> int:
+        with self._lock:
+            return self._cursor(job_id).offset
+
+    def _cursor(self, job_id: str) -> _JobCursor:
+        cursor = self._cursors.get(job_id)
+        if cursor is None:
+            with self.engine.connect() as conn:
+                row = conn.execute(
+                    select(Job.metrics_seq, Job.metrics_offset).where(Job.id == job_id)
+                ).one()
+                last_step = conn.execute(
+                    select(MetricPoint.step)
+                    .where(MetricPoint.job_id == job_id)
+                    .order_by(MetricPoint.seq.desc())
+                    .limit(1)
+                ).scalar()
+            cursor = self._cursors[job_id] = _JobCursor(
+                seq=row.metrics_seq,
+                step=-1 if last_step is None else last_step,
+                offset=row.metrics_offset,
+            )
+        return cursor
+
+    def forget(self, job_id: str) -> None:
+        """Drops a finished job's cursor once its points are stored."""
+        self.flush()
+        with self._lock:
+            self._cursors.pop(job_id, None)
+
+    # --- storage --------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="metrics-writer", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        self.flush()
+
+    def _run(self) -> None:
+        while not self._stopping.is_set():
+            self._wake.wait()
+            # Let a burst accumulate so it is stored in one transaction.
+            self._stopping.wait(self.flush_interval)
+            self._wake.clear()
+            try:
+                self.flush()
+            except Exception:
+                logger.exception("storing metric points failed; retrying")
+                self._stopping.wait(1.0)
+                self._wake.set()
+
+    def flush(self) -> None:
+        """Stores everything ingested so far; returns when it is committed."""
+        with self._flush_lock:
+            self._flush()
+
+    def _flush(self) -> None:
+        with self._lock:
+            rows, self._pending_rows = self._pending_rows, []
+            progress, self._pending_progress = self._pending_progress, {}
+        if not rows and not progress:
+            return
+        try:
+            with self.engine.begin() as conn:
+                store.write_batch(
+                    conn, rows, [(job, seq, off) for job, (seq, off) in progress.items()]
+                )
+        except Exception:
+            with self._lock:
+                # Put the batch back in front, so a retry keeps the order.
+                self._pending_rows[:0] = rows
+                for job_id, value in progress.items():
+                    self._pending_progress.setdefault(job_id, value)
+            raise
+
+
+class FileTailer:
+    """Follows the metrics files that running jobs append to (``sparktrainer.log``).
+
+    One thread polls every followed file's size every ``interval`` seconds and ingests
+    complete new lines. The byte offset travels with the points into the database, so a
+    restarted server continues from the first line it had not stored.
+    """
+
+    def __init__(self, pipeline: MetricsPipeline, *, interval: float = 0.005) -> None:
+        self.pipeline = pipeline
+        self.interval = interval
+        self._lock = threading.Lock()
+        self._files: dict[str, Path] = {}
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def follow(self, job_id: str, path: Path) -> None:
+        with self._lock:
+            self._files[job_id] = path
+
+    def drain(self, job_id: str) -> None:
+        """Reads whatever is left of a job's file and stops following it."""
+        with self._lock:
+            path = self._files.pop(job_id, None)
+        if path is not None:
+            self._read(job_id, path)
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="metrics-tailer", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        while not self._stopping.wait(self.interval):
+            with self._lock:
+                files = list(self._files.items())
+            for job_id, path in files:
+                try:
+                    self._read(job_id, path)
+                except Exception:
+                    logger.exception("reading a metrics file failed", extra={"job_id": job_id})
+
+    def _read(self, job_id: str, path: Path) -> None:
+        offset = self.pipeline.file_offset(job_id)
+        try:
+            size = path.stat().st_size
+        except FileNotFoundError:
+            return
+        if size <= offset:
+            return
+        with path.open("rb") as handle:
+            handle.seek(offset)
+            chunk = handle.read(size - offset)
+        end = chunk.rfind(b"\n")
+        if end < 0:
+            return  # a line still being written
+        now = time.time()
+        points: list[Point] = []
+        for line in chunk[: end + 1].splitlines():
+            if not line.strip():
+                continue
+            try:
+                points.append(parse_point(json.loads(line), now=now))
+            except (ValueError, TypeError) as exc:
+                logger.warning(
+                    "skipping a malformed metrics line", extra={"job_id": job_id, "error": str(exc)}
+                )
+        self.pipeline.ingest(job_id, points, offset=offset + end + 1)

@@ -1,0 +1,174 @@
+"""Reading and writing metric points, with SQLAlchemy Core for speed.
+
+Points are written in batches (one transaction per batch, not per point) and read back
+either whole or downsampled on the database side.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+from sqlalchemy import Connection, Table, and_, func, insert, literal, select, update
+
+from spark_trainer.metrics.frames import Frame, encode_message
+from spark_trainer.models import Job, MetricPoint
+
+_points = cast(Table, MetricPoint.__table__)
+_jobs = cast(Table, Job.__table__)
+
+
+@dataclass(slots=True)
+class Series:
+    name: str
+    steps: list[int] = field(default_factory=list)
+    values: list[float] = field(default_factory=list)
+    wall_times: list[float] = field(default_factory=list)
+    count: int = 0
+    downsampled: bool = False
+
+
+def write_batch(
+    conn: Connection,
+    rows: Sequence[dict[str, Any]],
+    progress: Iterable[tuple[str, int, int | None]],
+) -> None:
+    """Inserts points and records each job's ingestion progress in the same transaction.
+
+    ``progress`` holds (job id, last seq, metrics file offset or None).
+    """
+    if rows:
+        conn.execute(insert(_points), list(rows))
+    for job_id, seq, offset in progress:
+        values: dict[str, Any] = {"metrics_seq": seq}
+        if offset is not None:
+            values["metrics_offset"] = offset
+        conn.execute(update(_jobs).where(_jobs.c.id == job_id).values(**values))
+
+
+def history_frames(conn: Connection, job_id: str, *, after: int, limit: int) -> list[Frame]:
+    """Stored points with seq > ``after`` as stream frames, oldest first."""
+    top = (
+        select(_points.c.seq)
+        .where(_points.c.job_id == job_id, _points.c.seq > after)
+        .group_by(_points.c.seq)
+        .order_by(_points.c.seq)
+        .limit(limit)
+        .subquery()
+    )
+    rows = conn.execute(
+        select(_points.c.seq, _points.c.step, _points.c.name, _points.c.value)
+        .where(_points.c.job_id == job_id, _points.c.seq.in_(select(top.c.seq)))
+        .order_by(_points.c.seq)
+    ).all()
+    frames: list[Frame] = []
+    current: int | None = None
+    step = 0
+    values: dict[str, float] = {}
+    for seq, row_step, name, value in rows:
+        if seq != current:
+            if current is not None:
+                frames.append(Frame.of(current, encode_message(step, values)))
+            current, step, values = seq, row_step, {}
+        values[name] = value
+    if current is not None:
+        frames.append(Frame.of(current, encode_message(step, values)))
+    return frames
+
+
+def metric_names(conn: Connection, job_id: str) -> list[str]:
+    return list(
+        conn.scalars(
+            select(_points.c.name).where(_points.c.job_id == job_id).distinct().order_by("name")
+        )
+    )
+
+
+def read_series(
+    conn: Connection,
+    job_id: str,
+    names: Sequence[str],
+    *,
+    step_min: int | None,
+    step_max: int | None,
+    max_points: int | None,
+) -> list[Series]:
+    result = []
+    for name in names:
+        where = [_points.c.job_id == job_id, _points.c.name == name]
+        if step_min is not None:
+            where.append(_points.c.step >= step_min)
+        if step_max is not None:
+            where.append(_points.c.step <= step_max)
+        count, lo, hi = conn.execute(
+            select(func.count(), func.min(_points.c.step), func.max(_points.c.step)).where(*where)
+        ).one()
+        if max_points is not None and count > max_points:
+            result.append(_downsampled(conn, name, where, count, lo, hi, max_points))
+        else:
+            result.append(_full(conn, name, where, count))
+    return result
+
+
+def _full(conn: Connection, name: str, where: list[Any], count: int) -> Series:
+    series = Series(name=name, count=count)
+    rows = conn.execute(
+        select(_points.c.step, _points.c.value, _points.c.wall_time)
+        .where(*where)
+        .order_by(_points.c.step, _points.c.seq)
+    )
+    for step, value, wall_time in rows:
+        series.steps.append(step)
+        series.values.append(value)
+        series.wall_times.append(wall_time)
+    return series
+
+
+def _downsampled(
+    conn: Connection,
+    name: str,
+    where: list[Any],
+    count: int,
+    lo: int,
+    hi: int,
+    max_points: int,
+) -> Series:
+    """Min/max per bucket (two points each), computed by the database in one pass.
+
+    Keeping each bucket's extremes, not its mean, keeps spikes visible at any zoom. The
+    minimum is drawn at the bucket's first step and the maximum at its last: exact in value,
+    and off by at most one bucket's width in step, less than a pixel on a chart of
+    ``max_points`` points.
+    """
+    buckets = max(1, max_points // 2)
+    width = max(1, math.ceil((hi - lo + 1) / buckets))
+    bucket = ((_points.c.step - literal(lo)) / literal(width)).label("bucket")
+    if conn.dialect.name == "postgresql":
+        # Integer division is what SQLite does with two integers; PostgreSQL needs it said.
+        bucket = func.div(_points.c.step - literal(lo), literal(width)).label("bucket")
+    rows = conn.execute(
+        select(
+            bucket,
+            func.min(_points.c.step),
+            func.max(_points.c.step),
+            func.min(_points.c.value),
+            func.max(_points.c.value),
+            func.min(_points.c.wall_time),
+            func.max(_points.c.wall_time),
+        )
+        .where(and_(*where))
+        .group_by(bucket)
+        .order_by(bucket)
+    ).all()
+    series = Series(name=name, count=count, downsampled=True)
+    for _, first_step, last_step, vmin, vmax, t0, t1 in rows:
+        series.steps.append(int(first_step))
+        series.values.append(vmin)
+        series.wall_times.append(t0)
+        if last_step != first_step or vmax != vmin:
+            series.steps.append(int(last_step))
+            series.values.append(vmax)
+            series.wall_times.append(t1)
+    return series
