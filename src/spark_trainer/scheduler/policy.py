@@ -71,7 +71,7 @@ def schedule(
     for job in queue:
         if job.gpu_count > largest_node:
             decision.reasons[job.id] = (
-                f"needs {job.gpu_count} GPUs; the largest node has {largest_node}"
+                f"needs {_gpus(job.gpu_count)}; the largest node has {largest_node}"
             )
             continue
         node = _best_fit(job, available, reserved_by)
@@ -126,7 +126,11 @@ def _why_waiting(
     if blocking:
         node, holder = blocking[0]
         return (
-            f"needs {job.gpu_count} GPUs; node {node} has them free but is reserved for "
+            f"needs {_gpus(job.gpu_count)}; node {node} has them free but is reserved for "
             f"{holder.id} (priority {holder.priority}), which has waited longer"
         )
-    return f"needs {job.gpu_count} GPUs; the largest free block is {largest_free}"
+    return f"needs {_gpus(job.gpu_count)}; the largest free block is {largest_free}"
+
+
+def _gpus(count: int) -> str:
+    return f"{count} GPU" if count == 1 else f"{count} GPUs"
