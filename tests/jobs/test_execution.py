@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import os
+import shlex
 from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
 
 from tests.conftest import Account
-from tests.jobs.helpers import FINAL, PY, blocker, get, logs, submit, wait_for
+from tests.jobs.helpers import FINAL, PY, blocker, get, logs, submit, wait_for, wait_until
 
 
 def test_submit_answers_the_spec_shape(client: TestClient, alice: Account) -> None:
@@ -173,8 +174,6 @@ def test_log_tail_offset_and_follow(client: TestClient, alice: Account, tmp_path
     def tail_ready() -> bool:
         return logs(client, alice.headers, job["id"]).count("\n") == 5
 
-    from tests.jobs.helpers import wait_until
-
     wait_until(tail_ready, what="five lines of output")
     tail = client.get(f"/api/jobs/{job['id']}/logs", params={"tail": 2}, headers=alice.headers)
     assert tail.text == "line4\nline5\n"
@@ -198,7 +197,7 @@ def test_python_job_uses_the_sdk_helper(client: TestClient, alice: Account) -> N
         "for i in range(3):\n"
         "    sparktrainer.log({'loss': 1.0 / (i + 1), 'lr': 0.001}, step=i * 10)\n"
     )
-    job = submit(client, alice.headers, command=f"{PY} -c {__import__('shlex').quote(script)}")
+    job = submit(client, alice.headers, command=f"{PY} -c {shlex.quote(script)}")
     done = wait_for(client, alice.headers, job["id"], FINAL)
     assert done["status"] == "completed", logs(client, alice.headers, job["id"], "stderr")
     history = client.get(f"/api/jobs/{job['id']}/metrics", headers=alice.headers).json()

@@ -144,10 +144,7 @@ def _downsampled(
     """
     buckets = max(1, max_points // 2)
     width = max(1, math.ceil((hi - lo + 1) / buckets))
-    bucket = ((_points.c.step - literal(lo)) / literal(width)).label("bucket")
-    if conn.dialect.name == "postgresql":
-        # Integer division is what SQLite does with two integers; PostgreSQL needs it said.
-        bucket = func.div(_points.c.step - literal(lo), literal(width)).label("bucket")
+    bucket = ((_points.c.step - literal(lo)) // literal(width)).label("bucket")
     rows = conn.execute(
         select(
             bucket,
