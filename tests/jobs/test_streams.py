@@ -75,7 +75,8 @@ def test_sse_history_then_live_then_end(client: TestClient, alice: Account, tmp_
             if "event: end" in received:
                 break
     events = _parse_sse(received)
-    points = [e for e in events if "event" not in e]
+    assert events[0] == {"retry": "2000"}
+    points = [e for e in events if "id" in e]
     assert [json.loads(e["data"]) for e in points] == EXPECTED
     assert [int(e["id"]) for e in points] == [1, 2, 3, 4, 5]
     end = events[-1]

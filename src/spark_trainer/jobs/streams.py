@@ -21,7 +21,7 @@ from spark_trainer.errors import SparkTrainerError, Unauthorized
 from spark_trainer.identity import service as identity
 from spark_trainer.jobs import service
 from spark_trainer.jobs.subscription import job_messages
-from spark_trainer.metrics.frames import SSE_PING, sse_end
+from spark_trainer.metrics.frames import SSE_OPEN, SSE_PING, sse_end
 
 router = APIRouter(tags=["jobs"])
 
@@ -57,6 +57,7 @@ def _event_id(value: str | None) -> int:
 
 
 async def _sse(ctx: AppContext, job_id: str, cursor: int) -> AsyncIterator[bytes]:
+    yield SSE_OPEN
     async for batch in job_messages(ctx, job_id, cursor):
         if batch.keepalive:
             yield SSE_PING
