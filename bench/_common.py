@@ -34,7 +34,9 @@ def format_number(value: float) -> str:
         return f"{value:.0f}"
     if magnitude >= 10:
         return f"{value:.1f}"
-    return f"{value:.2f}"
+    if magnitude >= 1 or magnitude == 0:
+        return f"{value:.2f}"
+    return f"{value:.3f}"
 
 
 def format_table(results: list[Result]) -> str:

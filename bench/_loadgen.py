@@ -27,6 +27,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 from urllib.parse import urlsplit
 
 GENERATORS = ("auto", "wrk", "python")
@@ -82,10 +83,14 @@ def run_load(
     """One measured run (warm up first by calling this with a short duration)."""
     headers = headers or {}
     if generator == "wrk":
-        return _run_wrk(url, connections, duration_s, headers, wrk_threads)
-    if generator == "python":
-        return _run_python(url, connections, duration_s, headers)
-    raise ValueError(f"unknown generator {generator!r}")
+        result = _run_wrk(url, connections, duration_s, headers, wrk_threads)
+    elif generator == "python":
+        result = _run_python(url, connections, duration_s, headers)
+    else:
+        raise ValueError(f"unknown generator {generator!r}")
+    if result.requests == 0:
+        raise RuntimeError(f"{generator}: no request to {url} completed in {duration_s:g}s")
+    return result
 
 
 def _children_cpu_s() -> float:
@@ -206,8 +211,8 @@ class _Connection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # uvloop's transports are not asyncio.Transport subclasses, but behave as one.
+        self.transport = cast(asyncio.Transport, transport)
         self._send()
 
     def _send(self) -> None:
@@ -216,6 +221,15 @@ class _Connection(asyncio.Protocol):
         self.transport.write(self.request)
 
     def data_received(self, data: bytes) -> None:
+        try:
+            self._received(data)
+        except Exception as exc:
+            print(f"load generator: bad response ({exc!r}); connection dropped", file=sys.stderr)
+            self.stats.errors += 1
+            if self.transport is not None:
+                self.transport.close()
+
+    def _received(self, data: bytes) -> None:
         self.buffer += data
         if self.need is None:
             end = self.buffer.find(b"\r\n\r\n")
@@ -243,6 +257,8 @@ class _Connection(asyncio.Protocol):
             self.transport.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if time.perf_counter() < self.stats.end:
+            self.stats.errors += 1  # the server closed a keep-alive connection early
         if not self.closed.done():
             self.closed.set_result(None)
 

@@ -14,12 +14,13 @@ import argparse
 import os
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import psutil
 
-from bench._common import Result
+from bench._common import Result, wait_for_quiet
 from bench._loadgen import LoadResult, pick_generator, run_load
 from bench._server import (
     ADMIN_PASSWORD,
@@ -33,6 +34,7 @@ from bench._server import (
 NAME = "api_overhead"
 DESCRIPTION = "healthz vs authenticated GET /api/users: rps, p50/p99, ratio (SQLite, PostgreSQL)"
 TARGET_RATIO = 0.30
+OTHER_CPU_WARNING = 0.15  # cores used by unrelated processes during a measured case
 BACKENDS = ("sqlite", "postgres")
 SEED_PASSWORD = "bench-user-password"
 
@@ -84,9 +86,35 @@ def _seed_users(client: httpx.Client, token: str, count: int) -> None:
         list(pool.map(create, range(count)))
 
 
-def _server_cpu_s(proc: psutil.Process) -> float:
-    times = proc.cpu_times()
+def _cpu_s(proc: psutil.Process) -> float:
+    try:
+        times = proc.cpu_times()
+    except psutil.Error:
+        return 0.0
     return float(times.user + times.system)
+
+
+def _postgres_cpu_s() -> float:
+    """CPU of every ``postgres`` process (the server's backends do the queries' work)."""
+    total = 0.0
+    for proc in psutil.process_iter(["name"]):
+        if proc.info["name"] == "postgres":
+            total += _cpu_s(proc)
+    return total
+
+
+def _machine_busy_s() -> float:
+    times = psutil.cpu_times()
+    idle = times.idle + getattr(times, "iowait", 0.0)
+    return float(sum(times) - idle)
+
+
+@dataclass(frozen=True, slots=True)
+class Measured:
+    load: LoadResult
+    server_cpu_s: float
+    db_cpu_s: float
+    other_cpu_s: float
 
 
 def _measure(
@@ -95,8 +123,10 @@ def _measure(
     headers: dict[str, str],
     args: argparse.Namespace,
     generator: str,
-) -> tuple[LoadResult, float]:
+) -> Measured:
     url = server.base_url + path
+    if args.quiet_wait > 0:
+        wait_for_quiet(args.quiet_wait)
     if args.warmup > 0:
         run_load(
             url,
@@ -107,8 +137,8 @@ def _measure(
             wrk_threads=args.wrk_threads,
         )
     proc = psutil.Process(server.pid)
-    cpu_before = _server_cpu_s(proc)
-    result = run_load(
+    server_before, db_before, busy_before = _cpu_s(proc), _postgres_cpu_s(), _machine_busy_s()
+    load = run_load(
         url,
         generator=generator,
         connections=args.connections,
@@ -116,10 +146,15 @@ def _measure(
         headers=headers,
         wrk_threads=args.wrk_threads,
     )
-    return result, _server_cpu_s(proc) - cpu_before
+    server_cpu = _cpu_s(proc) - server_before
+    db_cpu = _postgres_cpu_s() - db_before
+    busy = _machine_busy_s() - busy_before
+    other = max(0.0, busy - server_cpu - db_cpu - load.generator_cpu_s)
+    return Measured(load, server_cpu, db_cpu, other)
 
 
-def _row(backend: str, case: str, load: LoadResult, server_cpu_s: float) -> Result:
+def _row(backend: str, case: str, m: Measured) -> Result:
+    load = m.load
     duration = load.duration_s or 1.0
     return Result(
         benchmark=NAME,
@@ -129,9 +164,11 @@ def _row(backend: str, case: str, load: LoadResult, server_cpu_s: float) -> Resu
             "p50_ms": load.p50_ms,
             "p99_ms": load.p99_ms,
             "errors": float(load.errors),
-            "srv_cpu_%": 100 * server_cpu_s / duration,
-            "srv_us/req": 1e6 * server_cpu_s / load.requests if load.requests else 0.0,
+            "srv_cpu_%": 100 * m.server_cpu_s / duration,
+            "srv_us/req": 1e6 * m.server_cpu_s / load.requests if load.requests else 0.0,
+            "db_cpu_%": 100 * m.db_cpu_s / duration,
             "gen_cpu_%": 100 * load.generator_cpu_s / duration,
+            "other_cpu_%": 100 * m.other_cpu_s / duration,
         },
         info={"generator": load.generator, "requests": str(load.requests)},
     )
@@ -152,23 +189,29 @@ def _bench_backend(
             if total != args.users + 1:
                 raise RuntimeError(f"expected {args.users + 1} users, the list says {total}")
 
-        health, health_cpu = _measure(server, "/healthz", {}, args, generator)
-        listing, list_cpu = _measure(server, list_path, auth, args, generator)
+        health_m = _measure(server, "/healthz", {}, args, generator)
+        listing_m = _measure(server, list_path, auth, args, generator)
 
+    health, listing = health_m.load, listing_m.load
     ratio = listing.rps / health.rps if health.rps else 0.0
     print(
         f"{NAME} {backend}: "
         f"healthz {health.rps:.0f} rps p50 {health.p50_ms:.2f}ms p99 {health.p99_ms:.2f}ms | "
         f"list {listing.rps:.0f} rps p50 {listing.p50_ms:.2f}ms p99 {listing.p99_ms:.2f}ms | "
-        f"ratio {ratio:.2f} (target >= {TARGET_RATIO:.2f}) [{generator}]",
+        f"ratio {ratio:.3f} (target >= {TARGET_RATIO:.2f}) [{generator}]",
         flush=True,
     )
-    for load, case in ((health, "healthz"), (listing, "list")):
-        if load.errors:
-            print(f"  WARNING: {case} saw {load.errors} errors (non-2xx/3xx or socket)")
+    for m, case in ((health_m, "healthz"), (listing_m, "list")):
+        if m.load.errors:
+            print(f"  WARNING: {case} saw {m.load.errors} errors (non-2xx/3xx or socket)")
+        if m.other_cpu_s / (m.load.duration_s or 1.0) > OTHER_CPU_WARNING:
+            print(
+                f"  WARNING: other processes used {m.other_cpu_s / m.load.duration_s:.2f} cores "
+                f"during {case}; its figures are likely low"
+            )
     return [
-        _row(backend, "healthz", health, health_cpu),
-        _row(backend, "list", listing, list_cpu),
+        _row(backend, "healthz", health_m),
+        _row(backend, "list", listing_m),
         Result(
             benchmark=NAME,
             case=f"{backend} ratio",

@@ -49,7 +49,12 @@ def discover() -> dict[str, Benchmark]:
     for info in sorted(pkgutil.iter_modules([str(BENCH_DIR)]), key=lambda m: m.name):
         if info.ispkg or info.name.startswith("_") or info.name == "run":
             continue
-        module = importlib.import_module(f"bench.{info.name}")
+        try:
+            module = importlib.import_module(f"bench.{info.name}")
+        except Exception as exc:
+            # One broken module must not take the others down with it.
+            print(f"warning: bench/{info.name}.py skipped: {exc!r}", file=sys.stderr)
+            continue
         run = getattr(module, "run", None)
         if not callable(run):
             continue
@@ -82,6 +87,13 @@ def build_parser(benchmarks: dict[str, Benchmark]) -> argparse.ArgumentParser:
         help="load generator (auto: wrk if found)",
     )
     parser.add_argument("--wrk-threads", type=int, default=1, help="wrk -t (default 1)")
+    parser.add_argument(
+        "--quiet-wait",
+        type=float,
+        default=60.0,
+        help="before each measured case, wait up to this many seconds for other processes "
+        "to leave the CPUs idle (0: do not wait; default 60)",
+    )
     parser.add_argument("--no-save", action="store_true", help="do not write bench/results/*.json")
     for benchmark in benchmarks.values():
         if benchmark.add_arguments is not None:

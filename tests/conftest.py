@@ -7,12 +7,16 @@ empty tables (a copied SQLite file, or TRUNCATE on PostgreSQL).
 
 from __future__ import annotations
 
+import contextlib
+import os
 import secrets
 import shutil
+import signal
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import psutil
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, text
@@ -31,6 +35,25 @@ from tests.services import require_postgres
 
 SECRET_KEY = "test-signing-key-" + "x" * 32
 PASSWORD = "correct horse battery staple"
+
+
+@pytest.fixture(autouse=True)
+def _no_stray_job_processes(tmp_path: Path) -> Iterator[None]:
+    """Job processes outlive the server by design (a restart adopts them); a test that
+    ends with a job still running must not leave it behind, so every process whose
+    command line names this test's directory is killed afterwards."""
+    yield
+    marker = str(tmp_path)
+    for process in psutil.process_iter(["pid", "cmdline"]):
+        cmdline = process.info["cmdline"] or []
+        if process.pid == os.getpid() or not any(marker in part for part in cmdline):
+            continue
+        with contextlib.suppress(OSError, psutil.Error):
+            group = os.getpgid(process.pid)
+            if group != os.getpgrp():
+                os.killpg(group, signal.SIGKILL)  # a job's shim: its whole process group
+            else:
+                process.kill()
 
 
 @pytest.fixture(scope="session")

@@ -12,12 +12,16 @@ from fastapi.routing import APIRoute
 
 from spark_trainer import __version__, docs, exception_handlers
 from spark_trainer.context import AppContext
+from spark_trainer.datasets.endpoints import UPLOAD_ROUTES as DATASET_UPLOAD_ROUTES
+from spark_trainer.datasets.endpoints import router as datasets_router
+from spark_trainer.experiments.endpoints import router as experiments_router
 from spark_trainer.gpus.endpoints import router as gpus_router
 from spark_trainer.health.endpoints import router as health_router
 from spark_trainer.identity.endpoints import auth_router, users_router
 from spark_trainer.jobs.endpoints import router as jobs_router
 from spark_trainer.jobs.streams import router as streams_router
 from spark_trainer.middleware import BodySizeLimitMiddleware, RequestContextMiddleware
+from spark_trainer.registry.endpoints import router as models_router
 from spark_trainer.settings import Settings
 
 
@@ -54,7 +58,11 @@ def create_app(settings: Settings | None = None, context: AppContext | None = No
     app.state.ctx = ctx
     exception_handlers.install(app)
 
-    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_request_bytes)
+    app.add_middleware(
+        BodySizeLimitMiddleware,
+        max_bytes=settings.max_request_bytes,
+        own_limit=DATASET_UPLOAD_ROUTES,
+    )
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,
@@ -71,5 +79,8 @@ def create_app(settings: Settings | None = None, context: AppContext | None = No
     app.include_router(jobs_router)
     app.include_router(streams_router)
     app.include_router(gpus_router)
+    app.include_router(datasets_router)
+    app.include_router(experiments_router)
+    app.include_router(models_router)
     docs.install(app)
     return app

@@ -17,7 +17,10 @@ from spark_trainer.metrics.bus import EventBus, LocalBus, RedisBus
 from spark_trainer.metrics.hub import StreamHub
 from spark_trainer.metrics.pipeline import MetricsPipeline
 from spark_trainer.ratelimit import RateLimiter
+from spark_trainer.registry import service as registry
 from spark_trainer.settings import Settings
+from spark_trainer.storage.base import ArtifactStore
+from spark_trainer.storage.local import LocalArtifactStore
 
 
 @dataclass
@@ -31,6 +34,7 @@ class AppContext:
     hub: StreamHub
     bus: EventBus
     jobs: JobEngine
+    artifacts: ArtifactStore
     redis: redis.Redis | None = field(default=None)
 
     @classmethod
@@ -47,6 +51,7 @@ class AppContext:
         bus: EventBus = RedisBus(hub, client) if client is not None else LocalBus(hub)
         inventory = build_inventory(settings)
         pipeline = MetricsPipeline(engine, bus)
+        artifacts = LocalArtifactStore(settings.artifacts_root)
         return cls(
             settings=settings,
             engine=engine,
@@ -56,12 +61,14 @@ class AppContext:
             gpu_inventory=inventory,
             hub=hub,
             bus=bus,
-            jobs=JobEngine(settings, session_factory, inventory, bus, pipeline),
+            jobs=JobEngine(settings, session_factory, inventory, bus, pipeline, artifacts),
+            artifacts=artifacts,
             redis=client,
         )
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         """Starts the background parts: stream fan-out, event bus, scheduler, executor."""
+        self.jobs.completion_hooks.append(self._register_model)
         self.hub.bind(loop)
         self.bus.start()
         self.jobs.start()
@@ -69,6 +76,10 @@ class AppContext:
     def stop(self) -> None:
         self.jobs.stop()
         self.bus.close()
+
+    def _register_model(self, job_id: str) -> None:
+        with self.session_factory.begin() as session:
+            registry.register_completed_job(session, self.artifacts, job_id)
 
     def dependency_status(self) -> dict[str, bool]:
         """Each dependency in use, and whether it answers right now."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import secrets
 import time
+from collections.abc import Collection
 from typing import Any
 
 from starlette.datastructures import MutableHeaders
@@ -62,14 +63,21 @@ class RequestContextMiddleware:
 
 
 class BodySizeLimitMiddleware:
-    """413 for bodies above the limit, by Content-Length or by counting a streamed body."""
+    """413 for bodies above the limit, by Content-Length or by counting a streamed body.
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    ``own_limit`` names the (method, path) pairs passed through untouched: routes that
+    stream large bodies (dataset uploads) and enforce a limit of their own.
+    """
+
+    def __init__(
+        self, app: ASGIApp, max_bytes: int, own_limit: Collection[tuple[str, str]] = ()
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.own_limit = frozenset(own_limit)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != "http" or (scope["method"], scope["path"]) in self.own_limit:
             await self.app(scope, receive, send)
             return
         for name, value in scope["headers"]:

@@ -57,6 +57,14 @@ class Settings(BaseSettings):
     max_request_bytes: int = Field(
         default=1024 * 1024, ge=1024, description="Largest request body outside uploads."
     )
+    max_upload_bytes: int = Field(
+        default=50 * 1024**3, ge=1, description="Largest file one dataset upload may carry."
+    )
+    artifacts_dir: Path | None = Field(
+        default=None,
+        description="Where dataset and model files are kept (content-addressed by md5, laid "
+        "out like a DVC 3 cache). Unset: DATA_DIR/artifacts.",
+    )
     cors_origins: list[str] = Field(
         default_factory=list, description="Origins allowed by CORS; empty turns CORS off."
     )
@@ -122,6 +130,10 @@ class Settings(BaseSettings):
             return self.public_url.rstrip("/")
         host = "127.0.0.1" if self.host in ("0.0.0.0", "::") else self.host  # noqa: S104
         return f"http://{host}:{self.port}"
+
+    @property
+    def artifacts_root(self) -> Path:
+        return (self.artifacts_dir or self.data_dir / "artifacts").expanduser().resolve()
 
     @cached_property
     def effective_database_url(self) -> str:

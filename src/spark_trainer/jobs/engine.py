@@ -15,6 +15,7 @@ import secrets
 import signal
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,9 +31,10 @@ from spark_trainer.kit.time import utcnow
 from spark_trainer.metrics.bus import EventBus
 from spark_trainer.metrics.frames import end_payload
 from spark_trainer.metrics.pipeline import FileTailer, MetricsPipeline
-from spark_trainer.models import Job, JobStatus
+from spark_trainer.models import DatasetVersion, Job, JobStatus
 from spark_trainer.scheduler.policy import QueuedJob, schedule
 from spark_trainer.settings import Settings
+from spark_trainer.storage.base import ArtifactStore, BlobNotFound
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +55,7 @@ class _Started:
     working_dir: str | None
     timeout_seconds: int | None
     gpus: tuple[int, ...]
+    dataset_path: Path | None
 
 
 class JobEngine:
@@ -63,12 +66,14 @@ class JobEngine:
         inventory: GpuInventory,
         bus: EventBus,
         pipeline: MetricsPipeline,
+        artifacts: ArtifactStore,
     ) -> None:
         self.settings = settings
         self.session_factory = session_factory
         self.inventory = inventory
         self.bus = bus
         self.pipeline = pipeline
+        self.artifacts = artifacts
         self.tailer = FileTailer(pipeline)
         self.executor = LocalExecutor(self._on_exit, kill_grace_seconds=settings.kill_grace_seconds)
         self.node = settings.node_name
@@ -82,6 +87,8 @@ class JobEngine:
         self._reasons: dict[str, str] = {}
         self._gpu_cache: tuple[float, dict[int, float]] = (0.0, {})
         pipeline.extra_values = self._gpu_util
+        # Called with a job's id once it has completed successfully (model registration).
+        self.completion_hooks: list[Callable[[str], None]] = []
 
     # --- lifecycle ------------------------------------------------------------------
 
@@ -200,6 +207,13 @@ class JobEngine:
             if not claimed:
                 return False  # cancelled while this pass was deciding
             job = session.get_one(Job, job_id)
+            dataset_hash = (
+                session.scalar(
+                    select(DatasetVersion.hash).where(DatasetVersion.id == job.dataset_version_id)
+                )
+                if job.dataset_version_id
+                else None
+            )
             started = _Started(
                 job_id=job.id,
                 command=job.command,
@@ -207,6 +221,7 @@ class JobEngine:
                 working_dir=job.working_dir,
                 timeout_seconds=job.timeout_seconds,
                 gpus=gpus,
+                dataset_path=self.artifacts.local_path(dataset_hash) if dataset_hash else None,
             )
         # Committed: only now does a process start (a rolled-back placement starts nothing).
         with self._lock:
@@ -214,7 +229,7 @@ class JobEngine:
             self._finished[job_id] = threading.Event()
         try:
             handle = self._launch(started, job_dir, token)
-        except LaunchError as exc:
+        except (LaunchError, BlobNotFound) as exc:
             self._fail_launch(job_id, str(exc))
             return False
         with self.session_factory.begin() as session:
@@ -257,6 +272,9 @@ class JobEngine:
             api_url=self.settings.api_url,
             token=token,
         )
+        if job.dataset_path is not None:
+            # The store keeps blobs read-only; the job reads the dataset in place.
+            environment["SPARKTRAINER_DATASET_PATH"] = str(job.dataset_path)
         return self.executor.launch(
             LaunchSpec(
                 job_id=job.job_id,
@@ -325,6 +343,13 @@ class JobEngine:
             extra={"job_id": report.job_id, "status": str(status), "exit_code": report.exit_code},
         )
         self._ended(report.job_id, status, report.exit_code, reason)
+        if status == JobStatus.COMPLETED:
+            for hook in self.completion_hooks:
+                try:
+                    hook(report.job_id)
+                except Exception:
+                    # The job itself succeeded; a failing hook must not change that.
+                    logger.exception("completion hook failed", extra={"job_id": report.job_id})
 
     def _ended(
         self, job_id: str, status: JobStatus, exit_code: int | None, reason: str | None

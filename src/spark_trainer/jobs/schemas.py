@@ -24,7 +24,27 @@ class JobCreate(InputSchema):
         description="Extra environment variables. CUDA_VISIBLE_DEVICES and SPARKTRAINER_* are "
         "set by the platform from the allocation and cannot be overridden.",
     )
-    experiment_id: str | None = Field(default=None, max_length=40)
+    experiment_id: str | None = Field(
+        default=None, max_length=40, description="Make the job a run of this experiment."
+    )
+    dataset_id: str | None = Field(
+        default=None,
+        max_length=40,
+        description="A dataset to read: its file's path is given to the job, read-only, as "
+        "SPARKTRAINER_DATASET_PATH.",
+    )
+    dataset_version: str | None = Field(
+        default=None,
+        max_length=32,
+        description='Which version of dataset_id ("v1.2.0"); default: the latest, pinned '
+        "at submission.",
+    )
+    model_name: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,199}$",
+        description="Register the files the job writes to SPARKTRAINER_OUTPUT_DIR under this "
+        "model name when it completes; default: the job's name.",
+    )
     timeout_seconds: int | None = Field(
         default=None, ge=1, le=365 * 24 * 3600, description="Kill and fail the job after this."
     )
@@ -72,6 +92,8 @@ class JobRead(Schema):
     command: str
     environment: dict[str, str]
     experiment_id: str | None
+    dataset_version_id: str | None
+    model_name: str | None
     timeout_seconds: int | None
     working_dir: str | None
     owner_id: str

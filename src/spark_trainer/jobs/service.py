@@ -9,8 +9,10 @@ from typing import BinaryIO, Literal
 
 from sqlalchemy.orm import Session
 
+from spark_trainer.datasets import service as datasets
 from spark_trainer.errors import BadRequest, Conflict, Unauthorized, resource_not_found
 from spark_trainer.executor.local import STDERR_FILE, STDOUT_FILE
+from spark_trainer.experiments import service as experiments
 from spark_trainer.identity.service import ensure_owner
 from spark_trainer.identity.tokens import api_key_digest
 from spark_trainer.jobs.engine import JOB_TOKEN_PREFIX, JobEngine
@@ -32,6 +34,15 @@ def submit(session: Session, engine: JobEngine, user: User, data: JobCreate) -> 
         )
     if data.working_dir is not None and not Path(data.working_dir).is_dir():
         raise BadRequest(f"working_dir '{data.working_dir}' is not a directory")
+    if data.experiment_id is not None:
+        experiments.get_owned(session, user, data.experiment_id)
+    dataset_version_id = None
+    if data.dataset_id is not None:
+        dataset_version_id = datasets.resolve_version(
+            session, user, data.dataset_id, data.dataset_version
+        ).id
+    elif data.dataset_version is not None:
+        raise BadRequest("dataset_version needs dataset_id")
     job = JobRepository(session).add(
         Job(
             id=new_id(IdPrefix.JOB),
@@ -42,6 +53,8 @@ def submit(session: Session, engine: JobEngine, user: User, data: JobCreate) -> 
             priority=data.priority,
             environment=data.environment,
             experiment_id=data.experiment_id,
+            dataset_version_id=dataset_version_id,
+            model_name=data.model_name,
             timeout_seconds=data.timeout_seconds,
             working_dir=data.working_dir,
             status=JobStatus.PENDING,

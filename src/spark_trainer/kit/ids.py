@@ -12,6 +12,7 @@ class IdPrefix(StrEnum):
     JOB = "job"
     EXPERIMENT = "exp"
     DATASET = "ds"
+    DATASET_VERSION = "dsv"
     MODEL = "model"
     STUDY = "study"
     DEPLOYMENT = "deploy"

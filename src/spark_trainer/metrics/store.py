@@ -11,13 +11,16 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
-from sqlalchemy import Connection, Table, and_, func, insert, literal, select, update
+from sqlalchemy import Connection, Table, and_, case, func, insert, literal, select, update
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from spark_trainer.metrics.frames import Frame, encode_message
-from spark_trainer.models import Job, MetricPoint
+from spark_trainer.models import Job, MetricPoint, MetricSummary
 
 _points = cast(Table, MetricPoint.__table__)
 _jobs = cast(Table, Job.__table__)
+_summaries = cast(Table, MetricSummary.__table__)
 
 
 @dataclass(slots=True)
@@ -35,17 +38,67 @@ def write_batch(
     rows: Sequence[dict[str, Any]],
     progress: Iterable[tuple[str, int, int | None]],
 ) -> None:
-    """Inserts points and records each job's ingestion progress in the same transaction.
+    """Inserts points, folds them into the per-metric summaries and records each job's
+    ingestion progress, all in the caller's transaction.
 
     ``progress`` holds (job id, last seq, metrics file offset or None).
     """
     if rows:
         conn.execute(insert(_points), list(rows))
+        _update_summaries(conn, rows)
     for job_id, seq, offset in progress:
         values: dict[str, Any] = {"metrics_seq": seq}
         if offset is not None:
             values["metrics_offset"] = offset
         conn.execute(update(_jobs).where(_jobs.c.id == job_id).values(**values))
+
+
+def _update_summaries(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
+    batch: dict[tuple[str, str], dict[str, Any]] = {}
+    for row in rows:
+        key = (row["job_id"], row["name"])
+        summary = batch.get(key)
+        value = row["value"]
+        if summary is None:
+            batch[key] = {
+                "job_id": row["job_id"],
+                "name": row["name"],
+                "latest": value,
+                "latest_step": row["step"],
+                "latest_seq": row["seq"],
+                "min": value,
+                "max": value,
+                "count": 1,
+            }
+            continue
+        if row["seq"] >= summary["latest_seq"]:
+            summary.update(latest=value, latest_step=row["step"], latest_seq=row["seq"])
+        summary["min"] = min(summary["min"], value)
+        summary["max"] = max(summary["max"], value)
+        summary["count"] += 1
+    dialect = conn.dialect.name
+    statement = (postgresql_insert if dialect == "postgresql" else sqlite_insert)(_summaries)
+    # SQLite's two-argument min()/max() are PostgreSQL's least()/greatest().
+    smaller, larger = (
+        (func.least, func.greatest) if dialect == "postgresql" else (func.min, func.max)
+    )
+    newer = statement.excluded.latest_seq >= _summaries.c.latest_seq
+    conn.execute(
+        statement.on_conflict_do_update(
+            index_elements=[_summaries.c.job_id, _summaries.c.name],
+            set_={
+                "latest": case((newer, statement.excluded.latest), else_=_summaries.c.latest),
+                "latest_step": case(
+                    (newer, statement.excluded.latest_step), else_=_summaries.c.latest_step
+                ),
+                "latest_seq": larger(_summaries.c.latest_seq, statement.excluded.latest_seq),
+                "min": smaller(_summaries.c.min, statement.excluded.min),
+                "max": larger(_summaries.c.max, statement.excluded.max),
+                "count": _summaries.c.count + statement.excluded.count,
+            },
+        ),
+        list(batch.values()),
+    )
 
 
 def history_frames(conn: Connection, job_id: str, *, after: int, limit: int) -> list[Frame]:

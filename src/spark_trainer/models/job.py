@@ -41,7 +41,14 @@ class Job(TimestampMixin, Base):
     environment: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
     working_dir: Mapped[str | None] = mapped_column(Text, default=None)
     timeout_seconds: Mapped[int | None] = mapped_column(Integer, default=None)
-    experiment_id: Mapped[str | None] = mapped_column(String(40), default=None, index=True)
+    experiment_id: Mapped[str | None] = mapped_column(
+        ForeignKey("experiments.id", ondelete="SET NULL"), default=None, index=True
+    )
+    dataset_version_id: Mapped[str | None] = mapped_column(
+        ForeignKey("dataset_versions.id", ondelete="SET NULL"), default=None
+    )
+    # The name the job's output is registered under when it completes; default: its name.
+    model_name: Mapped[str | None] = mapped_column(String(200), default=None)
 
     status: Mapped[JobStatus] = mapped_column(String(16), default=JobStatus.PENDING)
     status_reason: Mapped[str | None] = mapped_column(Text, default=None)

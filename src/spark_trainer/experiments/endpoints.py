@@ -1,0 +1,86 @@
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Query, status
+
+from spark_trainer.deps import CurrentUser, DbSession
+from spark_trainer.experiments import service
+from spark_trainer.experiments.schemas import (
+    ExperimentCreate,
+    ExperimentDetail,
+    ExperimentRead,
+    RunRead,
+)
+from spark_trainer.kit.pagination import PagingParams
+from spark_trainer.kit.schemas import Page
+
+router = APIRouter(prefix="/api/experiments", tags=["experiments"])
+
+
+@router.get("", response_model=Page[ExperimentRead], summary="List experiments, newest first")
+def list_experiments(
+    user: CurrentUser,
+    session: DbSession,
+    paging: PagingParams,
+    name: Annotated[str | None, Query(max_length=200, description="Name contains")] = None,
+    tag: Annotated[
+        list[str] | None, Query(description="key:value; repeat to require several tags")
+    ] = None,
+) -> Page[ExperimentRead]:
+    experiments, total = service.list_experiments(
+        session,
+        user,
+        name=name,
+        tags=service.parse_tag_filters(tag or []),
+        limit=paging.limit,
+        offset=paging.offset,
+    )
+    return Page[ExperimentRead](
+        items=[ExperimentRead.model_validate(e) for e in experiments],
+        total=total,
+        limit=paging.limit,
+        offset=paging.offset,
+    )
+
+
+@router.post(
+    "",
+    response_model=ExperimentRead,
+    status_code=status.HTTP_201_CREATED,
+    summary="Create an experiment",
+    responses={409: {"description": "You already have an experiment of that name"}},
+)
+def create_experiment(
+    body: ExperimentCreate, user: CurrentUser, session: DbSession
+) -> ExperimentRead:
+    return ExperimentRead.model_validate(service.create(session, user, body))
+
+
+@router.get("/{experiment_id}", response_model=ExperimentDetail, summary="An experiment")
+def get_experiment(experiment_id: str, user: CurrentUser, session: DbSession) -> ExperimentDetail:
+    return service.detail(session, service.get_owned(session, user, experiment_id))
+
+
+@router.get(
+    "/{experiment_id}/runs",
+    response_model=Page[RunRead],
+    summary="The experiment's runs, side by side",
+    description="Each run is a job submitted with this `experiment_id`, with its parameters "
+    "and the latest and best value of every metric it logged. `sort` is `created_at` "
+    "(default), `started_at`, `finished_at`, `name`, `status` or `metric:<name>`, which "
+    "orders by the metric's best value, best first unless `order` says otherwise.",
+)
+def list_runs(
+    experiment_id: str,
+    user: CurrentUser,
+    session: DbSession,
+    paging: PagingParams,
+    sort: Annotated[str, Query(max_length=140)] = "created_at",
+    order: Annotated[Literal["asc", "desc"] | None, Query()] = None,
+) -> Page[RunRead]:
+    experiment = service.get_owned(session, user, experiment_id)
+    items, total = service.runs(
+        session, experiment, sort=sort, order=order, limit=paging.limit, offset=paging.offset
+    )
+    return Page[RunRead](items=items, total=total, limit=paging.limit, offset=paging.offset)

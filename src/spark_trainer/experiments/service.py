@@ -1,0 +1,146 @@
+"""Experiments: named groups of runs, and the side-by-side view of those runs."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from spark_trainer.errors import BadRequest, Conflict, resource_not_found
+from spark_trainer.experiments.repository import RUN_SORT_COLUMNS, ExperimentRepository
+from spark_trainer.experiments.schemas import (
+    ExperimentCreate,
+    ExperimentDetail,
+    ExperimentRead,
+    MetricSummaryRead,
+    RunRead,
+)
+from spark_trainer.identity.service import ensure_owner
+from spark_trainer.kit.ids import IdPrefix, new_id
+from spark_trainer.models import Experiment, Job, MetricSummary, User
+
+METRIC_SORT_PREFIX = "metric:"
+
+
+def create(session: Session, user: User, data: ExperimentCreate) -> Experiment:
+    repo = ExperimentRepository(session)
+    if repo.get_by_name(user.id, data.name) is not None:
+        raise Conflict(f"Experiment '{data.name}' already exists")
+    try:
+        return repo.add(
+            Experiment(
+                id=new_id(IdPrefix.EXPERIMENT),
+                owner_id=user.id,
+                name=data.name,
+                description=data.description,
+                tags=data.tags,
+                metric_goals=dict(data.metric_goals),
+            )
+        )
+    except IntegrityError:
+        raise Conflict(f"Experiment '{data.name}' already exists") from None
+
+
+def get_owned(session: Session, user: User, experiment_id: str) -> Experiment:
+    experiment = ExperimentRepository(session).get(experiment_id)
+    if experiment is None:
+        raise resource_not_found("Experiment", experiment_id)
+    ensure_owner(user, experiment.owner_id, "Experiment", experiment_id)
+    return experiment
+
+
+def detail(session: Session, experiment: Experiment) -> ExperimentDetail:
+    counts = ExperimentRepository(session).status_counts(experiment.id)
+    return ExperimentDetail(
+        **ExperimentRead.model_validate(experiment).model_dump(),
+        run_count=sum(counts.values()),
+        runs_by_status=counts,
+    )
+
+
+def list_experiments(
+    session: Session,
+    user: User,
+    *,
+    name: str | None,
+    tags: dict[str, str],
+    limit: int,
+    offset: int,
+) -> tuple[Sequence[Experiment], int]:
+    return ExperimentRepository(session).page(
+        user, name=name, tags=tags, limit=limit, offset=offset
+    )
+
+
+def parse_tag_filters(values: Sequence[str]) -> dict[str, str]:
+    tags = {}
+    for value in values:
+        key, sep, tag_value = value.partition(":")
+        if not sep or not key:
+            raise BadRequest(f"tag filter '{value}' must be key:value")
+        tags[key] = tag_value
+    return tags
+
+
+def runs(
+    session: Session,
+    experiment: Experiment,
+    *,
+    sort: str,
+    order: str | None,
+    limit: int,
+    offset: int,
+) -> tuple[list[RunRead], int]:
+    metric = sort.removeprefix(METRIC_SORT_PREFIX) if sort.startswith(METRIC_SORT_PREFIX) else None
+    if metric is None and sort not in RUN_SORT_COLUMNS:
+        choices = ", ".join([*RUN_SORT_COLUMNS, "metric:<name>"])
+        raise BadRequest(f"sort must be one of {choices}")
+    goal = experiment.metric_goals.get(metric or "", "minimize")
+    if order is None:
+        # Best first by default: the smallest loss, the largest accuracy, the newest run.
+        descending = goal == "maximize" if metric is not None else True
+    else:
+        descending = order == "desc"
+    repo = ExperimentRepository(session)
+    jobs, total = repo.runs(
+        experiment.id,
+        metric=metric,
+        metric_goal=goal,
+        sort=sort,
+        descending=descending,
+        limit=limit,
+        offset=offset,
+    )
+    summaries = repo.summaries([job.id for job in jobs])
+    return [_run(job, summaries[job.id], experiment.metric_goals) for job in jobs], total
+
+
+def _run(job: Job, summaries: list[MetricSummary], goals: dict[str, str]) -> RunRead:
+    duration = None
+    if job.started_at is not None and job.finished_at is not None:
+        duration = (job.finished_at - job.started_at).total_seconds()
+    return RunRead(
+        id=job.id,
+        name=job.name,
+        status=job.status,
+        params=job.environment,
+        command=job.command,
+        gpu_count=job.gpu_count,
+        created_at=job.created_at,
+        started_at=job.started_at,
+        finished_at=job.finished_at,
+        duration_seconds=duration,
+        exit_code=job.exit_code,
+        metrics={
+            s.name: MetricSummaryRead(
+                latest=s.latest,
+                latest_step=s.latest_step,
+                best=s.max if goals.get(s.name) == "maximize" else s.min,
+                min=s.min,
+                max=s.max,
+                count=s.count,
+            )
+            for s in summaries
+        },
+    )

@@ -1,0 +1,72 @@
+from __future__ import annotations
+
+import os
+import stat
+import time
+from pathlib import Path
+
+import pytest
+
+from spark_trainer.storage.base import ArtifactStore
+from spark_trainer.storage.local import STALE_TEMP_SECONDS, LocalArtifactStore
+from tests.storage.conformance import ArtifactStoreConformance, md5
+
+
+class TestLocalArtifactStore(ArtifactStoreConformance):
+    @pytest.fixture
+    def store(self, tmp_path: Path) -> ArtifactStore:
+        return LocalArtifactStore(tmp_path / "artifacts")
+
+
+def _files(root: Path) -> list[Path]:
+    return sorted(p for p in root.rglob("*") if p.is_file())
+
+
+def test_blobs_are_laid_out_like_a_dvc_3_cache_and_read_only(tmp_path: Path) -> None:
+    root = tmp_path / "artifacts"
+    store = LocalArtifactStore(root)
+    data = b'{"text": "hello"}\n'
+    digest = md5(data)
+    store.put_chunks([data])
+    path = root / "files" / "md5" / digest[:2] / digest[2:]
+    assert _files(root) == [path]
+    assert store.local_path(digest) == path
+    assert stat.S_IMODE(path.stat().st_mode) == 0o444
+    assert path.read_bytes() == data
+
+
+def test_writes_in_progress_stay_in_the_temporary_directory(tmp_path: Path) -> None:
+    root = tmp_path / "artifacts"
+    store = LocalArtifactStore(root)
+    with store.open_writer() as writer:
+        writer.write(b"partial")
+        partial = _files(root)
+        assert len(partial) == 1
+        assert partial[0].parent == root / "tmp"
+        assert partial[0].name.endswith(".part")
+    assert _files(root) == []
+
+
+def test_a_reader_keeps_its_bytes_when_the_same_content_is_committed_again(
+    tmp_path: Path,
+) -> None:
+    store = LocalArtifactStore(tmp_path / "artifacts")
+    data = os.urandom(3 * 1024 * 1024)
+    digest = store.put_chunks([data]).hash
+    reading = store.open_range(digest)
+    first = next(reading)
+    assert not store.put_chunks([data]).created
+    assert first + b"".join(reading) == data
+
+
+def test_stale_temporary_files_are_removed_at_start(tmp_path: Path) -> None:
+    root = tmp_path / "artifacts"
+    LocalArtifactStore(root)
+    stale, fresh = root / "tmp" / "blob-dead.part", root / "tmp" / "blob-live.part"
+    stale.write_bytes(b"left by a crashed upload")
+    fresh.write_bytes(b"another process is still writing this")
+    old = time.time() - STALE_TEMP_SECONDS - 60
+    os.utime(stale, (old, old))
+    LocalArtifactStore(root)
+    assert not stale.exists()
+    assert fresh.exists()
