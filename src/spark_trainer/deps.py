@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import Depends, Request
+from fastapi.concurrency import run_in_threadpool
 from sqlalchemy.orm import Session
 
 from spark_trainer.context import AppContext
@@ -13,10 +14,11 @@ from spark_trainer.errors import RateLimited, Unauthorized
 from spark_trainer.identity import service as identity
 from spark_trainer.models import Tier, User
 
-RATE_LIMIT_HEADERS_KEY = "rate_limit_headers"
+# Dependencies that do no I/O are ``async def``: FastAPI runs plain ``def`` dependencies in
+# the thread pool, and each of those hops costs more than the dependency itself.
 
 
-def get_context(request: Request) -> AppContext:
+async def get_context(request: Request) -> AppContext:
     ctx: AppContext = request.app.state.ctx
     return ctx
 
@@ -24,19 +26,33 @@ def get_context(request: Request) -> AppContext:
 Context = Annotated[AppContext, Depends(get_context)]
 
 
-def get_session(ctx: Context) -> Iterator[Session]:
-    """One transaction per request: committed when the handler succeeds, else rolled back."""
-    with ctx.session_factory() as session:
-        try:
-            yield session
+async def get_session(ctx: Context) -> AsyncIterator[Session]:
+    """One transaction per request: committed when the handler succeeds, else rolled back.
+
+    Creating a session does no I/O (it connects on first use), so only the commit or
+    rollback goes to the thread pool.
+    """
+    session = ctx.session_factory()
+    try:
+        yield session
+    except BaseException:
+        await run_in_threadpool(_end, session, commit=False)
+        raise
+    await run_in_threadpool(_end, session, commit=True)
+    # Side effects a service deferred until its writes are visible (waking the
+    # scheduler for a new job): never before the commit, never after a rollback.
+    for callback in session.info.pop("after_commit", []):
+        callback()
+
+
+def _end(session: Session, *, commit: bool) -> None:
+    try:
+        if commit:
             session.commit()
-        except BaseException:
+        else:
             session.rollback()
-            raise
-        # Side effects a service deferred until its writes are visible (waking the
-        # scheduler for a new job): never before the commit, never after a rollback.
-        for callback in session.info.pop("after_commit", []):
-            callback()
+    finally:
+        session.close()
 
 
 # scope="function": the commit happens before the response is sent, so a client never
@@ -91,7 +107,7 @@ CurrentUser = Annotated[User, Depends(get_current_user)]
 StreamUser = Annotated[User, Depends(get_stream_user)]
 
 
-def get_admin_user(user: CurrentUser) -> User:
+async def get_admin_user(user: CurrentUser) -> User:
     identity.require_admin(user)
     return user
 
