@@ -36,11 +36,8 @@ def list_experiments(
         limit=paging.limit,
         offset=paging.offset,
     )
-    return Page[ExperimentRead](
-        items=[ExperimentRead.model_validate(e) for e in experiments],
-        total=total,
-        limit=paging.limit,
-        offset=paging.offset,
+    return Page[ExperimentRead].of(
+        [ExperimentRead.model_validate(e) for e in experiments], total, paging
     )
 
 
@@ -83,4 +80,4 @@ def list_runs(
     items, total = service.runs(
         session, experiment, sort=sort, order=order, limit=paging.limit, offset=paging.offset
     )
-    return Page[RunRead](items=items, total=total, limit=paging.limit, offset=paging.offset)
+    return Page[RunRead].of(items, total, paging)

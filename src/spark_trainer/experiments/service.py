@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from spark_trainer.errors import BadRequest, Conflict, resource_not_found
+from spark_trainer.errors import BadRequest, Conflict
 from spark_trainer.experiments.repository import RUN_SORT_COLUMNS, ExperimentRepository
 from spark_trainer.experiments.schemas import (
     ExperimentCreate,
@@ -16,7 +16,7 @@ from spark_trainer.experiments.schemas import (
     MetricSummaryRead,
     RunRead,
 )
-from spark_trainer.identity.service import ensure_owner
+from spark_trainer.identity import service as identity
 from spark_trainer.kit.ids import IdPrefix, new_id
 from spark_trainer.models import Experiment, Job, MetricSummary, User
 
@@ -43,11 +43,7 @@ def create(session: Session, user: User, data: ExperimentCreate) -> Experiment:
 
 
 def get_owned(session: Session, user: User, experiment_id: str) -> Experiment:
-    experiment = ExperimentRepository(session).get(experiment_id)
-    if experiment is None:
-        raise resource_not_found("Experiment", experiment_id)
-    ensure_owner(user, experiment.owner_id, "Experiment", experiment_id)
-    return experiment
+    return identity.get_owned(session, user, Experiment, experiment_id, "Experiment")
 
 
 def detail(session: Session, experiment: Experiment) -> ExperimentDetail:

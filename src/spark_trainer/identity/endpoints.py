@@ -84,12 +84,7 @@ def revoke_api_key(key_id: str, user: CurrentUser, session: DbSession) -> None:
 @users_router.get("", response_model=Page[UserRead], summary="List users (admin)")
 def list_users(_: AdminUser, session: DbSession, paging: PagingParams) -> Page[UserRead]:
     users, total = service.list_users(session, limit=paging.limit, offset=paging.offset)
-    return Page[UserRead](
-        items=[UserRead.model_validate(u) for u in users],
-        total=total,
-        limit=paging.limit,
-        offset=paging.offset,
-    )
+    return Page[UserRead].of([UserRead.model_validate(u) for u in users], total, paging)
 
 
 @users_router.post(

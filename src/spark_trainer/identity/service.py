@@ -11,6 +11,7 @@ import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Protocol, TypeVar
 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -143,6 +144,26 @@ def authenticate(session: Session, key: str, credential: str) -> User:
     if not user.is_active:
         raise Unauthorized("User is disabled")
     return user
+
+
+class Owned(Protocol):
+    @property
+    def owner_id(self) -> str: ...
+
+
+OwnedT = TypeVar("OwnedT", bound=Owned)
+
+
+def get_owned(
+    session: Session, user: User, model: type[OwnedT], resource_id: str, kind: str
+) -> OwnedT:
+    """The resource with this id if ``user`` may see it; 404 otherwise, whether it does
+    not exist or belongs to someone else."""
+    found = session.get(model, resource_id)
+    if found is None:
+        raise resource_not_found(kind, resource_id)
+    ensure_owner(user, found.owner_id, kind, resource_id)
+    return found
 
 
 def ensure_owner(user: User, owner_id: str, kind: str, resource_id: str) -> None:

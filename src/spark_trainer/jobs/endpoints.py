@@ -59,12 +59,7 @@ def list_jobs(
     jobs, total = service.list_jobs(
         session, user, status=status, limit=paging.limit, offset=paging.offset
     )
-    return Page[JobRead](
-        items=[service.read(session, job) for job in jobs],
-        total=total,
-        limit=paging.limit,
-        offset=paging.offset,
-    )
+    return Page[JobRead].of([service.read(session, job) for job in jobs], total, paging)
 
 
 @router.get("/{job_id}", response_model=JobDetail, summary="A job, with its status history")

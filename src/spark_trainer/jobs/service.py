@@ -13,7 +13,7 @@ from spark_trainer.datasets import service as datasets
 from spark_trainer.errors import BadRequest, Conflict, Unauthorized, resource_not_found
 from spark_trainer.executor.local import STDERR_FILE, STDOUT_FILE
 from spark_trainer.experiments import service as experiments
-from spark_trainer.identity.service import ensure_owner
+from spark_trainer.identity import service as identity
 from spark_trainer.identity.tokens import api_key_digest
 from spark_trainer.jobs.engine import JOB_TOKEN_PREFIX, JobEngine
 from spark_trainer.jobs.repository import JobRepository
@@ -78,9 +78,7 @@ def get_job(session: Session, job_id: str) -> Job:
 
 
 def get_owned(session: Session, user: User, job_id: str) -> Job:
-    job = get_job(session, job_id)
-    ensure_owner(user, job.owner_id, "Job", job_id)
-    return job
+    return identity.get_owned(session, user, Job, job_id, "Job")
 
 
 def read(session: Session, job: Job) -> JobRead:

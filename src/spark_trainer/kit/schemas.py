@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Annotated, Generic, TypeVar
+from typing import Annotated, Generic, Self, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, PlainSerializer
+
+from spark_trainer.kit.pagination import Paging
 
 
 def _iso_z(value: datetime) -> str:
@@ -37,3 +40,7 @@ class Page(Schema, Generic[T]):
     total: int = Field(description="Number of items matching the filters, ignoring paging.")
     limit: int
     offset: int
+
+    @classmethod
+    def of(cls, items: Sequence[T], total: int, paging: Paging) -> Self:
+        return cls(items=list(items), total=total, limit=paging.limit, offset=paging.offset)

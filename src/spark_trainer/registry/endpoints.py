@@ -34,12 +34,7 @@ def list_models(
     models, total = service.list_models(
         session, user, name=name, tag=tag, limit=paging.limit, offset=paging.offset
     )
-    return Page[ModelRead](
-        items=[service.read(m) for m in models],
-        total=total,
-        limit=paging.limit,
-        offset=paging.offset,
-    )
+    return Page[ModelRead].of([service.read(m) for m in models], total, paging)
 
 
 @router.post(

@@ -16,7 +16,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from spark_trainer.errors import BadRequest, Conflict, resource_not_found
-from spark_trainer.identity.service import ensure_owner
+from spark_trainer.identity import service as identity
 from spark_trainer.jobs.engine import OUTPUT_DIR
 from spark_trainer.kit.ids import IdPrefix, new_id
 from spark_trainer.models import (
@@ -133,11 +133,7 @@ def register_completed_job(session: Session, store: ArtifactStore, job_id: str) 
 
 
 def get_owned(session: Session, user: User, model_id: str) -> ModelVersion:
-    model = ModelRepository(session).get(model_id)
-    if model is None:
-        raise resource_not_found("Model", model_id)
-    ensure_owner(user, model.owner_id, "Model", model_id)
-    return model
+    return identity.get_owned(session, user, ModelVersion, model_id, "Model")
 
 
 def list_models(
