@@ -7,6 +7,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.concurrency import run_in_threadpool
+from fastapi.security import APIKeyQuery, HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
 from spark_trainer.context import AppContext
@@ -60,14 +61,8 @@ def _end(session: Session, *, commit: bool) -> None:
 DbSession = Annotated[Session, Depends(get_session, scope="function")]
 
 
-def bearer_credential(request: Request, *, allow_query: bool = False) -> str:
+def bearer_credential(request: Request) -> str:
     header = request.headers.get("authorization")
-    if not header and allow_query:
-        # Browsers' EventSource and WebSocket cannot send headers; stream endpoints take
-        # the token as ?access_token=… instead (kept out of every log line).
-        token = request.query_params.get("access_token")
-        if token:
-            return token
     if not header:
         raise Unauthorized("Missing Authorization header")
     scheme, _, credential = header.partition(" ")
@@ -76,12 +71,35 @@ def bearer_credential(request: Request, *, allow_query: bool = False) -> str:
     return credential.strip()
 
 
-def get_current_user(request: Request, ctx: Context, session: DbSession) -> User:
-    return authenticate_request(request, ctx, session, bearer_credential(request))
+# Declared through FastAPI's security classes so that the OpenAPI document (and Swagger UI's
+# "Authorize", and the generated SDKs) know how requests authenticate.
+_bearer_scheme = HTTPBearer(
+    auto_error=False,
+    description="An access token from /api/auth/login, or an API key (stk_…).",
+)
+_query_token_scheme = APIKeyQuery(
+    name="access_token",
+    auto_error=False,
+    description="The same credential, for clients that cannot send headers (EventSource, "
+    "WebSocket).",
+)
+BearerHeader = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer_scheme)]
+QueryToken = Annotated[str | None, Depends(_query_token_scheme)]
 
 
-def get_stream_user(request: Request, ctx: Context, session: DbSession) -> User:
-    return authenticate_request(request, ctx, session, bearer_credential(request, allow_query=True))
+def get_current_user(
+    request: Request, ctx: Context, session: DbSession, header: BearerHeader
+) -> User:
+    # A malformed or missing header is explained by bearer_credential's own message.
+    credential = header.credentials if header else bearer_credential(request)
+    return authenticate_request(request, ctx, session, credential)
+
+
+def get_stream_user(
+    request: Request, ctx: Context, session: DbSession, header: BearerHeader, token: QueryToken
+) -> User:
+    credential = header.credentials if header else token or bearer_credential(request)
+    return authenticate_request(request, ctx, session, credential)
 
 
 def authenticate_request(request: Request, ctx: Context, session: Session, credential: str) -> User:

@@ -43,6 +43,17 @@ def test_openapi_json_and_yaml_are_valid_and_equal(client: TestClient) -> None:
     assert yaml.safe_load(as_yaml.text) == spec
     assert "/api/auth/login" in spec["paths"]
     assert spec["paths"]["/api/auth/login"]["post"]["operationId"] == "auth-login"
+    # Authenticated operations say how: a Bearer header (and, for streams, a query token).
+    schemes = spec["components"]["securitySchemes"]
+    assert schemes["HTTPBearer"] == {
+        "type": "http",
+        "scheme": "bearer",
+        "description": "An access token from /api/auth/login, or an API key (stk_…).",
+    }
+    assert {"HTTPBearer": []} in spec["paths"]["/api/jobs"]["get"]["security"]
+    assert "security" not in spec["paths"]["/api/auth/login"]["post"]
+    stream_security = spec["paths"]["/api/jobs/{job_id}/stream"]["get"]["security"]
+    assert {"APIKeyQuery": []} in stream_security
 
 
 def test_swagger_ui_is_served_without_a_cdn(client: TestClient) -> None:
