@@ -33,6 +33,7 @@ logger = logging.getLogger(__name__)
 
 MAX_NAME_LENGTH = 128
 RESERVED_NAMES = frozenset({"step"})
+MAX_READ_BYTES = 4 * 1024 * 1024
 
 
 class InvalidPoint(ValueError):
@@ -273,7 +274,9 @@ class FileTailer:
             return
         with path.open("rb") as handle:
             handle.seek(offset)
-            chunk = handle.read(size - offset)
+            # Bounded, so a job that logs faster than we store never balloons our memory;
+            # the rest is read on the next tick.
+            chunk = handle.read(min(size - offset, MAX_READ_BYTES))
         end = chunk.rfind(b"\n")
         if end < 0:
             return  # a line still being written
