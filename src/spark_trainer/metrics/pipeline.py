@@ -243,7 +243,8 @@ class FileTailer:
         with self._lock:
             path = self._files.pop(job_id, None)
         if path is not None:
-            self._read(job_id, path)
+            while self._read(job_id, path):
+                pass
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="metrics-tailer", daemon=True)
@@ -264,22 +265,28 @@ class FileTailer:
                 except Exception:
                     logger.exception("reading a metrics file failed", extra={"job_id": job_id})
 
-    def _read(self, job_id: str, path: Path) -> None:
+    def _read(self, job_id: str, path: Path) -> int:
+        """Ingests the complete lines past the stored offset; returns the bytes consumed."""
         offset = self.pipeline.file_offset(job_id)
         try:
             size = path.stat().st_size
         except FileNotFoundError:
-            return
+            return 0
         if size <= offset:
-            return
+            return 0
         with path.open("rb") as handle:
             handle.seek(offset)
             # Bounded, so a job that logs faster than we store never balloons our memory;
             # the rest is read on the next tick.
             chunk = handle.read(min(size - offset, MAX_READ_BYTES))
         end = chunk.rfind(b"\n")
+        if end < 0 and len(chunk) == MAX_READ_BYTES:
+            # No metrics line is this long: drop it rather than stall the file for good.
+            logger.warning("skipping an oversized metrics line", extra={"job_id": job_id})
+            self.pipeline.ingest(job_id, [], offset=offset + len(chunk))
+            return len(chunk)
         if end < 0:
-            return  # a line still being written
+            return 0  # a line still being written
         now = time.time()
         points: list[Point] = []
         for line in chunk[: end + 1].splitlines():
@@ -292,3 +299,4 @@ class FileTailer:
                     "skipping a malformed metrics line", extra={"job_id": job_id, "error": str(exc)}
                 )
         self.pipeline.ingest(job_id, points, offset=offset + end + 1)
+        return end + 1
