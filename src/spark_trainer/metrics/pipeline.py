@@ -230,6 +230,9 @@ class FileTailer:
         self.pipeline = pipeline
         self.interval = interval
         self._lock = threading.Lock()
+        # One reader at a time: the tailer thread and a job's final drain must never both
+        # read from the same stored offset, or the lines between would be ingested twice.
+        self._read_lock = threading.Lock()
         self._files: dict[str, Path] = {}
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
@@ -243,8 +246,9 @@ class FileTailer:
         with self._lock:
             path = self._files.pop(job_id, None)
         if path is not None:
-            while self._read(job_id, path):
-                pass
+            with self._read_lock:
+                while self._read(job_id, path):
+                    pass
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="metrics-tailer", daemon=True)
@@ -261,7 +265,9 @@ class FileTailer:
                 files = list(self._files.items())
             for job_id, path in files:
                 try:
-                    self._read(job_id, path)
+                    with self._read_lock:
+                        if self._files.get(job_id) is path:  # not drained meanwhile
+                            self._read(job_id, path)
                 except Exception:
                     logger.exception("reading a metrics file failed", extra={"job_id": job_id})
 
