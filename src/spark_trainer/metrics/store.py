@@ -155,18 +155,25 @@ def read_series(
             where.append(_points.c.step >= step_min)
         if step_max is not None:
             where.append(_points.c.step <= step_max)
-        count, lo, hi = conn.execute(
-            select(func.count(), func.min(_points.c.step), func.max(_points.c.step)).where(*where)
-        ).one()
-        if max_points is not None and count > max_points:
-            result.append(_downsampled(conn, name, where, count, lo, hi, max_points))
+        if max_points is not None and _more_than(conn, where, max_points):
+            # Separate min() and max() queries each take one index probe; together with a
+            # count they would cost a scan of the whole series.
+            lo = conn.scalar(select(func.min(_points.c.step)).where(*where))
+            hi = conn.scalar(select(func.max(_points.c.step)).where(*where))
+            result.append(_downsampled(conn, name, where, lo, hi, max_points))
         else:
-            result.append(_full(conn, name, where, count))
+            result.append(_full(conn, name, where))
     return result
 
 
-def _full(conn: Connection, name: str, where: list[Any], count: int) -> Series:
-    series = Series(name=name, count=count)
+def _more_than(conn: Connection, where: list[Any], limit: int) -> bool:
+    """Whether the series has more than ``limit`` points, reading at most ``limit + 1``."""
+    bounded = select(literal(1)).where(*where).limit(limit + 1).subquery()
+    return (conn.scalar(select(func.count()).select_from(bounded)) or 0) > limit
+
+
+def _full(conn: Connection, name: str, where: list[Any]) -> Series:
+    series = Series(name=name)
     rows = conn.execute(
         select(_points.c.step, _points.c.value, _points.c.wall_time)
         .where(*where)
@@ -176,6 +183,7 @@ def _full(conn: Connection, name: str, where: list[Any], count: int) -> Series:
         series.steps.append(step)
         series.values.append(value)
         series.wall_times.append(wall_time)
+    series.count = len(series.steps)
     return series
 
 
@@ -183,7 +191,6 @@ def _downsampled(
     conn: Connection,
     name: str,
     where: list[Any],
-    count: int,
     lo: int,
     hi: int,
     max_points: int,
@@ -207,13 +214,15 @@ def _downsampled(
             func.max(_points.c.value),
             func.min(_points.c.wall_time),
             func.max(_points.c.wall_time),
+            func.count(),
         )
         .where(and_(*where))
         .group_by(bucket)
         .order_by(bucket)
     ).all()
-    series = Series(name=name, count=count, downsampled=True)
-    for _, first_step, last_step, vmin, vmax, t0, t1 in rows:
+    series = Series(name=name, downsampled=True)
+    for _, first_step, last_step, vmin, vmax, t0, t1, in_bucket in rows:
+        series.count += in_bucket
         series.steps.append(int(first_step))
         series.values.append(vmin)
         series.wall_times.append(t0)
