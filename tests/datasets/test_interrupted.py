@@ -9,16 +9,26 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
+import pytest
 import uvicorn
 from fastapi.testclient import TestClient
 
 from spark_trainer.app import create_app
 from spark_trainer.context import AppContext
+from spark_trainer.datasets.upload import BATCH_BYTES
 from spark_trainer.settings import Settings
 from tests.conftest import Account
 from tests.datasets.helpers import BOUNDARY, MULTIPART_HEADERS, assert_nothing_kept, multipart
 
-MiB = 1024 * 1024
+# Files of a few batches, so the upload is well under way (its temporary file written
+# to) when it stops.
+FILE_BYTES = 3 * BATCH_BYTES
+CUT_AT = 2 * BATCH_BYTES + 123
+
+
+@pytest.fixture
+def settings(settings_factory: Callable[..., Settings]) -> Settings:
+    return settings_factory(max_upload_bytes=4 * FILE_BYTES)
 
 
 def _wait_until(condition: Callable[[], bool], timeout: float = 15.0) -> None:
@@ -54,7 +64,7 @@ def _live_server(settings: Settings, ctx: AppContext) -> Iterator[int]:
 def test_a_client_that_disconnects_mid_file_leaves_nothing(
     settings: Settings, ctx: AppContext, alice: Account
 ) -> None:
-    body = multipart(("name", None, b"cut-off"), ("file", "big.bin", os.urandom(3 * MiB)))
+    body = multipart(("name", None, b"cut-off"), ("file", "big.bin", os.urandom(FILE_BYTES)))
     head = (
         "POST /api/datasets HTTP/1.1\r\n"
         "Host: 127.0.0.1\r\n"
@@ -64,7 +74,7 @@ def test_a_client_that_disconnects_mid_file_leaves_nothing(
     ).encode()
     with _live_server(settings, ctx) as port:
         conn = socket.create_connection(("127.0.0.1", port))
-        conn.sendall(head + body[: 2 * MiB])
+        conn.sendall(head + body[:CUT_AT])
         # The upload is under way: its bytes are going into a temporary file...
         _wait_until(lambda: bool(_temporary_files(settings)))
         conn.close()
@@ -76,10 +86,10 @@ def test_a_client_that_disconnects_mid_file_leaves_nothing(
 def test_a_body_that_ends_before_the_closing_boundary_is_400_and_leaves_nothing(
     client: TestClient, alice: Account, ctx: AppContext
 ) -> None:
-    body = multipart(("name", None, b"truncated"), ("file", "big.bin", os.urandom(3 * MiB)))
+    body = multipart(("name", None, b"truncated"), ("file", "big.bin", os.urandom(FILE_BYTES)))
     response = client.post(
         "/api/datasets",
-        content=body[: 2 * MiB + 123],
+        content=body[:CUT_AT],
         headers={**alice.headers, **MULTIPART_HEADERS},
     )
     assert response.status_code == 400
@@ -90,7 +100,7 @@ def test_a_body_that_ends_before_the_closing_boundary_is_400_and_leaves_nothing(
 def test_an_invalid_name_before_the_file_stops_the_upload_before_anything_is_stored(
     client: TestClient, alice: Account, ctx: AppContext
 ) -> None:
-    body = multipart(("name", None, b"not a name"), ("file", "big.bin", os.urandom(3 * MiB)))
+    body = multipart(("name", None, b"not a name"), ("file", "big.bin", os.urandom(FILE_BYTES)))
     response = client.post(
         "/api/datasets", content=body, headers={**alice.headers, **MULTIPART_HEADERS}
     )

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from spark_trainer.storage.base import ArtifactStore, BlobNotFound
+from spark_trainer.storage.base import PARALLEL_HASH_MIN_BYTES, ArtifactStore, BlobNotFound
 
 MiB = 1024 * 1024
 
@@ -52,6 +52,21 @@ class ArtifactStoreConformance:
         info = store.put_chunks([memoryview(data)[:5000], bytearray(data[5000:])])
         assert info.hash == md5(data)
         assert store.read_bytes(info.hash) == data
+
+    def test_a_reused_buffer_does_not_change_what_was_written(self, store: ArtifactStore) -> None:
+        # Small and large chunks (large ones are hashed on a helper thread): write() is
+        # done with the buffer when it returns, as a caller filling one buffer expects.
+        expected = bytearray()
+        buffer = bytearray(PARALLEL_HASH_MIN_BYTES * 2)
+        with store.open_writer() as writer:
+            for size in (10, PARALLEL_HASH_MIN_BYTES, 1000, PARALLEL_HASH_MIN_BYTES * 2):
+                buffer[:size] = os.urandom(size)
+                writer.write(memoryview(buffer)[:size])
+                expected += buffer[:size]
+                buffer[:] = bytes(len(buffer))
+            info = writer.commit()
+        assert info.hash == md5(bytes(expected))
+        assert store.read_bytes(info.hash) == expected
 
     def test_identical_content_is_stored_once(self, store: ArtifactStore) -> None:
         data = b"same bytes\n" * 1000

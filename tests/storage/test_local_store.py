@@ -70,3 +70,17 @@ def test_stale_temporary_files_are_removed_at_start(tmp_path: Path) -> None:
     LocalArtifactStore(root)
     assert not stale.exists()
     assert fresh.exists()
+
+
+def test_a_failed_write_aborts_the_writer(tmp_path: Path) -> None:
+    root = tmp_path / "artifacts"
+    store = LocalArtifactStore(root)
+    writer = store.open_writer()
+    writer.write(b"some bytes")
+    # The disk going away mid-upload, as far as the writer can tell.
+    writer._file.close()  # type: ignore[attr-defined]
+    with pytest.raises(ValueError):
+        writer.write(b"x" * (1024 * 1024))
+    assert _files(root) == []
+    with pytest.raises(RuntimeError):
+        writer.write(b"more")

@@ -29,6 +29,7 @@ import hashlib
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -36,6 +37,7 @@ from typing import Self
 
 _MD5_HEX = re.compile(r"^[0-9a-f]{32}$")
 COPY_CHUNK_BYTES = 1024 * 1024
+PARALLEL_HASH_MIN_BYTES = 256 * 1024
 
 
 class BlobNotFound(LookupError):
@@ -63,6 +65,12 @@ class BlobWriter(ABC):
 
     Use it as a context manager: leaving the block without :meth:`commit` (or through an
     exception) aborts, so the partial bytes vanish.
+
+    A chunk of :data:`PARALLEL_HASH_MIN_BYTES` or more is hashed on a helper thread while
+    the store writes it: md5 and file writes both release the GIL, so on a multi-core
+    machine a large blob costs about the slower of the two rather than their sum.
+    :meth:`write` still returns only once the chunk is both hashed and written, so the
+    caller may reuse its buffer straight away.
     """
 
     def __init__(self) -> None:
@@ -70,6 +78,7 @@ class BlobWriter(ABC):
         self._md5 = hashlib.md5(usedforsecurity=False)
         self._size = 0
         self._finished = False
+        self._hasher: ThreadPoolExecutor | None = None
 
     @property
     def size(self) -> int:
@@ -77,17 +86,34 @@ class BlobWriter(ABC):
         return self._size
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
+        """Adds ``data`` to the blob. A write that fails aborts the writer: the bytes
+        hashed and the bytes stored could no longer be trusted to agree."""
         if self._finished:
             raise RuntimeError("writer already committed or aborted")
-        self._md5.update(data)
-        self._write(data)
-        self._size += len(data)
+        size = memoryview(data).nbytes
+        try:
+            if size < PARALLEL_HASH_MIN_BYTES:
+                self._md5.update(data)
+                self._write(data)
+            else:
+                if self._hasher is None:
+                    self._hasher = ThreadPoolExecutor(1, thread_name_prefix="blob-md5")
+                hashed = self._hasher.submit(self._md5.update, data)
+                try:
+                    self._write(data)
+                finally:
+                    hashed.result()
+        except BaseException:
+            self.abort()
+            raise
+        self._size += size
 
     def commit(self) -> BlobInfo:
         """Makes the blob durable and visible under its md5; returns what was stored."""
         if self._finished:
             raise RuntimeError("writer already committed or aborted")
         self._finished = True
+        self._stop_hasher()
         blob_hash = self._md5.hexdigest()
         try:
             created = self._commit(blob_hash, self._size)
@@ -101,7 +127,13 @@ class BlobWriter(ABC):
         if self._finished:
             return
         self._finished = True
+        self._stop_hasher()
         self._abort()
+
+    def _stop_hasher(self) -> None:
+        if self._hasher is not None:
+            self._hasher.shutdown()
+            self._hasher = None
 
     def __enter__(self) -> Self:
         return self
