@@ -18,8 +18,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
-from sqlalchemy import select, update
+from sqlalchemy import Table, bindparam, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from spark_trainer.executor.base import ExitReport, LaunchError, LaunchSpec, ProcessHandle
@@ -181,13 +182,15 @@ class JobEngine:
         changed = {job: why for job, why in reasons.items() if self._reasons.get(job) != why}
         if not changed:
             return
+        jobs = cast(Table, Job.__table__)
+        # One executemany: the first pass over a long queue explains thousands of jobs.
         with self.session_factory.begin() as session:
-            for job_id, why in changed.items():
-                session.execute(
-                    update(Job)
-                    .where(Job.id == job_id, Job.status == JobStatus.PENDING)
-                    .values(pending_reason=why)
-                )
+            session.connection().execute(
+                update(jobs)
+                .where(jobs.c.id == bindparam("job"), jobs.c.status == JobStatus.PENDING)
+                .values(pending_reason=bindparam("why")),
+                [{"job": job_id, "why": why} for job_id, why in changed.items()],
+            )
         self._reasons = dict(reasons)
 
     def _start(self, job_id: str, gpus: tuple[int, ...]) -> bool:
