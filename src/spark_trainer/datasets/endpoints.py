@@ -54,7 +54,7 @@ def list_datasets(
     items, total = service.list_datasets(
         session, user, name=name, limit=paging.limit, offset=paging.offset
     )
-    return Page[DatasetRead](items=items, total=total, limit=paging.limit, offset=paging.offset)
+    return Page[DatasetRead].of(items, total, paging)
 
 
 @router.post(

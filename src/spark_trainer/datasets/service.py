@@ -20,8 +20,8 @@ from spark_trainer.datasets.schemas import (
     DatasetVersionRead,
 )
 from spark_trainer.datasets.upload import ReceivedUpload
-from spark_trainer.errors import Conflict, NotFound, resource_not_found
-from spark_trainer.identity.service import ensure_owner
+from spark_trainer.errors import Conflict, NotFound
+from spark_trainer.identity import service as identity
 from spark_trainer.kit.ids import IdPrefix, new_id
 from spark_trainer.kit.time import utcnow
 from spark_trainer.models import Dataset, DatasetVersion, User
@@ -98,11 +98,7 @@ def record_upload(session: Session, user: User, upload: ReceivedUpload) -> Uploa
 
 
 def get_owned(session: Session, user: User, dataset_id: str) -> Dataset:
-    dataset = DatasetRepository(session).get(dataset_id)
-    if dataset is None:
-        raise resource_not_found("Dataset", dataset_id)
-    ensure_owner(user, dataset.owner_id, "Dataset", dataset_id)
-    return dataset
+    return identity.get_owned(session, user, Dataset, dataset_id, "Dataset")
 
 
 def list_datasets(
