@@ -9,7 +9,7 @@ import redis
 from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session, sessionmaker
 
-from spark_trainer.db.engine import make_engine, make_session_factory
+from spark_trainer.db.engine import make_engine, make_session_factory, request_session_limit
 from spark_trainer.gpus.inventory import GpuInventory, build_inventory
 from spark_trainer.identity.service import TokenConfig
 from spark_trainer.jobs.engine import JobEngine
@@ -35,6 +35,8 @@ class AppContext:
     bus: EventBus
     jobs: JobEngine
     artifacts: ArtifactStore
+    # Bounds open request sessions below the pool's size (see request_session_limit).
+    session_slots: asyncio.Semaphore
     redis: redis.Redis | None = field(default=None)
 
     @classmethod
@@ -56,6 +58,7 @@ class AppContext:
             settings=settings,
             engine=engine,
             session_factory=session_factory,
+            session_slots=asyncio.Semaphore(request_session_limit(settings)),
             tokens=TokenConfig.from_settings(settings),
             limiter=RateLimiter.from_url(settings.redis_url),
             gpu_inventory=inventory,

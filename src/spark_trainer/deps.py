@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import AsyncIterator
 from typing import Annotated
 
+import anyio
+import anyio.to_thread
 from fastapi import Depends, Request
-from fastapi.concurrency import run_in_threadpool
 from fastapi.security import APIKeyQuery, HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 
@@ -31,19 +33,31 @@ async def get_session(ctx: Context) -> AsyncIterator[Session]:
     """One transaction per request: committed when the handler succeeds, else rolled back.
 
     Creating a session does no I/O (it connects on first use), so only the commit or
-    rollback goes to the thread pool.
+    rollback goes to a thread.
     """
-    session = ctx.session_factory()
-    try:
-        yield session
-    except BaseException:
-        await run_in_threadpool(_end, session, commit=False)
-        raise
-    await run_in_threadpool(_end, session, commit=True)
+    async with ctx.session_slots:
+        session = ctx.session_factory()
+        try:
+            yield session
+        except BaseException:
+            await _finish(session, commit=False)
+            raise
+        await _finish(session, commit=True)
     # Side effects a service deferred until its writes are visible (waking the
     # scheduler for a new job): never before the commit, never after a rollback.
     for callback in session.info.pop("after_commit", []):
         callback()
+
+
+async def _finish(session: Session, *, commit: bool) -> None:
+    # A thread of its own, not one from the shared pool: this session holds a pooled
+    # connection, and under load every shared worker thread may be waiting for one;
+    # if ending it had to queue behind them, no connection would ever come back.
+    # Shielded, so a client that disconnects cannot leave the connection checked out.
+    with anyio.CancelScope(shield=True):
+        await anyio.to_thread.run_sync(
+            functools.partial(_end, session, commit=commit), limiter=anyio.CapacityLimiter(1)
+        )
 
 
 def _end(session: Session, *, commit: bool) -> None:

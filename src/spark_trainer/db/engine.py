@@ -21,6 +21,28 @@ def _sqlite_pragmas(dbapi_connection: Any, _: Any) -> None:
     cursor.close()
 
 
+# Connections held back from request sessions for the engine's own threads (scheduler,
+# metrics writer, executor callbacks) and for stream subscribers' short reads.
+RESERVED_CONNECTIONS = 8
+
+
+SQLITE_POOL = (20, 20)  # (pool_size, max_overflow)
+POSTGRES_POOL = (10, 20)
+
+
+def request_session_limit(settings: Settings) -> int:
+    """How many request sessions may be open at once.
+
+    A request keeps its connection between thread-pool hops (auth, handler, commit). If
+    more requests held connections than the pool has, every worker thread could end up
+    waiting for a connection that only a request waiting for a worker thread can return:
+    a deadlock. Bounding open sessions below the pool's capacity rules that out; requests
+    beyond the bound wait on the event loop, holding nothing.
+    """
+    size, overflow = SQLITE_POOL if settings.is_sqlite else POSTGRES_POOL
+    return max(1, size + overflow - RESERVED_CONNECTIONS)
+
+
 def make_engine(settings: Settings) -> Engine:
     url = settings.effective_database_url
     if url.startswith("sqlite"):
@@ -28,12 +50,14 @@ def make_engine(settings: Settings) -> Engine:
         engine = create_engine(
             url,
             connect_args={"check_same_thread": False},
-            pool_size=20,
-            max_overflow=20,
+            pool_size=SQLITE_POOL[0],
+            max_overflow=SQLITE_POOL[1],
         )
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
-    return create_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
+    return create_engine(
+        url, pool_size=POSTGRES_POOL[0], max_overflow=POSTGRES_POOL[1], pool_pre_ping=True
+    )
 
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:
