@@ -79,7 +79,10 @@ async def job_messages(ctx: AppContext, job_id: str, after: int) -> AsyncIterato
                         yield Batch(rest)
                     yield Batch([], end)
                     return
-                await stream.wait(KEEPALIVE_SECONDS)
+                if await stream.wait(KEEPALIVE_SECONDS):
+                    # Woken by a publish (whose frames an earlier pass may already have
+                    # sent): back to the buffer, no keep-alive and no database query.
+                    continue
                 live, _, live_end = stream.since(cursor)
                 if not live and live_end is None:
                     yield Batch([])

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import bisect
-import contextlib
 import threading
 from collections.abc import Sequence
 
@@ -62,11 +61,15 @@ class JobStream:
             start = bisect.bisect_right(self._seqs, cursor)
             return self._frames[start:], covered, self._end
 
-    async def wait(self, seconds: float) -> None:
-        """Returns when something is published, or after ``seconds``."""
+    async def wait(self, seconds: float) -> bool:
+        """Returns True when something is published, False after ``seconds`` of quiet."""
         event = self._event
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(event.wait(), seconds)
+        try:
+            async with asyncio.timeout(seconds):
+                await event.wait()
+        except TimeoutError:
+            return False
+        return True
 
 
 class StreamHub:
