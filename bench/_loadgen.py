@@ -151,17 +151,20 @@ def _run_wrk(
 def _run_python(
     url: str, connections: int, duration_s: float, headers: dict[str, str]
 ) -> LoadResult:
-    cmd = [
-        sys.executable,
-        "-m",
+    return run_client_process(
         "bench._loadgen",
-        "--url",
-        url,
-        "--connections",
-        str(connections),
-        "--duration",
-        str(duration_s),
-    ]
+        ["--url", url, "--connections", str(connections), "--duration", str(duration_s)],
+        headers,
+        duration_s,
+        "python load generator",
+    )
+
+
+def run_client_process(
+    module: str, args: list[str], headers: dict[str, str], duration_s: float, label: str
+) -> LoadResult:
+    """Runs a Python load client module in its own process and reads its JSON summary."""
+    cmd = [sys.executable, "-m", module, *args]
     for name, value in headers.items():
         cmd += ["--header", f"{name}: {value}"]
     root = Path(__file__).resolve().parent.parent
@@ -175,8 +178,8 @@ def _run_python(
     )
     cpu = _children_cpu_s() - cpu_before
     if proc.returncode != 0:
-        raise RuntimeError(f"python load generator failed ({proc.returncode}): {proc.stderr}")
-    data = _parse_marked_json(proc.stdout, "python load generator")
+        raise RuntimeError(f"{label} failed ({proc.returncode}): {proc.stderr}")
+    data = _parse_marked_json(proc.stdout, label)
     return LoadResult(
         generator="python",
         requests=int(data["requests"]),

@@ -12,9 +12,7 @@ import argparse
 import asyncio
 import functools
 import json
-import os
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -30,6 +28,7 @@ from bench._loadgen import (
     _parse_marked_json,
     _percentile,
     _Stats,
+    run_client_process,
 )
 
 
@@ -99,44 +98,9 @@ def _run_python(
     with tempfile.TemporaryDirectory(prefix="bench-post-") as tmp:
         body_file = Path(tmp) / "body.json"
         body_file.write_bytes(body)
-        cmd = [
-            sys.executable,
-            "-m",
-            "bench._post_load",
-            "--url",
-            url,
-            "--body-file",
-            str(body_file),
-            "--connections",
-            str(connections),
-            "--duration",
-            str(duration_s),
-        ]
-        for name, value in headers.items():
-            cmd += ["--header", f"{name}: {value}"]
-        root = Path(__file__).resolve().parent.parent
-        env = {
-            **os.environ,
-            "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")]),
-        }
-        cpu_before = _children_cpu_s()
-        proc = subprocess.run(
-            cmd, capture_output=True, text=True, timeout=duration_s + 60, check=False, env=env
-        )
-        cpu = _children_cpu_s() - cpu_before
-    if proc.returncode != 0:
-        raise RuntimeError(f"python POST load failed ({proc.returncode}): {proc.stderr}")
-    data = _parse_marked_json(proc.stdout, "python POST load")
-    return LoadResult(
-        generator="python",
-        requests=int(data["requests"]),
-        errors=int(data["errors"]),
-        duration_s=data["duration_s"],
-        rps=data["rps"],
-        p50_ms=data["p50_ms"],
-        p99_ms=data["p99_ms"],
-        generator_cpu_s=cpu,
-    )
+        args = ["--url", url, "--body-file", str(body_file)]
+        args += ["--connections", str(connections), "--duration", str(duration_s)]
+        return run_client_process("bench._post_load", args, headers, duration_s, "python POST load")
 
 
 async def _client(
