@@ -198,7 +198,7 @@ def _seed_queue(url: str, settings: Any, pending: int) -> None:
     from sqlalchemy import create_engine, insert
 
     from spark_trainer.db.migrate import upgrade_to_head
-    from spark_trainer.models import Job, User
+    from spark_trainer.models import GpuAllocation, Job, User
 
     engine = create_engine(url)
     try:
@@ -242,6 +242,18 @@ def _seed_queue(url: str, settings: Any, pending: int) -> None:
                         "created_at": now - timedelta(hours=2),
                         "started_at": now - timedelta(hours=2),
                     }
+                ],
+            )
+            conn.execute(
+                insert(GpuAllocation.__table__),  # type: ignore[arg-type]
+                [
+                    {
+                        "node": settings.node_name,
+                        "gpu_index": gpu,
+                        "job_id": "job-holder",
+                        "allocated_at": now - timedelta(hours=2),
+                    }
+                    for gpu in range(SCHED_HELD)
                 ],
             )
             rows = [

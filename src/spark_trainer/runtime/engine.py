@@ -123,7 +123,6 @@ class JobEngine:
         self._cancel_sent: set[str] = set()
         self._reasons: dict[str, str] = {}
         self._last_reconcile = 0.0
-        self._recovered = False
         self._gpu_cache: tuple[float, dict[int, float]] = (0.0, {})
         pipeline.extra_values = self._gpu_util
         bus.on_control = self._on_control
@@ -162,6 +161,15 @@ class JobEngine:
         self._publish_control({"wake": True})
 
     def _loop(self) -> None:
+        # Recovery comes first and is retried: the API serves (and reports not ready)
+        # while its database is unreachable, and scheduling starts once it is back.
+        while not self._stopping.is_set():
+            try:
+                self.recover()
+                break
+            except Exception:
+                logger.exception("recovering jobs failed; retrying")
+                self._stopping.wait(2.0)
         while not self._stopping.is_set():
             try:
                 self.run_pass()
@@ -173,11 +181,6 @@ class JobEngine:
 
     def run_pass(self) -> int:
         """One pass of everything this process does; returns how many jobs it started."""
-        if not self._recovered:
-            # Recovery comes first and is retried: the API serves (and reports not ready)
-            # while its database is unreachable, and scheduling starts once it is back.
-            self.recover()
-            self._recovered = True
         self.heartbeat.beat()
         started = 0
         if self.lease.refresh():
