@@ -39,8 +39,8 @@ class Server:
             SPARKTRAINER_JOB_USER=getpass.getuser(),
             SPARKTRAINER_KILL_GRACE_SECONDS="2",
             SPARKTRAINER_LOG_LEVEL="WARNING",
-            **self.extra_env,
         )
+        env.update(self.extra_env)
         log = (self.data_dir.parent / f"{self.data_dir.name}.log").open("ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "spark_trainer", "serve", "--port", str(port)],

@@ -7,7 +7,7 @@ from __future__ import annotations
 import itertools
 import random
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -24,30 +24,37 @@ LEASE_SECONDS = 2.0
 TAKEOVER_BOUND = LEASE_SECONDS + 1.0
 
 
+Pair = tuple[Server, Server]
+
+
 @pytest.fixture
-def pair(database_url: str, tmp_path: Path) -> Iterator[tuple[Server, Server]]:
-    common = {"SPARKTRAINER_LEADER_LEASE_SECONDS": str(LEASE_SECONDS)}
-    gpu = Server(
-        tmp_path / "gpu",
-        database_url,
-        SPARKTRAINER_GPUS="4",
-        SPARKTRAINER_NODE_NAME="gpu-node",
-        **common,
-    )
-    api = Server(
-        tmp_path / "api",
-        database_url,
-        SPARKTRAINER_GPUS="0",
-        SPARKTRAINER_NODE_NAME="api-only",
-        **common,
-    )
-    try:
+def make_pair(database_url: str, tmp_path: Path) -> Iterator[Callable[..., Pair]]:
+    started: list[Server] = []
+
+    def make(**env: str) -> Pair:
+        common = {"SPARKTRAINER_LEADER_LEASE_SECONDS": str(LEASE_SECONDS), **env}
+        gpu = Server(
+            tmp_path / "gpu",
+            database_url,
+            SPARKTRAINER_GPUS="4",
+            SPARKTRAINER_NODE_NAME="gpu-node",
+            **common,
+        )
+        api = Server(
+            tmp_path / "api",
+            database_url,
+            SPARKTRAINER_GPUS="0",
+            SPARKTRAINER_NODE_NAME="api-only",
+            **common,
+        )
+        started.extend((gpu, api))
         gpu.start()  # first: it migrates the database and becomes the leader
         api.start()
-        yield gpu, api
-    finally:
-        gpu.kill()
-        api.kill()
+        return gpu, api
+
+    yield make
+    for server in started:
+        server.kill()
 
 
 def _lease_holder(database_url: str) -> str | None:
@@ -64,9 +71,9 @@ def _holder_pid(holder: str | None) -> int | None:
 
 
 def test_one_scheduler_across_processes(
-    pair: tuple[Server, Server], database_url: str, tmp_path: Path
+    make_pair: Callable[..., Pair], database_url: str, tmp_path: Path
 ) -> None:
-    gpu, api = pair
+    gpu, api = make_pair()
     assert gpu.proc is not None and api.proc is not None
 
     # Submitted through the process without GPUs: accepted, placed and run on the GPU node.
@@ -113,9 +120,10 @@ def test_one_scheduler_across_processes(
 
 
 def test_concurrent_submissions_never_share_a_gpu(
-    pair: tuple[Server, Server], database_url: str
+    make_pair: Callable[..., Pair], database_url: str
 ) -> None:
-    gpu, api = pair
+    # Simulated processes: what is under test is placement, not process spawning.
+    gpu, api = make_pair(SPARKTRAINER_EXECUTOR="fake")
     rng = random.Random(8)
     sizes = [rng.randint(1, 4) for _ in range(200)]
     engine = create_engine(database_url)
@@ -147,7 +155,7 @@ def test_concurrent_submissions_never_share_a_gpu(
             if not unfinished:
                 break
             assert time.monotonic() < deadline, f"{unfinished} jobs still unfinished"
-            time.sleep(0.05)
+            time.sleep(0.1)
         with engine.connect() as conn:
             jobs = conn.execute(
                 select(

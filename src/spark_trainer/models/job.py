@@ -83,6 +83,8 @@ class Job(TimestampMixin, Base):
     # exactly where it stopped after a restart.
     metrics_seq: Mapped[int] = mapped_column(BigInteger, default=0)
     metrics_offset: Mapped[int] = mapped_column(BigInteger, default=0)
+    # The highest sequence number any writer has reserved (see metrics.pipeline).
+    metrics_seq_reserved: Mapped[int] = mapped_column(BigInteger, default=0)
 
 
 class JobEvent(Base):

@@ -98,6 +98,9 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column("parent_id", sa.String(length=40), nullable=True))
         batch_op.add_column(sa.Column("params", sa.JSON(), nullable=True))
         batch_op.add_column(sa.Column("handle", sa.JSON(), nullable=True))
+        batch_op.add_column(
+            sa.Column("metrics_seq_reserved", sa.BigInteger(), nullable=False, server_default="0")
+        )
         batch_op.create_index(batch_op.f("ix_jobs_parent_id"), ["parent_id"], unique=False)
 
     # Running jobs keep their process: the local executor's handle is the pid and start time.
@@ -161,6 +164,7 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_jobs_parent_id"))
         batch_op.add_column(sa.Column("process_started_at", sa.Float(), nullable=True))
         batch_op.add_column(sa.Column("pid", sa.Integer(), nullable=True))
+        batch_op.drop_column("metrics_seq_reserved")
         batch_op.drop_column("handle")
         batch_op.drop_column("params")
         batch_op.drop_column("parent_id")
