@@ -62,6 +62,10 @@ def serve(
     from spark_trainer.observability.logging import configure_logging
 
     settings = _settings(host=host, port=port, data_dir=data_dir)
+    problem = settings.shared_services_problem()
+    if problem is not None:
+        err_console.print(f"[red]Invalid configuration:[/red] {problem}", highlight=False)
+        raise typer.Exit(2)
     configure_logging(settings.log_level, settings.log_format)
     ctx = AppContext.build(settings)
     generated = prepare(ctx)

@@ -15,6 +15,7 @@ from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy.engine import make_url
 
 SECRET_KEY_FILE = "secret_key"  # noqa: S105 - a file name
 # What a job inherits from the server's environment: enough to find programs, speak the
@@ -196,6 +197,33 @@ class Settings(BaseSettings):
     @property
     def is_sqlite(self) -> bool:
         return self.effective_database_url.startswith("sqlite")
+
+    @property
+    def sqlite_path(self) -> Path | None:
+        """The SQLite database file, when the database is one."""
+        if not self.is_sqlite:
+            return None
+        database = make_url(self.effective_database_url).database
+        return Path(database) if database and database != ":memory:" else None
+
+    def shared_services_problem(self) -> str | None:
+        """With a shared database or Redis, every API process must sign tokens with the
+        same key: a key generated per data directory would make each reject the others'."""
+        shared = [
+            name
+            for name, value in (
+                ("SPARKTRAINER_DATABASE_URL", self.database_url and not self.is_sqlite),
+                ("SPARKTRAINER_REDIS_URL", self.redis_url),
+            )
+            if value
+        ]
+        if shared and self.secret_key is None:
+            return (
+                f"SPARKTRAINER_SECRET_KEY must be set when {' and '.join(shared)} point at a "
+                "shared service: every API process signs and checks tokens with it. Generate "
+                "one with: python -c 'import secrets; print(secrets.token_urlsafe(48))'"
+            )
+        return None
 
     @cached_property
     def signing_key(self) -> str:

@@ -132,7 +132,9 @@ class JobEngine:
     def start(self) -> None:
         self.jobs_dir.mkdir(parents=True, exist_ok=True)
         self.job_user = self.job_user.checked()
-        self.job_user.protect_data_dir(self.settings.data_dir, self.jobs_dir)
+        self.job_user.protect_data_dir(
+            self.settings.data_dir, self.jobs_dir, self.settings.sqlite_path
+        )
         self._stopping.clear()
         self.pipeline.start()
         self.tailer.start()

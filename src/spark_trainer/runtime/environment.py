@@ -124,13 +124,22 @@ class JobUser:
             return f"run `{python} -c '{code}'` ({last[0] if last else result.returncode})"
         return None
 
-    def protect_data_dir(self, data_dir: Path, jobs_dir: Path) -> None:
+    def protect_data_dir(self, data_dir: Path, jobs_dir: Path, database_file: Path | None) -> None:
         """The job user may pass through the data directory to its job's directory, but
-        not list it or read the server's files (which are 0600)."""
+        not list it or read the server's own files: the database, the secret key."""
         if not self.switches:
             return
         for directory in (data_dir, jobs_dir):
             directory.chmod(0o711)
+        server_files = [p for p in data_dir.iterdir() if p.is_file() and not p.is_symlink()]
+        if database_file is not None:
+            server_files.extend(
+                database_file.with_name(database_file.name + suffix)
+                for suffix in ("", "-wal", "-shm", "-journal")
+            )
+        for path in server_files:
+            if path.exists():
+                path.chmod(0o600)
 
     def own(self, paths: Iterable[Path]) -> None:
         if self.uid is None or self.gid is None:
