@@ -39,15 +39,6 @@ class JobRepository:
             select(JobEvent).where(JobEvent.job_id == job_id).order_by(JobEvent.id)
         ).all()
 
-    def gpu_holders(self, node: str) -> dict[int, tuple[str, str]]:
-        """GPU index → (job id, owner id) for the running jobs on ``node``."""
-        rows = self.session.execute(
-            select(Job.id, Job.owner_id, Job.gpus).where(
-                Job.status == JobStatus.RUNNING, Job.node == node
-            )
-        ).all()
-        return {gpu: (row.id, row.owner_id) for row in rows for gpu in row.gpus}
-
     def ahead_in_queue(self, job: Job) -> int:
         """Pending jobs the scheduler considers before this one."""
         return (
