@@ -123,6 +123,7 @@ class JobEngine:
         self._cancel_sent: set[str] = set()
         self._reasons: dict[str, str] = {}
         self._last_reconcile = 0.0
+        self._job_user_ready = False
         self._gpu_cache: tuple[float, dict[int, float]] = (0.0, {})
         pipeline.extra_values = self._gpu_util
         bus.on_control = self._on_control
@@ -130,11 +131,7 @@ class JobEngine:
     # --- lifecycle ------------------------------------------------------------------
 
     def start(self) -> None:
-        self.jobs_dir.mkdir(parents=True, exist_ok=True)
-        self.job_user = self.job_user.checked()
-        self.job_user.protect_data_dir(
-            self.settings.data_dir, self.jobs_dir, self.settings.sqlite_path
-        )
+        self._prepare_job_user()
         self._stopping.clear()
         self.pipeline.start()
         self.tailer.start()
@@ -156,6 +153,17 @@ class JobEngine:
 
     def wake(self) -> None:
         self._wake.set()
+
+    def _prepare_job_user(self) -> None:
+        with self._lock:
+            if self._job_user_ready:
+                return
+            self._job_user_ready = True
+        self.jobs_dir.mkdir(parents=True, exist_ok=True)
+        self.job_user = self.job_user.checked()
+        self.job_user.protect_data_dir(
+            self.settings.data_dir, self.jobs_dir, self.settings.sqlite_path
+        )
 
     def wake_scheduler(self) -> None:
         """After a submit: wakes this process and, through the bus, the leader elsewhere."""
@@ -390,6 +398,7 @@ class JobEngine:
         return 1
 
     def _spawn(self, job: _Started, job_dir: Path, token: str) -> Handle:
+        self._prepare_job_user()  # done by start(); here for passes run without it
         output_dir = job_dir / OUTPUT_DIR
         work_dir = job_dir / WORK_DIR
         metrics_file = job_dir / METRICS_FILE
