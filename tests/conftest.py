@@ -202,3 +202,11 @@ def alice(make_account: Callable[..., Account]) -> Account:
 @pytest.fixture
 def bob(make_account: Callable[..., Account]) -> Account:
     return make_account("bob")
+
+
+@pytest.fixture(scope="session")
+def tiny_lm(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny GPT-2 with its tokenizer, as a Hugging Face directory (see tests/tinylm.py)."""
+    from tests.tinylm import build_tiny_lm
+
+    return build_tiny_lm(tmp_path_factory.mktemp("tiny-lm") / "model")
