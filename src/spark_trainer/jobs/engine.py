@@ -13,6 +13,7 @@ import logging
 import os
 import secrets
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -41,6 +42,9 @@ logger = logging.getLogger(__name__)
 
 JOB_TOKEN_PREFIX = "stj_"  # noqa: S105 - a prefix, not a secret
 METRICS_FILE = "metrics.jsonl"
+# A job may write one line here saying why it failed; it becomes the end of status_reason.
+REASON_FILE = "reason.txt"
+MAX_REASON_CHARS = 500
 OUTPUT_DIR = "output"
 WORK_DIR = "work"
 # How often the scheduler looks even when nothing woke it (reservations age with time).
@@ -274,6 +278,7 @@ class JobEngine:
             metrics_file=metrics_file,
             api_url=self.settings.api_url,
             token=token,
+            reason_file=job_dir / REASON_FILE,
         )
         if job.dataset_path is not None:
             # The store keeps blobs read-only; the job reads the dataset in place.
@@ -332,6 +337,8 @@ class JobEngine:
             if job is None or job.status != JobStatus.RUNNING:
                 return
             status, reason = _outcome(job, report)
+            if status == JobStatus.FAILED and reason is not None and job.job_dir is not None:
+                reason = _with_job_reason(reason, Path(job.job_dir))
             change_status(
                 session,
                 job.id,
@@ -433,6 +440,7 @@ def job_environment(
     metrics_file: Path,
     api_url: str,
     token: str,
+    reason_file: Path,
 ) -> dict[str, str]:
     """The environment a job's command sees.
 
@@ -441,6 +449,13 @@ def job_environment(
     for: a job cannot choose its GPUs by setting ``CUDA_VISIBLE_DEVICES`` itself.
     """
     env = {k: v for k, v in base.items() if not k.startswith("SPARKTRAINER_")}
+    # The interpreter SparkTrainer runs in comes first on PATH, so a job's `python` can
+    # import sparktrainer and run `python -m spark_trainer.recipes...`; the job's own
+    # `environment` may still set PATH. sys.executable is not resolved: a venv's bin/python
+    # is a link to the base interpreter, which would lose the venv.
+    env["PATH"] = os.pathsep.join(
+        p for p in (str(Path(sys.executable).parent), env.get("PATH", "")) if p
+    )
     env.update(requested)
     env.update(
         {
@@ -449,6 +464,7 @@ def job_environment(
             "SPARKTRAINER_METRICS_FILE": str(metrics_file),
             "SPARKTRAINER_API_URL": api_url,
             "SPARKTRAINER_JOB_TOKEN": token,
+            "SPARKTRAINER_REASON_FILE": str(reason_file),
             # NVML numbers GPUs in PCI bus order; CUDA must use the same numbering.
             "CUDA_DEVICE_ORDER": "PCI_BUS_ID",
             "CUDA_VISIBLE_DEVICES": ",".join(str(g) for g in gpus),
@@ -456,6 +472,17 @@ def job_environment(
         }
     )
     return env
+
+
+def _with_job_reason(reason: str, job_dir: Path) -> str:
+    """``reason`` followed by the first line the job wrote to its reason file, if any."""
+    try:
+        with (job_dir / REASON_FILE).open(encoding="utf-8", errors="replace") as handle:
+            text = handle.readline(MAX_REASON_CHARS).strip()
+    except OSError:
+        return reason
+    text = "".join(c for c in text if c.isprintable())
+    return f"{reason}: {text}" if text else reason
 
 
 def _outcome(job: Job, report: ExitReport) -> tuple[JobStatus, str | None]:
