@@ -120,27 +120,48 @@ def _messages(record: Record, field: str) -> list[dict[str, str]]:
     return value
 
 
-def render(records: Sequence[Record], fmt: str, config: DatasetConfig, tokenizer: Any) -> list[str]:
-    """One training text per record; raises naming the first record that does not fit."""
-    if fmt == "chat" and not getattr(tokenizer, "chat_template", None):
-        raise RecipeError(
-            "dataset format 'chat' needs a tokenizer with a chat template; the base model's "
-            "tokenizer has none (use format 'text' or 'instruction')"
-        )
-    texts = []
+Example = str | list[dict[str, str]]
+
+
+def extract(records: Sequence[Record], fmt: str, config: DatasetConfig) -> list[Example]:
+    """Each record's training text (chat: its messages), checked field by field before
+    any model is loaded; raises naming the first record that does not fit."""
+    examples: list[Example] = []
     for record in records:
         if fmt == "text":
-            texts.append(_string_field(record, config.text_field))
+            examples.append(_string_field(record, config.text_field))
         elif fmt == "instruction":
             instruction = _string_field(record, "instruction")
             output = _string_field(record, "output")
             extra = _string_field(record, "input", required=False)
             template = config.prompt_template if extra else config.prompt_template_no_input
-            texts.append(template.format(instruction=instruction, input=extra, output=output))
+            try:
+                examples.append(
+                    template.format(instruction=instruction, input=extra, output=output)
+                )
+            except (KeyError, IndexError, ValueError) as exc:
+                raise RecipeError(
+                    f"key 'dataset.prompt_template': cannot be filled ({exc!r}); it may use "
+                    "{instruction}, {input} and {output}"
+                ) from None
         else:
-            messages = _messages(record, config.messages_field)
-            texts.append(tokenizer.apply_chat_template(messages, tokenize=False))
-    return texts
+            examples.append(_messages(record, config.messages_field))
+    return examples
+
+
+def render(examples: Sequence[Example], tokenizer: Any) -> list[str]:
+    """Texts ready to tokenize: chat messages go through the tokenizer's chat template."""
+    if any(not isinstance(e, str) for e in examples) and not getattr(
+        tokenizer, "chat_template", None
+    ):
+        raise RecipeError(
+            "dataset format 'chat' needs a tokenizer with a chat template; the base model's "
+            "tokenizer has none (use format 'text' or 'instruction')"
+        )
+    return [
+        e if isinstance(e, str) else str(tokenizer.apply_chat_template(e, tokenize=False))
+        for e in examples
+    ]
 
 
 def tokenize(

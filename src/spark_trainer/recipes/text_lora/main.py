@@ -59,10 +59,11 @@ def main(argv: list[str] | None = None) -> int:
         if not records:
             raise RecipeError("the dataset has no records")
         fmt = data.detect_format(records, config.dataset)
+        examples = data.extract(records, fmt, config.dataset)
         base = resolve_base_model(config)
         if _should_relaunch():
             _relaunch(args)
-        return _train(config, records, fmt, base)
+        return _train(config, examples, fmt, base)
     except RecipeError as exc:
         report(str(exc))
         return EXIT_INVALID
@@ -175,7 +176,7 @@ def _lora(config: RecipeConfig, model: Any) -> Any:
     return get_peft_model(model, lora_config)
 
 
-def _train(config: RecipeConfig, records: list[data.Record], fmt: str, base: BaseModel) -> int:
+def _train(config: RecipeConfig, examples: list[data.Example], fmt: str, base: BaseModel) -> int:
     import torch
     from transformers import Trainer, TrainingArguments, set_seed
     from transformers.trainer_utils import get_last_checkpoint
@@ -186,13 +187,15 @@ def _train(config: RecipeConfig, records: list[data.Record], fmt: str, base: Bas
     bf16, fp16 = _precision(training.precision)
     set_seed(training.seed)
     tokenizer, model = _load_base(base, config.revision)
-    texts = data.render(records, fmt, config.dataset, tokenizer)
-    examples = data.tokenize(
-        texts, tokenizer, max_length=training.max_seq_length, packing=training.packing
+    sequences = data.tokenize(
+        data.render(examples, tokenizer),
+        tokenizer,
+        max_length=training.max_seq_length,
+        packing=training.packing,
     )
-    if not examples:
+    if not sequences:
         raise RecipeError("the dataset yields no examples of at least two tokens")
-    train_examples, eval_examples = data.split(examples, training.eval_split, training.seed)
+    train_examples, eval_examples = data.split(sequences, training.eval_split, training.seed)
     train_set = data.TokenDataset(train_examples)
     eval_set = data.TokenDataset(eval_examples) if eval_examples else None
     model = _lora(config, model)
