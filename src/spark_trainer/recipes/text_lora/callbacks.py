@@ -13,7 +13,15 @@ import sparktrainer
 
 # Trainer's log keys → the names SparkTrainer's streams and summaries use.
 RENAMED = {"learning_rate": "lr"}
-SKIPPED = {"total_flos", "num_input_tokens_seen"}
+# Counters and whole-run figures the Trainer adds to its logs, not per-step metrics.
+SKIPPED = {
+    "total_flos",
+    "num_input_tokens_seen",
+    "train_runtime",
+    "train_tokens_per_second",
+    "train_samples_per_second",
+    "train_steps_per_second",
+}
 
 
 class MetricsCallback(TrainerCallback):

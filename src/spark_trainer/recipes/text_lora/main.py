@@ -232,6 +232,7 @@ def _train(config: RecipeConfig, examples: list[data.Example], fmt: str, base: B
         report_to=[],
         disable_tqdm=True,
         dataloader_num_workers=0,
+        dataloader_pin_memory=torch.cuda.is_available(),
         remove_unused_columns=False,
         ddp_find_unused_parameters=False if _world_size() > 1 else None,
     )
