@@ -22,7 +22,6 @@ from spark_trainer.deps import (
 )
 from spark_trainer.errors import PayloadTooLarge, ValidationFailed
 from spark_trainer.jobs import service as jobs
-from spark_trainer.jobs.engine import JOB_TOKEN_PREFIX
 from spark_trainer.kit.pagination import PagingParams
 from spark_trainer.kit.schemas import Page
 from spark_trainer.models import User
@@ -35,6 +34,7 @@ from spark_trainer.registry.schemas import (
     TagRequest,
 )
 from spark_trainer.registry.upload import ARCHIVE_FIELD, FILE_FIELD, ReceivedModel, receive_model
+from spark_trainer.runtime.jobfiles import JOB_TOKEN_PREFIX
 from spark_trainer.storage.http import blob_response, safe_filename
 
 router = APIRouter(prefix="/api/models", tags=["models"])
