@@ -32,7 +32,7 @@ def logging_job(points: int, delay: float = 0.0) -> str:
         "    sparktrainer.log({'loss': 1 / (i + 1), 'lr': 0.001}, step=i)\n"
         f"    time.sleep({delay})\n"
     )
-    return f"{sys.executable} -c \"{script}\""
+    return f'{sys.executable} -c "{script}"'
 
 
 @pytest.fixture
@@ -41,7 +41,9 @@ def client(live_server: LiveServer) -> SparkTrainerClient:
 
 
 def test_job_create_list_get_cancel(client: SparkTrainerClient) -> None:
-    job = client.jobs.create(name=f"sleeper-{secrets.token_hex(3)}", command="sleep 60", gpu_count=2)
+    job = client.jobs.create(
+        name=f"sleeper-{secrets.token_hex(3)}", command="sleep 60", gpu_count=2
+    )
     assert job.id.startswith("job-") and job.status == "pending" and job.gpu_count == 2
     listed = client.jobs.list(limit=200)
     assert job.id in [j.id for j in listed.items] and listed.total >= 1
@@ -189,9 +191,7 @@ def test_token_refresh_across_an_expiry(live_server: LiveServer) -> None:
     statuses: list[tuple[str, int]] = []
     http = httpx.Client(
         base_url=live_server.url,
-        event_hooks={
-            "response": [lambda r: statuses.append((r.request.url.path, r.status_code))]
-        },
+        event_hooks={"response": [lambda r: statuses.append((r.request.url.path, r.status_code))]},
     )
     client = SparkTrainerClient(
         base_url=live_server.url,
