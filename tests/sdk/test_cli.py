@@ -35,11 +35,8 @@ def test_login_jobs_datasets_models(live_server: LiveServer, tmp_path: Path) -> 
     assert stat.S_IMODE(config.stat().st_mode) == 0o600
     assert json.loads(config.read_text())["api_key"].startswith("stk_")
 
-    submitted = json.loads(
-        run(
-            config, "jobs", "submit", logging_job(5), "--name", "cli", "--gpus", "1", "-o", "json"
-        ).stdout  # fmt: skip
-    )
+    submit = ["jobs", "submit", logging_job(5), "--name", "cli", "--gpus", "1", "-o", "json"]
+    submitted = json.loads(run(config, *submit).stdout)
     job_id = submitted["id"]
     watched = run(config, "jobs", "watch", job_id, "--output", "json").stdout.splitlines()
     assert [json.loads(line)["step"] for line in watched[:-1]] == [0, 1, 2, 3, 4]

@@ -106,7 +106,10 @@ def test_dataset_upload_with_progress_and_download(
     name = f"ds-{secrets.token_hex(3)}"
     dataset = client.datasets.upload(source, name=name, progress=lambda d, t: seen.append((d, t)))
     assert dataset.name == name and dataset.latest_version.size == size
-    assert dataset.latest_version.hash == hashlib.md5(source.read_bytes()).hexdigest()
+    assert (
+        dataset.latest_version.hash
+        == hashlib.md5(source.read_bytes(), usedforsecurity=False).hexdigest()
+    )
     assert seen[-1] == (size, size) and len(seen) > 1
     assert [d for d, _ in seen] == sorted(d for d, _ in seen)
     assert name in [d.name for d in client.datasets.list(name=name).items]
