@@ -164,11 +164,11 @@ def main() -> None:
         (SYNC_DIR / name).write_text(text, encoding="utf-8")
     schema = typescript_schema()
     if schema is None:
-        print("sdk/typescript/node_modules missing: run npm ci there for the TypeScript types")
+        print("TypeScript types skipped: sdk/typescript/node_modules is not installed")
     else:
         TS_SCHEMA.parent.mkdir(parents=True, exist_ok=True)
         TS_SCHEMA.write_text(schema, encoding="utf-8")
-    print("regenerated sdk/openapi.json, the Python models and sync client, the TS types")
+    print("regenerated sdk/openapi.json, the Python models and the blocking client")
 
 
 if __name__ == "__main__":
