@@ -12,15 +12,20 @@ from sqlalchemy.orm import Session, sessionmaker
 from spark_trainer.db.engine import make_engine, make_session_factory, request_session_limit
 from spark_trainer.gpus.inventory import GpuInventory, build_inventory
 from spark_trainer.identity.service import TokenConfig
-from spark_trainer.jobs.engine import JobEngine
 from spark_trainer.metrics.bus import EventBus, LocalBus, RedisBus
 from spark_trainer.metrics.hub import StreamHub
 from spark_trainer.metrics.pipeline import MetricsPipeline
 from spark_trainer.ratelimit import RateLimiter
 from spark_trainer.registry import service as registry
+from spark_trainer.runtime.engine import JobEngine
+from spark_trainer.runtime.events import HandlerRegistry
 from spark_trainer.settings import Settings
 from spark_trainer.storage.base import ArtifactStore
 from spark_trainer.storage.local import LocalArtifactStore
+
+# The job-end handler that registers a completed job's output as a model version. Domain
+# packages add theirs to ``AppContext.jobs.handlers`` in ``build`` (before ``start``).
+MODEL_REGISTRATION = "registry.register_completed_job"
 
 
 @dataclass
@@ -54,6 +59,13 @@ class AppContext:
         inventory = build_inventory(settings)
         pipeline = MetricsPipeline(engine, bus)
         artifacts = LocalArtifactStore(settings.artifacts_root)
+        handlers = HandlerRegistry()
+        handlers.register(
+            MODEL_REGISTRATION,
+            lambda session, event: registry.register_completed_job(
+                session, artifacts, event.job_id
+            ),
+        )
         return cls(
             settings=settings,
             engine=engine,
@@ -64,14 +76,15 @@ class AppContext:
             gpu_inventory=inventory,
             hub=hub,
             bus=bus,
-            jobs=JobEngine(settings, session_factory, inventory, bus, pipeline, artifacts),
+            jobs=JobEngine(
+                settings, session_factory, inventory, bus, pipeline, artifacts, handlers
+            ),
             artifacts=artifacts,
             redis=client,
         )
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         """Starts the background parts: stream fan-out, event bus, scheduler, executor."""
-        self.jobs.completion_hooks.append(self._register_model)
         self.hub.bind(loop)
         self.bus.start()
         self.jobs.start()
@@ -79,10 +92,6 @@ class AppContext:
     def stop(self) -> None:
         self.jobs.stop()
         self.bus.close()
-
-    def _register_model(self, job_id: str) -> None:
-        with self.session_factory.begin() as session:
-            registry.register_completed_job(session, self.artifacts, job_id)
 
     def dependency_status(self) -> dict[str, bool]:
         """Each dependency in use, and whether it answers right now."""

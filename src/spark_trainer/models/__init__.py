@@ -3,7 +3,18 @@
 from spark_trainer.models.base import Base
 from spark_trainer.models.dataset import Dataset, DatasetFormat, DatasetVersion
 from spark_trainer.models.experiment import Experiment, MetricSummary
-from spark_trainer.models.job import FINAL_STATUSES, Job, JobEvent, JobStatus, MetricPoint
+from spark_trainer.models.job import (
+    FINAL_STATUSES,
+    GpuAllocation,
+    Job,
+    JobEvent,
+    JobKind,
+    JobOutbox,
+    JobOutboxDelivery,
+    JobStatus,
+    MetricPoint,
+)
+from spark_trainer.models.node import Lease, Node, NodeState
 from spark_trainer.models.registry import ModelFile, ModelTag, ModelVersion
 from spark_trainer.models.user import ApiKey, RefreshToken, Role, Tier, User
 
@@ -15,14 +26,21 @@ __all__ = [
     "DatasetFormat",
     "DatasetVersion",
     "Experiment",
+    "GpuAllocation",
     "Job",
     "JobEvent",
+    "JobKind",
+    "JobOutbox",
+    "JobOutboxDelivery",
     "JobStatus",
+    "Lease",
     "MetricPoint",
     "MetricSummary",
     "ModelFile",
     "ModelTag",
     "ModelVersion",
+    "Node",
+    "NodeState",
     "RefreshToken",
     "Role",
     "Tier",
