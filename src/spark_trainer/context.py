@@ -72,7 +72,7 @@ class AppContext:
             session_factory=session_factory,
             session_slots=asyncio.Semaphore(request_session_limit(settings)),
             tokens=TokenConfig.from_settings(settings),
-            limiter=RateLimiter.from_url(settings.redis_url),
+            limiter=RateLimiter.from_url(settings.redis_url, settings.rate_limit_window_seconds),
             gpu_inventory=inventory,
             hub=hub,
             bus=bus,

@@ -70,10 +70,17 @@ class Settings(BaseSettings):
         description="Password of the admin user created on first start. Unset: generated, "
         "printed once.",
     )
-    access_token_ttl_seconds: int = Field(default=3600, ge=60)
+    # Seconds are allowed so tests (and the SDKs' refresh tests) can cross an expiry quickly.
+    access_token_ttl_seconds: int = Field(default=3600, ge=1)
     refresh_token_ttl_seconds: int = Field(default=30 * 24 * 3600, ge=300)
     rate_limit_standard_per_minute: int = Field(default=100, ge=1)
     rate_limit_premium_per_minute: int = Field(default=1000, ge=1)
+    rate_limit_window_seconds: int = Field(
+        default=60,
+        ge=1,
+        description="Length of one rate-limit window; the per-minute limits apply to it. "
+        "Shorter windows are for tests that must see a limit reset.",
+    )
     login_attempts_per_minute: int = Field(
         default=10, ge=1, description="Login attempts allowed per username and client address."
     )

@@ -41,6 +41,8 @@ class _Supervised:
     terminated: bool = False
     timed_out: bool = False
     timers: list[threading.Timer] = field(default_factory=list)
+    # When a stop (SIGTERM) was sent: the group may use the grace period until then.
+    kill_at: float | None = None
 
 
 class LocalExecutor(Executor):
@@ -169,6 +171,7 @@ class LocalExecutor(Executor):
         self._stop(supervised, self.kill_grace_seconds)
 
     def _stop(self, supervised: _Supervised, grace_seconds: float) -> None:
+        supervised.kill_at = time.monotonic() + grace_seconds
         _signal_group(supervised.pgid, signal.SIGTERM)
         timer = threading.Timer(
             grace_seconds, _signal_group, args=(supervised.pgid, signal.SIGKILL)
@@ -196,6 +199,11 @@ class LocalExecutor(Executor):
     def _finish(
         self, supervised: _Supervised, shim_returncode: int | None, *, kill_group: bool = True
     ) -> None:
+        if kill_group and supervised.kill_at is not None:
+            # SIGTERM also ends `sh -c` at once (dash does not exec the command), which
+            # would end the job before a command that traps SIGTERM has saved its
+            # checkpoint: the rest of the group keeps its grace period.
+            _wait_group_gone(supervised.pgid, supervised.kill_at)
         for timer in supervised.timers:
             timer.cancel()
         if kill_group:
@@ -211,6 +219,15 @@ class LocalExecutor(Executor):
             self.on_exit(report)
         except Exception:
             logger.exception("recording a job's exit failed", extra={"job_id": report.job_id})
+
+
+def _wait_group_gone(pgid: int, deadline: float) -> None:
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pgid, 0)
+        except (ProcessLookupError, PermissionError):
+            return
+        time.sleep(0.05)
 
 
 def _signal_group(pgid: int, sig: signal.Signals) -> None:

@@ -210,6 +210,15 @@ def check_job_token(job: Job, credential: str) -> None:
         raise Unauthorized("Invalid job token")
 
 
+def job_token_owner(session: Session, credential: str) -> User:
+    """The (active) owner of the running job whose own token ``credential`` is."""
+    job = JobRepository(session).running_with_token(api_key_digest(credential))
+    owner = session.get(User, job.owner_id) if job is not None else None
+    if owner is None or not owner.is_active:
+        raise Unauthorized("Invalid job token")
+    return owner
+
+
 def ensure_running(job: Job) -> None:
     if job.status != JobStatus.RUNNING:
         raise Conflict(f"Job '{job.id}' is {job.status}; metrics are accepted while it runs")

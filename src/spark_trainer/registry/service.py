@@ -39,6 +39,7 @@ from spark_trainer.registry.schemas import (
     ModelFileRead,
     ModelRead,
 )
+from spark_trainer.registry.upload import ReceivedModel
 from spark_trainer.runtime.jobfiles import OUTPUT_DIR
 from spark_trainer.storage.base import ArtifactStore
 
@@ -109,6 +110,24 @@ def register_from_job(
         metrics=final_metrics,
         total_size=sum(info.size for _, info in stored),
         files=[ModelFile(path=rel, size=info.size, hash=info.hash) for rel, info in stored],
+    )
+    return repo.add(model)
+
+
+def register_upload(session: Session, user: User, upload: ReceivedModel) -> ModelVersion:
+    """Records files already in the store (see ``upload.py``) as the next version of the
+    caller's model of that name; it has no source job, so no lineage."""
+    repo = ModelRepository(session)
+    name = upload.fields["name"]
+    model = ModelVersion(
+        id=new_id(IdPrefix.MODEL),
+        owner_id=user.id,
+        name=name,
+        version=repo.next_version(user.id, name),
+        description=upload.fields.get("description") or None,
+        metrics={},
+        total_size=sum(info.size for _, info in upload.files),
+        files=[ModelFile(path=rel, size=info.size, hash=info.hash) for rel, info in upload.files],
     )
     return repo.add(model)
 

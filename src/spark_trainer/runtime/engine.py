@@ -48,7 +48,13 @@ from spark_trainer.models import DatasetVersion, Job, JobStatus
 from spark_trainer.runtime.environment import JobUser, job_environment, prepare_job_dir
 from spark_trainer.runtime.events import EventDispatcher, HandlerRegistry
 from spark_trainer.runtime.executors import build_executor
-from spark_trainer.runtime.jobfiles import JOB_TOKEN_PREFIX, METRICS_FILE, OUTPUT_DIR, WORK_DIR
+from spark_trainer.runtime.jobfiles import (
+    JOB_TOKEN_PREFIX,
+    METRICS_FILE,
+    OUTPUT_DIR,
+    REASON_FILE,
+    WORK_DIR,
+)
 from spark_trainer.runtime.leader import LeaderLease
 from spark_trainer.runtime.nodes import NodeHeartbeat
 from spark_trainer.runtime.repository import RuntimeRepository
@@ -64,6 +70,7 @@ logger = logging.getLogger(__name__)
 IDLE_PASS_SECONDS = 1.0
 RECONCILE_SECONDS = 2.0
 GPU_READING_TTL = 1.0
+MAX_REASON_CHARS = 500
 CANCEL_POLL_SECONDS = 0.05
 
 
@@ -417,6 +424,7 @@ class JobEngine:
             allow=self.settings.job_env_allowlist,
             home=work_dir if self.job_user.switches else None,
         )
+        environment["SPARKTRAINER_REASON_FILE"] = str(job_dir / REASON_FILE)
         if job.dataset_path is not None:
             # The store keeps blobs read-only; the job reads the dataset in place.
             environment["SPARKTRAINER_DATASET_PATH"] = str(job.dataset_path)
@@ -560,6 +568,8 @@ class JobEngine:
             if job is None or job.status != JobStatus.RUNNING:
                 return
             status, reason = _outcome(job, report)
+            if status == JobStatus.FAILED and reason is not None and job.job_dir is not None:
+                reason = _with_job_reason(reason, Path(job.job_dir))
             change_status(
                 session,
                 job.id,
@@ -700,6 +710,17 @@ class JobEngine:
             self._gpu_cache = (time.monotonic(), cache)
         readings = [cache[g] for g in gpus if g in cache]
         return {"gpu_util": round(sum(readings) / len(readings), 1)} if readings else {}
+
+
+def _with_job_reason(reason: str, job_dir: Path) -> str:
+    """``reason`` followed by the first line the job wrote to its reason file, if any."""
+    try:
+        with (job_dir / REASON_FILE).open(encoding="utf-8", errors="replace") as handle:
+            text = handle.readline(MAX_REASON_CHARS).strip()
+    except OSError:
+        return reason
+    text = "".join(c for c in text if c.isprintable())
+    return f"{reason}: {text}" if text else reason
 
 
 def _outcome(job: Job, report: ExitReport) -> tuple[JobStatus, str | None]:
