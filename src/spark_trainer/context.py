@@ -10,6 +10,7 @@ from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from spark_trainer.db.engine import make_engine, make_session_factory, request_session_limit
+from spark_trainer.evaluations.collector import ResultCollector
 from spark_trainer.gpus.inventory import GpuInventory, build_inventory
 from spark_trainer.identity.service import TokenConfig
 from spark_trainer.jobs.engine import JobEngine
@@ -38,6 +39,7 @@ class AppContext:
     # Bounds open request sessions below the pool's size (see request_session_limit).
     session_slots: asyncio.Semaphore
     redis: redis.Redis | None = field(default=None)
+    evaluations: ResultCollector | None = field(default=None)
 
     @classmethod
     def build(cls, settings: Settings) -> AppContext:
@@ -67,6 +69,7 @@ class AppContext:
             jobs=JobEngine(settings, session_factory, inventory, bus, pipeline, artifacts),
             artifacts=artifacts,
             redis=client,
+            evaluations=ResultCollector(session_factory),
         )
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -75,8 +78,13 @@ class AppContext:
         self.hub.bind(loop)
         self.bus.start()
         self.jobs.start()
+        if self.evaluations is not None:
+            self.jobs.completion_hooks.append(self.evaluations.wake)
+            self.evaluations.start()
 
     def stop(self) -> None:
+        if self.evaluations is not None:
+            self.evaluations.stop()
         self.jobs.stop()
         self.bus.close()
 
