@@ -77,18 +77,22 @@ class LoadedLM:
         return int(pad or 0)
 
     @torch.inference_mode()
-    def next_token_logprobs(
-        self, contexts: Sequence[list[int]], batch_size: int
-    ) -> Iterator[torch.Tensor]:
-        """For each context, the log-probabilities of the next token (one row a context).
+    def prefixed_next_token_logprobs(
+        self, contexts: Sequence[list[int]], prefix: list[int], batch_size: int
+    ) -> Iterator[tuple[float, torch.Tensor]]:
+        """For each context: log p(prefix | context), and the log-probabilities of the
+        token after context + prefix.
 
-        Contexts longer than the model's window lose their oldest tokens (left truncation,
-        as lm-evaluation-harness does). Batches are right-padded, so padding never precedes
-        a real token and leaves its logits unchanged under causal attention.
+        One forward pass scores every continuation ``prefix + [t]`` at once (the answer
+        letters of MMLU: ``" A"`` is one token in most vocabularies, or a space and the
+        letter). Inputs longer than the model's window lose their oldest tokens (left
+        truncation, as lm-evaluation-harness does). Batches are right-padded, so padding
+        never precedes a real token and leaves its logits unchanged under causal attention.
         """
         pad = self._pad_id()
+        n = len(prefix)
         for batch in _chunks(contexts, batch_size):
-            rows = [ids[-self.max_length :] for ids in batch]
+            rows = [(ids + prefix)[-self.max_length :] for ids in batch]
             width = max(len(r) for r in rows)
             input_ids = torch.full((len(rows), width), pad, dtype=torch.long)
             mask = torch.zeros((len(rows), width), dtype=torch.long)
@@ -98,9 +102,13 @@ class LoadedLM:
             logits = self.model(
                 input_ids=input_ids.to(self.device), attention_mask=mask.to(self.device)
             ).logits
-            last = torch.tensor([len(r) - 1 for r in rows], device=self.device)
-            picked = logits[torch.arange(len(rows), device=self.device), last]
-            yield torch.log_softmax(picked.float(), dim=-1).cpu()
+            logprobs = torch.log_softmax(logits.float(), dim=-1).cpu()
+            for i, row in enumerate(rows):
+                end = len(row) - 1
+                prefix_logprob = sum(
+                    float(logprobs[i, end - n + k, prefix[k]]) for k in range(n)
+                )
+                yield prefix_logprob, logprobs[i, end]
 
     @torch.inference_mode()
     def continuation_logprob(self, context: list[int], continuation: list[int]) -> float:

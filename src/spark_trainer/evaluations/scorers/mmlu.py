@@ -330,15 +330,18 @@ def summarize(
 def lm_scorer(lm: Any, batch_size: int) -> LogprobScorer:
     """Log-likelihood of each letter after the prompt, with a :class:`LoadedLM`."""
     letters = [lm.encode(f" {letter}") for letter in LETTERS]
-    single = all(len(ids) == 1 for ids in letters)
+    prefix = letters[0][:-1]
+    shared = all(len(ids) == len(prefix) + 1 and ids[:-1] == prefix for ids in letters)
 
     def run(prompts: Sequence[str]) -> Iterable[Sequence[float]]:
         contexts = [lm.encode(p) for p in prompts]
-        if single:
-            # One forward pass a question: the four letters are one token each.
-            token_ids = [ids[0] for ids in letters]
-            for rows in lm.next_token_logprobs(contexts, batch_size):
-                yield from rows[:, token_ids].tolist()
+        if shared:
+            # One forward pass a question: the continuations differ in their last token.
+            last = [ids[-1] for ids in letters]
+            for prefix_logprob, row in lm.prefixed_next_token_logprobs(
+                contexts, prefix, batch_size
+            ):
+                yield [prefix_logprob + float(row[t]) for t in last]
         else:
             for context in contexts:
                 yield [lm.continuation_logprob(context, ids) for ids in letters]
