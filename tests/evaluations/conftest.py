@@ -8,7 +8,6 @@ import pytest
 
 from spark_trainer.models import Tier
 from tests.conftest import Account
-
 from tests.evaluations.reference import letter_logprobs, prompt
 
 # Short questions in the tiny model's vocabulary keep a 1-shot prompt inside its

@@ -189,5 +189,6 @@ def test_a_lora_adapter_is_scored_over_its_base(
     assert set(results["subjects"]) == set(SUBJECTS)
     base_scores = mmlu_questions["logprobs"]
     assert any(
-        row["logprobs"] != pytest.approx(b, abs=1e-3) for row, b in zip(scored, base_scores)
+        row["logprobs"] != pytest.approx(b, abs=1e-3)
+        for row, b in zip(scored, base_scores, strict=True)
     ), "the adapter changed nothing: the test would not tell adapter from base"
