@@ -168,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--spec", required=True, help="The run's specification, as JSON.")
     args = parser.parse_args(argv)
     spec = RunSpec.model_validate_json(args.spec)
-    if spec.benchmark != Benchmark.COCO:
+    if spec.model is not None:
         import torch
 
         # More threads than cores only adds contention on a shared CPU machine.
