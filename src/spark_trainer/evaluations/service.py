@@ -170,6 +170,12 @@ def create(
         config = CONFIGS[data.benchmark].model_validate(data.config)
     except ValidationError as exc:
         raise _config_error(exc) from None
+    largest = max(engine.capacity().values(), default=0)
+    if config.gpu_count > largest:
+        raise BadRequest(
+            f"config.gpu_count: {config.gpu_count} exceeds the largest node, which has "
+            f"{largest} GPUs"
+        )
     spec = _inputs(session, store, user, model, data.benchmark, config)
     python = shlex.quote(sys.executable)
     command = f"{python} -m {RUNNER_MODULE} --spec {shlex.quote(spec.to_argument())}"
