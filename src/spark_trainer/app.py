@@ -23,6 +23,7 @@ from spark_trainer.jobs.endpoints import router as jobs_router
 from spark_trainer.jobs.streams import router as streams_router
 from spark_trainer.leaderboard.endpoints import router as leaderboard_router
 from spark_trainer.middleware import BodySizeLimitMiddleware, RequestContextMiddleware
+from spark_trainer.registry.endpoints import UPLOAD_ROUTES as MODEL_UPLOAD_ROUTES
 from spark_trainer.registry.endpoints import router as models_router
 from spark_trainer.settings import Settings
 
@@ -63,7 +64,7 @@ def create_app(settings: Settings | None = None, context: AppContext | None = No
     app.add_middleware(
         BodySizeLimitMiddleware,
         max_bytes=settings.max_request_bytes,
-        own_limit=DATASET_UPLOAD_ROUTES,
+        own_limit=DATASET_UPLOAD_ROUTES | MODEL_UPLOAD_ROUTES,
     )
     if settings.cors_origins:
         app.add_middleware(

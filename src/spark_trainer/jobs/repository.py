@@ -15,6 +15,13 @@ class JobRepository:
     def get(self, job_id: str) -> Job | None:
         return self.session.get(Job, job_id)
 
+    def running_with_token(self, token_digest: str) -> Job | None:
+        return self.session.scalar(
+            select(Job).where(
+                Job.ingest_token_digest == token_digest, Job.status == JobStatus.RUNNING
+            )
+        )
+
     def add(self, job: Job) -> Job:
         self.session.add(job)
         self.session.flush()

@@ -17,7 +17,6 @@ from sqlalchemy.orm import Session
 
 from spark_trainer.errors import BadRequest, Conflict, resource_not_found
 from spark_trainer.identity import service as identity
-from spark_trainer.jobs.engine import OUTPUT_DIR
 from spark_trainer.kit.ids import IdPrefix, new_id
 from spark_trainer.models import (
     Dataset,
@@ -42,6 +41,8 @@ from spark_trainer.registry.schemas import (
     ModelFileRead,
     ModelRead,
 )
+from spark_trainer.registry.upload import ReceivedModel
+from spark_trainer.runtime.jobfiles import OUTPUT_DIR
 from spark_trainer.storage.base import ArtifactStore
 
 logger = logging.getLogger(__name__)
@@ -112,6 +113,24 @@ def register_from_job(
         metrics=final_metrics,
         total_size=sum(info.size for _, info in stored),
         files=[ModelFile(path=rel, size=info.size, hash=info.hash) for rel, info in stored],
+    )
+    return repo.add(model)
+
+
+def register_upload(session: Session, user: User, upload: ReceivedModel) -> ModelVersion:
+    """Records files already in the store (see ``upload.py``) as the next version of the
+    caller's model of that name; it has no source job, so no lineage."""
+    repo = ModelRepository(session)
+    name = upload.fields["name"]
+    model = ModelVersion(
+        id=new_id(IdPrefix.MODEL),
+        owner_id=user.id,
+        name=name,
+        version=repo.next_version(user.id, name),
+        description=upload.fields.get("description") or None,
+        metrics={},
+        total_size=sum(info.size for _, info in upload.files),
+        files=[ModelFile(path=rel, size=info.size, hash=info.hash) for rel, info in upload.files],
     )
     return repo.add(model)
 
