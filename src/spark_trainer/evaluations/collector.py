@@ -21,9 +21,10 @@ from spark_trainer.evaluations.repository import FINAL, EvaluationRepository
 from spark_trainer.evaluations.service import primary_score
 from spark_trainer.evaluations.spec import RESULTS_FILE
 from spark_trainer.jobs import service as jobs
-from spark_trainer.jobs.engine import OUTPUT_DIR
 from spark_trainer.kit.time import utcnow
 from spark_trainer.models import Evaluation, Job, JobStatus
+from spark_trainer.runtime.events import JobEnded
+from spark_trainer.runtime.jobfiles import OUTPUT_DIR
 
 logger = logging.getLogger(__name__)
 
@@ -100,6 +101,11 @@ def record_outcome(session: Session, job_id: str) -> bool:
         extra={"evaluation_id": evaluation.id, "job_id": job_id, "status": evaluation.status},
     )
     return True
+
+
+def on_job_ended(session: Session, event: JobEnded) -> None:
+    """The durable job-end handler (``runtime.events``) for evaluation jobs."""
+    record_outcome(session, event.job_id)
 
 
 def _fail(evaluation: Evaluation, reason: str) -> None:

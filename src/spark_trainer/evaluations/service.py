@@ -18,11 +18,11 @@ from spark_trainer.evaluations.schemas import EvaluationCreate, EvaluationRead
 from spark_trainer.evaluations.spec import ModelFiles, RunSpec, StoredFile
 from spark_trainer.identity import service as identity
 from spark_trainer.jobs import service as jobs
-from spark_trainer.jobs.engine import JobEngine
 from spark_trainer.jobs.schemas import JobCreate
 from spark_trainer.kit.ids import IdPrefix, new_id
-from spark_trainer.models import Benchmark, Evaluation, JobStatus, ModelVersion, User
+from spark_trainer.models import Benchmark, Evaluation, JobKind, JobStatus, ModelVersion, User
 from spark_trainer.registry import service as registry
+from spark_trainer.runtime.engine import JobEngine
 from spark_trainer.storage.base import ArtifactStore, BlobNotFound
 
 RUNNER_MODULE = "spark_trainer.evaluations.run"
@@ -170,7 +170,7 @@ def create(
         config = CONFIGS[data.benchmark].model_validate(data.config)
     except ValidationError as exc:
         raise _config_error(exc) from None
-    largest = max(engine.capacity().values(), default=0)
+    largest = engine.capacity()
     if config.gpu_count > largest:
         raise BadRequest(
             f"config.gpu_count: {config.gpu_count} exceeds the largest node, which has "
@@ -194,6 +194,8 @@ def create(
                 # (torch's) are capped in the runner.
                 environment={"TOKENIZERS_PARALLELISM": "false"},
             ),
+            kind=JobKind.EVALUATION,
+            parent_id=spec.evaluation_id,
         )
     except BadRequest as exc:
         raise BadRequest(f"config.{exc.message}") from None

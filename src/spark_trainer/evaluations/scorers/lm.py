@@ -105,9 +105,7 @@ class LoadedLM:
             logprobs = torch.log_softmax(logits.float(), dim=-1).cpu()
             for i, row in enumerate(rows):
                 end = len(row) - 1
-                prefix_logprob = sum(
-                    float(logprobs[i, end - n + k, prefix[k]]) for k in range(n)
-                )
+                prefix_logprob = sum(float(logprobs[i, end - n + k, prefix[k]]) for k in range(n))
                 yield prefix_logprob, logprobs[i, end]
 
     @torch.inference_mode()
