@@ -10,11 +10,13 @@ from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from spark_trainer.db.engine import make_engine, make_session_factory, request_session_limit
+from spark_trainer.evaluations.collector import ResultCollector, on_job_ended
 from spark_trainer.gpus.inventory import GpuInventory, build_inventory
 from spark_trainer.identity.service import TokenConfig
 from spark_trainer.metrics.bus import EventBus, LocalBus, RedisBus
 from spark_trainer.metrics.hub import StreamHub
 from spark_trainer.metrics.pipeline import MetricsPipeline
+from spark_trainer.models import JobKind
 from spark_trainer.ratelimit import RateLimiter
 from spark_trainer.registry import service as registry
 from spark_trainer.runtime.engine import JobEngine
@@ -26,6 +28,7 @@ from spark_trainer.storage.local import LocalArtifactStore
 # The job-end handler that registers a completed job's output as a model version. Domain
 # packages add theirs to ``AppContext.jobs.handlers`` in ``build`` (before ``start``).
 MODEL_REGISTRATION = "registry.register_completed_job"
+EVALUATION_RESULTS = "evaluations.record_outcome"
 
 
 @dataclass
@@ -43,6 +46,7 @@ class AppContext:
     # Bounds open request sessions below the pool's size (see request_session_limit).
     session_slots: asyncio.Semaphore
     redis: redis.Redis | None = field(default=None)
+    evaluations: ResultCollector | None = field(default=None)
 
     @classmethod
     def build(cls, settings: Settings) -> AppContext:
@@ -66,6 +70,11 @@ class AppContext:
                 session, artifacts, event.job_id
             ),
         )
+        handlers.register(
+            EVALUATION_RESULTS,
+            on_job_ended,
+            kinds=[JobKind.EVALUATION],
+        )
         return cls(
             settings=settings,
             engine=engine,
@@ -81,6 +90,7 @@ class AppContext:
             ),
             artifacts=artifacts,
             redis=client,
+            evaluations=ResultCollector(session_factory),
         )
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -88,8 +98,12 @@ class AppContext:
         self.hub.bind(loop)
         self.bus.start()
         self.jobs.start()
+        if self.evaluations is not None:
+            self.evaluations.start()
 
     def stop(self) -> None:
+        if self.evaluations is not None:
+            self.evaluations.stop()
         self.jobs.stop()
         self.bus.close()
 

@@ -2,6 +2,7 @@
 
 from spark_trainer.models.base import Base
 from spark_trainer.models.dataset import Dataset, DatasetFormat, DatasetVersion
+from spark_trainer.models.evaluation import Benchmark, Evaluation
 from spark_trainer.models.experiment import Experiment, MetricSummary
 from spark_trainer.models.job import (
     FINAL_STATUSES,
@@ -22,9 +23,11 @@ __all__ = [
     "FINAL_STATUSES",
     "ApiKey",
     "Base",
+    "Benchmark",
     "Dataset",
     "DatasetFormat",
     "DatasetVersion",
+    "Evaluation",
     "Experiment",
     "GpuAllocation",
     "Job",

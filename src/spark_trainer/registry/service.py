@@ -21,6 +21,7 @@ from spark_trainer.kit.ids import IdPrefix, new_id
 from spark_trainer.models import (
     Dataset,
     DatasetVersion,
+    Evaluation,
     Experiment,
     Job,
     JobStatus,
@@ -32,6 +33,7 @@ from spark_trainer.models import (
 from spark_trainer.registry.repository import ModelRepository
 from spark_trainer.registry.schemas import (
     DatasetVersionRef,
+    EvaluationRef,
     ExperimentRef,
     JobRef,
     Lineage,
@@ -45,6 +47,7 @@ from spark_trainer.storage.base import ArtifactStore
 
 logger = logging.getLogger(__name__)
 
+MODEL_EVALUATIONS_SHOWN = 50
 _NOT_IN_NAME = re.compile(r"[^A-Za-z0-9_.-]+")
 
 
@@ -139,6 +142,10 @@ def register_completed_job(session: Session, store: ArtifactStore, job_id: str) 
         return
     if ModelRepository(session).for_job(job_id) is not None:
         return
+    # An evaluation's job writes results, not a model. (Job.kind says so directly once
+    # the engine core adds it.)
+    if session.scalar(select(Evaluation.id).where(Evaluation.job_id == job_id)) is not None:
+        return
     model = register_from_job(session, store, job)
     logger.info(
         "model registered",
@@ -224,4 +231,15 @@ def detail(session: Session, model: ModelVersion) -> ModelDetail:
             else None,
             dataset=dataset_ref,
         ),
+        evaluations=_evaluations(session, model),
     )
+
+
+def _evaluations(session: Session, model: ModelVersion) -> list[EvaluationRef]:
+    rows = session.scalars(
+        select(Evaluation)
+        .where(Evaluation.model_id == model.id)
+        .order_by(Evaluation.created_at.desc(), Evaluation.id.desc())
+        .limit(MODEL_EVALUATIONS_SHOWN)
+    )
+    return [EvaluationRef.model_validate(e) for e in rows]
