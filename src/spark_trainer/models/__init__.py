@@ -2,6 +2,13 @@
 
 from spark_trainer.models.base import Base
 from spark_trainer.models.dataset import Dataset, DatasetFormat, DatasetVersion
+from spark_trainer.models.deployment import (
+    Deployment,
+    DeploymentKey,
+    DeploymentReplica,
+    DeploymentStatus,
+    ReplicaState,
+)
 from spark_trainer.models.experiment import Experiment, MetricSummary
 from spark_trainer.models.job import FINAL_STATUSES, Job, JobEvent, JobStatus, MetricPoint
 from spark_trainer.models.registry import ModelFile, ModelTag, ModelVersion
@@ -14,6 +21,10 @@ __all__ = [
     "Dataset",
     "DatasetFormat",
     "DatasetVersion",
+    "Deployment",
+    "DeploymentKey",
+    "DeploymentReplica",
+    "DeploymentStatus",
     "Experiment",
     "Job",
     "JobEvent",
@@ -24,6 +35,7 @@ __all__ = [
     "ModelTag",
     "ModelVersion",
     "RefreshToken",
+    "ReplicaState",
     "Role",
     "Tier",
     "User",

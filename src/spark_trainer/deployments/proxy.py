@@ -1,0 +1,289 @@
+"""The deployment endpoint: an authenticating reverse proxy in front of the replicas.
+
+``/api/deployments/{id}/v1/...`` (and ``/v2/...`` for Triton) goes to one healthy replica,
+chosen by least outstanding requests with round robin among equals, and the response
+comes back chunk by chunk as the replica produces it (server-sent events included).
+
+What it routes by comes from the database (the supervisor's health verdicts), cached for
+:data:`ROUTE_TTL_SECONDS`; a replica that refuses a connection is taken out locally at
+once and the request goes to the next one, which is safe because nothing was sent yet.
+So a replica that is drained, restarted or killed costs no request while another is up.
+
+Credentials are resolved through the identity service and cached for
+:data:`AUTH_TTL_SECONDS` per credential digest: a revoked key stops working within that
+time. The endpoint is not under the API's per-user rate limit: inference traffic is the
+owner's own compute, measured by ``requests_per_second`` instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import threading
+import time
+from collections import deque
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+import anyio.to_thread
+import httpx
+from sqlalchemy.orm import Session, sessionmaker
+from starlette.requests import Request
+from starlette.responses import StreamingResponse
+
+from spark_trainer.deployments import backends
+from spark_trainer.deployments.repository import DeploymentRepository
+from spark_trainer.deployments.service import DEPLOYMENT_KEY_PREFIX
+from spark_trainer.errors import ServiceUnavailable, SparkTrainerError, Unauthorized
+from spark_trainer.errors import resource_not_found as not_found
+from spark_trainer.identity import service as identity
+from spark_trainer.identity.tokens import api_key_digest
+from spark_trainer.models import ReplicaState
+
+ROUTE_TTL_SECONDS = 0.5
+AUTH_TTL_SECONDS = 5.0
+AUTH_CACHE_MAX = 10_000
+DOWN_SECONDS = 2.0
+RATE_WINDOW_SECONDS = 10
+UPSTREAM_TIMEOUT = httpx.Timeout(connect=2.0, read=600.0, write=60.0, pool=60.0)
+
+# Sent on to the replica: never the caller's SparkTrainer credential.
+FORWARDED_REQUEST_HEADERS = ("content-type", "accept", "user-agent", "x-request-id")
+# Hop-by-hop headers (RFC 9110 §7.6.1) and the ones the API server writes itself.
+DROPPED_RESPONSE_HEADERS = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "date",
+        "server",
+    }
+)
+
+
+class BadGateway(SparkTrainerError):
+    status_code = 502
+    error = "Bad Gateway"
+
+
+@dataclass(frozen=True, slots=True)
+class _Route:
+    deployment_id: str
+    owner_id: str
+    status: str
+    upstreams: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class _Principal:
+    user_id: str | None
+    is_admin: bool
+    deployment_id: str | None  # a deployment key's one deployment
+    expires: float
+
+
+@dataclass
+class _Counter:
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    buckets: deque[list[int]] = field(default_factory=deque)
+
+
+class RequestRate:
+    """Requests per second per deployment over a sliding window of whole seconds."""
+
+    def __init__(self, window_seconds: int = RATE_WINDOW_SECONDS) -> None:
+        self.window = window_seconds
+        self._counters: dict[str, _Counter] = {}
+
+    def hit(self, deployment_id: str) -> None:
+        counter = self._counters.setdefault(deployment_id, _Counter())
+        second = int(time.monotonic())
+        with counter.lock:
+            if counter.buckets and counter.buckets[-1][0] == second:
+                counter.buckets[-1][1] += 1
+            else:
+                counter.buckets.append([second, 1])
+            while counter.buckets and counter.buckets[0][0] <= second - self.window:
+                counter.buckets.popleft()
+
+    def rate(self, deployment_id: str) -> float:
+        counter = self._counters.get(deployment_id)
+        if counter is None:
+            return 0.0
+        since = int(time.monotonic()) - self.window
+        with counter.lock:
+            total = sum(count for second, count in counter.buckets if second > since)
+        return total / self.window
+
+
+class DeploymentProxy:
+    def __init__(self, session_factory: sessionmaker[Session], signing_key: str) -> None:
+        self.session_factory = session_factory
+        self.signing_key = signing_key
+        self.rates = RequestRate()
+        self._routes: dict[str, _Route] = {}
+        self._loaded_at = float("-inf")
+        self._refresh: asyncio.Lock | None = None
+        self._auth: dict[str, _Principal] = {}
+        self._outstanding: dict[str, int] = {}
+        self._down: dict[str, float] = {}
+        self._turn = itertools.count()
+        self._client: httpx.AsyncClient | None = None
+
+    def invalidate(self) -> None:
+        """Makes the next request reload the route table (after a supervisor pass)."""
+        self._loaded_at = float("-inf")
+
+    async def aclose(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+    # --- the request path -------------------------------------------------------------
+
+    async def forward(
+        self, request: Request, credential: str, deployment_id: str, path: str
+    ) -> StreamingResponse:
+        route = (await self._route_table()).get(deployment_id)
+        if route is None:
+            raise not_found("Deployment", deployment_id)
+        await self._authorize(credential, route)
+        body = await request.body()
+        self.rates.hit(deployment_id)
+        headers = {k: v for k in FORWARDED_REQUEST_HEADERS if (v := request.headers.get(k))}
+        tried: set[str] = set()
+        while True:
+            upstream = self._pick(route, tried)
+            if upstream is None:
+                raise ServiceUnavailable(
+                    f"Deployment '{deployment_id}' has no healthy replica ({route.status})"
+                )
+            tried.add(upstream)
+            client = self._http()
+            outgoing = client.build_request(
+                request.method,
+                f"{upstream}/{path}",
+                params=str(request.query_params),
+                headers=headers,
+                content=body,
+            )
+            self._outstanding[upstream] = self._outstanding.get(upstream, 0) + 1
+            try:
+                response = await client.send(outgoing, stream=True)
+            except (httpx.ConnectError, httpx.ConnectTimeout):
+                # Refused before anything was sent: take it out and try the next one.
+                self._release(upstream)
+                self._down[upstream] = time.monotonic() + DOWN_SECONDS
+                continue
+            except httpx.HTTPError as exc:
+                self._release(upstream)
+                raise BadGateway(f"the replica failed to answer: {type(exc).__name__}") from None
+            return StreamingResponse(
+                self._relay(response, upstream),
+                status_code=response.status_code,
+                headers={
+                    k: v
+                    for k, v in response.headers.items()
+                    if k.lower() not in DROPPED_RESPONSE_HEADERS
+                },
+            )
+
+    async def _relay(self, response: httpx.Response, upstream: str) -> AsyncIterator[bytes]:
+        try:
+            async for chunk in response.aiter_raw():
+                yield chunk
+        finally:
+            await response.aclose()
+            self._release(upstream)
+
+    def _release(self, upstream: str) -> None:
+        self._outstanding[upstream] = max(0, self._outstanding.get(upstream, 1) - 1)
+
+    def _pick(self, route: _Route, tried: set[str]) -> str | None:
+        now = time.monotonic()
+        candidates = [
+            u for u in route.upstreams if u not in tried and self._down.get(u, 0.0) <= now
+        ]
+        if not candidates:
+            return None
+        turn = next(self._turn)
+        # Least outstanding first; the turn counter rotates among equals (round robin).
+        order = candidates[turn % len(candidates) :] + candidates[: turn % len(candidates)]
+        return min(order, key=lambda u: self._outstanding.get(u, 0))
+
+    def _http(self) -> httpx.AsyncClient:
+        if self._client is None:
+            self._client = httpx.AsyncClient(
+                timeout=UPSTREAM_TIMEOUT,
+                limits=httpx.Limits(max_connections=None, max_keepalive_connections=256),
+                follow_redirects=False,
+            )
+        return self._client
+
+    # --- routes ------------------------------------------------------------------------
+
+    async def _route_table(self) -> dict[str, _Route]:
+        if time.monotonic() - self._loaded_at <= ROUTE_TTL_SECONDS:
+            return self._routes
+        if self._refresh is None:
+            self._refresh = asyncio.Lock()
+        async with self._refresh:
+            # One reload however many requests found the table stale at once.
+            if time.monotonic() - self._loaded_at > ROUTE_TTL_SECONDS:
+                started = time.monotonic()
+                self._routes = await anyio.to_thread.run_sync(self._load_routes)
+                self._loaded_at = started
+        return self._routes
+
+    def _load_routes(self) -> dict[str, _Route]:
+        upstreams: dict[str, list[str]] = {}
+        found: dict[str, tuple[str, str]] = {}
+        with self.session_factory() as session:
+            for deployment, replica in DeploymentRepository(session).routes():
+                found[deployment.id] = (deployment.owner_id, deployment.status)
+                entry = upstreams.setdefault(deployment.id, [])
+                if (
+                    replica is not None
+                    and replica.state == ReplicaState.HEALTHY
+                    and replica.port is not None
+                ):
+                    entry.append(f"http://{backends.LISTEN_HOST}:{replica.port}")
+        return {
+            deployment_id: _Route(deployment_id, owner, status, tuple(upstreams[deployment_id]))
+            for deployment_id, (owner, status) in found.items()
+        }
+
+    # --- credentials ---------------------------------------------------------------------
+
+    async def _authorize(self, credential: str, route: _Route) -> None:
+        digest = api_key_digest(credential)
+        principal = self._auth.get(digest)
+        if principal is None or principal.expires < time.monotonic():
+            principal = await anyio.to_thread.run_sync(self._resolve, credential, digest)
+            if len(self._auth) >= AUTH_CACHE_MAX:
+                self._auth.clear()
+            self._auth[digest] = principal
+        allowed = (
+            principal.deployment_id == route.deployment_id
+            if principal.deployment_id is not None
+            else principal.is_admin or principal.user_id == route.owner_id
+        )
+        if not allowed:
+            # As for every owned resource: someone else's deployment does not exist.
+            raise not_found("Deployment", route.deployment_id)
+
+    def _resolve(self, credential: str, digest: str) -> _Principal:
+        expires = time.monotonic() + AUTH_TTL_SECONDS
+        with self.session_factory.begin() as session:
+            if credential.startswith(DEPLOYMENT_KEY_PREFIX):
+                key = DeploymentRepository(session).key_by_digest(digest)
+                if key is None:
+                    raise Unauthorized("Invalid deployment key")
+                return _Principal(None, False, key.deployment_id, expires)
+            user = identity.authenticate(session, self.signing_key, credential)
+            return _Principal(user.id, user.is_admin, None, expires)
