@@ -6,7 +6,9 @@ comes back chunk by chunk as the replica produces it (server-sent events include
 
 What it routes by comes from the database (the supervisor's health verdicts), cached for
 :data:`ROUTE_TTL_SECONDS`; a replica that refuses a connection is taken out locally at
-once and the request goes to the next one, which is safe because nothing was sent yet.
+once and the request goes to the next one. That is also done when a connection dies
+before any response came back: inference requests change nothing on a replica, so
+running one again elsewhere is safe.
 So a replica that is drained, restarted or killed costs no request while another is up.
 
 Credentials are resolved through the identity service and cached for
@@ -175,8 +177,16 @@ class DeploymentProxy:
             self._outstanding[upstream] = self._outstanding.get(upstream, 0) + 1
             try:
                 response = await client.send(outgoing, stream=True)
-            except (httpx.ConnectError, httpx.ConnectTimeout):
-                # Refused before anything was sent: take it out and try the next one.
+            except (
+                httpx.ConnectError,
+                httpx.ConnectTimeout,
+                httpx.RemoteProtocolError,
+                httpx.ReadError,
+            ):
+                # Refused, or the connection died before any response: the replica is
+                # gone (a kept-alive connection to a killed process fails this way).
+                # Inference requests change nothing on the replica, so the next one
+                # may safely take it; this one is out until its health check says so.
                 self._release(upstream)
                 self._down[upstream] = time.monotonic() + DOWN_SECONDS
                 continue

@@ -71,17 +71,14 @@ class DeploymentRepository:
             if port is not None
         }
 
-    def routes(self) -> Sequence[tuple[Deployment, DeploymentReplica | None]]:
+    def routes(self) -> list[tuple[Deployment, DeploymentReplica | None]]:
         """Every deployment that is not final, with each of its replicas (or None)."""
-        return (
-            self.session.execute(
-                select(Deployment, DeploymentReplica)
-                .outerjoin(DeploymentReplica, DeploymentReplica.deployment_id == Deployment.id)
-                .where(Deployment.status.not_in(FINAL))
-            )
-            .tuples()
-            .all()
-        )
+        rows = self.session.execute(
+            select(Deployment, DeploymentReplica)
+            .outerjoin(DeploymentReplica, DeploymentReplica.deployment_id == Deployment.id)
+            .where(Deployment.status.not_in(FINAL))
+        ).all()
+        return [(deployment, replica) for deployment, replica in rows]
 
     def key_by_digest(self, digest: str) -> DeploymentKey | None:
         return self.session.scalar(
