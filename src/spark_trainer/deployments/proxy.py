@@ -28,7 +28,6 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 import anyio.to_thread
-import httpx
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.requests import Request
 from starlette.responses import StreamingResponse
@@ -36,6 +35,12 @@ from starlette.responses import StreamingResponse
 from spark_trainer.deployments import backends
 from spark_trainer.deployments.repository import DeploymentRepository
 from spark_trainer.deployments.service import DEPLOYMENT_KEY_PREFIX
+from spark_trainer.deployments.upstream import (
+    UpstreamFailed,
+    UpstreamGone,
+    UpstreamPool,
+    UpstreamResponse,
+)
 from spark_trainer.errors import ServiceUnavailable, SparkTrainerError, Unauthorized
 from spark_trainer.errors import resource_not_found as not_found
 from spark_trainer.identity import service as identity
@@ -47,7 +52,9 @@ AUTH_TTL_SECONDS = 5.0
 AUTH_CACHE_MAX = 10_000
 DOWN_SECONDS = 2.0
 RATE_WINDOW_SECONDS = 10
-UPSTREAM_TIMEOUT = httpx.Timeout(connect=2.0, read=600.0, write=60.0, pool=60.0)
+CONNECT_TIMEOUT_SECONDS = 2.0
+# A long generation may take minutes before its first byte.
+READ_TIMEOUT_SECONDS = 600.0
 
 # Sent on to the replica: never the caller's SparkTrainer credential.
 FORWARDED_REQUEST_HEADERS = ("content-type", "accept", "user-agent", "x-request-id")
@@ -78,7 +85,7 @@ class _Route:
     deployment_id: str
     owner_id: str
     status: str
-    upstreams: tuple[str, ...]
+    ports: tuple[int, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,19 +139,18 @@ class DeploymentProxy:
         self._loaded_at = float("-inf")
         self._refresh: asyncio.Lock | None = None
         self._auth: dict[str, _Principal] = {}
-        self._outstanding: dict[str, int] = {}
-        self._down: dict[str, float] = {}
+        # Keyed by replica port (replicas listen on this node's loopback).
+        self._outstanding: dict[int, int] = {}
+        self._down: dict[int, float] = {}
         self._turn = itertools.count()
-        self._client: httpx.AsyncClient | None = None
+        self._pool = UpstreamPool(CONNECT_TIMEOUT_SECONDS)
 
     def invalidate(self) -> None:
         """Makes the next request reload the route table (after a supervisor pass)."""
         self._loaded_at = float("-inf")
 
     async def aclose(self) -> None:
-        if self._client is not None:
-            await self._client.aclose()
-            self._client = None
+        self._pool.close()
 
     # --- the request path -------------------------------------------------------------
 
@@ -157,83 +163,66 @@ class DeploymentProxy:
         await self._authorize(credential, route)
         body = await request.body()
         self.rates.hit(deployment_id)
-        headers = {k: v for k in FORWARDED_REQUEST_HEADERS if (v := request.headers.get(k))}
-        tried: set[str] = set()
+        headers = [(k, v) for k in FORWARDED_REQUEST_HEADERS if (v := request.headers.get(k))]
+        target = f"/{path}?{request.url.query}" if request.url.query else f"/{path}"
+        tried: set[int] = set()
         while True:
-            upstream = self._pick(route, tried)
-            if upstream is None:
+            port = self._pick(route, tried)
+            if port is None:
                 raise ServiceUnavailable(
                     f"Deployment '{deployment_id}' has no healthy replica ({route.status})"
                 )
-            tried.add(upstream)
-            client = self._http()
-            outgoing = client.build_request(
-                request.method,
-                f"{upstream}/{path}",
-                params=str(request.query_params),
-                headers=headers,
-                content=body,
-            )
-            self._outstanding[upstream] = self._outstanding.get(upstream, 0) + 1
+            tried.add(port)
+            self._outstanding[port] = self._outstanding.get(port, 0) + 1
             try:
-                response = await client.send(outgoing, stream=True)
-            except (
-                httpx.ConnectError,
-                httpx.ConnectTimeout,
-                httpx.RemoteProtocolError,
-                httpx.ReadError,
-            ):
+                response = await self._pool.request(
+                    backends.LISTEN_HOST,
+                    port,
+                    request.method,
+                    target,
+                    headers,
+                    body,
+                    READ_TIMEOUT_SECONDS,
+                )
+            except UpstreamGone:
                 # Refused, or the connection died before any response: the replica is
                 # gone (a kept-alive connection to a killed process fails this way).
                 # Inference requests change nothing on the replica, so the next one
                 # may safely take it; this one is out until its health check says so.
-                self._release(upstream)
-                self._down[upstream] = time.monotonic() + DOWN_SECONDS
+                self._release(port)
+                self._down[port] = time.monotonic() + DOWN_SECONDS
                 continue
-            except httpx.HTTPError as exc:
-                self._release(upstream)
-                raise BadGateway(f"the replica failed to answer: {type(exc).__name__}") from None
+            except UpstreamFailed as exc:
+                self._release(port)
+                raise BadGateway(f"the replica failed to answer: {exc}") from None
             return StreamingResponse(
-                self._relay(response, upstream),
-                status_code=response.status_code,
+                self._relay(response, port),
+                status_code=response.status,
                 headers={
-                    k: v
-                    for k, v in response.headers.items()
-                    if k.lower() not in DROPPED_RESPONSE_HEADERS
+                    k: v for k, v in response.headers if k.lower() not in DROPPED_RESPONSE_HEADERS
                 },
             )
 
-    async def _relay(self, response: httpx.Response, upstream: str) -> AsyncIterator[bytes]:
+    async def _relay(self, response: UpstreamResponse, port: int) -> AsyncIterator[bytes]:
         try:
-            async for chunk in response.aiter_raw():
+            async for chunk in response.chunks(READ_TIMEOUT_SECONDS):
                 yield chunk
         finally:
-            await response.aclose()
-            self._release(upstream)
+            response.release()
+            self._release(port)
 
-    def _release(self, upstream: str) -> None:
-        self._outstanding[upstream] = max(0, self._outstanding.get(upstream, 1) - 1)
+    def _release(self, port: int) -> None:
+        self._outstanding[port] = max(0, self._outstanding.get(port, 1) - 1)
 
-    def _pick(self, route: _Route, tried: set[str]) -> str | None:
+    def _pick(self, route: _Route, tried: set[int]) -> int | None:
         now = time.monotonic()
-        candidates = [
-            u for u in route.upstreams if u not in tried and self._down.get(u, 0.0) <= now
-        ]
+        candidates = [u for u in route.ports if u not in tried and self._down.get(u, 0.0) <= now]
         if not candidates:
             return None
         turn = next(self._turn)
         # Least outstanding first; the turn counter rotates among equals (round robin).
         order = candidates[turn % len(candidates) :] + candidates[: turn % len(candidates)]
         return min(order, key=lambda u: self._outstanding.get(u, 0))
-
-    def _http(self) -> httpx.AsyncClient:
-        if self._client is None:
-            self._client = httpx.AsyncClient(
-                timeout=UPSTREAM_TIMEOUT,
-                limits=httpx.Limits(max_connections=None, max_keepalive_connections=256),
-                follow_redirects=False,
-            )
-        return self._client
 
     # --- routes ------------------------------------------------------------------------
 
@@ -251,20 +240,20 @@ class DeploymentProxy:
         return self._routes
 
     def _load_routes(self) -> dict[str, _Route]:
-        upstreams: dict[str, list[str]] = {}
+        ports: dict[str, list[int]] = {}
         found: dict[str, tuple[str, str]] = {}
         with self.session_factory() as session:
             for deployment, replica in DeploymentRepository(session).routes():
                 found[deployment.id] = (deployment.owner_id, deployment.status)
-                entry = upstreams.setdefault(deployment.id, [])
+                entry = ports.setdefault(deployment.id, [])
                 if (
                     replica is not None
                     and replica.state == ReplicaState.HEALTHY
                     and replica.port is not None
                 ):
-                    entry.append(f"http://{backends.LISTEN_HOST}:{replica.port}")
+                    entry.append(replica.port)
         return {
-            deployment_id: _Route(deployment_id, owner, status, tuple(upstreams[deployment_id]))
+            deployment_id: _Route(deployment_id, owner, status, tuple(ports[deployment_id]))
             for deployment_id, (owner, status) in found.items()
         }
 
