@@ -6,6 +6,8 @@ Starts the real server (``sparktrainer serve``, SQLite), registers the tiny offl
 alternately at the replica's own port and at ``/api/deployments/{id}/v1/completions``:
 
 - ``latency`` (1 connection): the p50 the proxy adds; target < 2 ms.
+- ``no-inference`` (1 connection, ``GET /v1/models``): the proxy's own cost with no
+  model work on either side (for information: no target).
 - ``throughput`` (``--connections``): the share of the replica's requests/s the endpoint
   keeps; target >= 0.85 (the proxy costs < 15 %).
 
@@ -26,7 +28,7 @@ from typing import Any
 import httpx
 
 from bench._common import Result, busy_cores, wait_for_quiet
-from bench._loadgen import LoadResult, pick_generator
+from bench._loadgen import LoadResult, pick_generator, run_load
 from bench._post_load import run_post_load
 from bench._server import ADMIN_PASSWORD, running_server
 
@@ -83,6 +85,14 @@ def _deploy(client: httpx.Client, work: Path) -> tuple[str, int]:
 
 def _load(url: str, headers: dict[str, str], connections: int, args: argparse.Namespace) -> Any:
     generator = pick_generator(args.generator)
+    if url.endswith("/models"):
+        return run_load(
+            url,
+            generator=generator,
+            connections=connections,
+            duration_s=args.duration,
+            headers=headers,
+        )
     return run_post_load(
         url,
         BODY,
@@ -109,10 +119,15 @@ def run(args: argparse.Namespace) -> list[Result]:
             auth = {"Authorization": f"Bearer {login.json()['access_token']}"}
             with httpx.Client(base_url=server.base_url, headers=auth, timeout=30) as client:
                 deployment_id, port = _deploy(client, work)
-            direct = f"http://127.0.0.1:{port}/v1/completions"
-            proxied = f"{server.base_url}/api/deployments/{deployment_id}/v1/completions"
+            direct_base = f"http://127.0.0.1:{port}/v1"
+            proxied_base = f"{server.base_url}/api/deployments/{deployment_id}/v1"
             results = []
-            for case, connections in (("latency", 1), ("throughput", args.connections)):
+            for case, connections, route in (
+                ("latency", 1, "completions"),
+                ("no-inference", 1, "models"),
+                ("throughput", args.connections, "completions"),
+            ):
+                direct, proxied = f"{direct_base}/{route}", f"{proxied_base}/{route}"
                 # Warm both paths (connection pools, the proxy's route and auth caches).
                 warm = argparse.Namespace(**{**vars(args), "duration": args.warmup})
                 _load(direct, {}, connections, warm)
@@ -136,6 +151,9 @@ def _result(case: str, connections: int, sides: dict[str, list[LoadResult]], bus
     if case == "latency":
         met = added < TARGET_P50_ADDED_MS
         target = f"p50 added < {TARGET_P50_ADDED_MS:g} ms"
+    elif case == "no-inference":
+        met = True
+        target = "none (the proxy's own cost)"
     else:
         met = ratio >= TARGET_RPS_RATIO
         target = f"rps ratio >= {TARGET_RPS_RATIO:g}"
@@ -160,5 +178,10 @@ def _result(case: str, connections: int, sides: dict[str, list[LoadResult]], bus
             "proxy_p99_ms": proxy.p99_ms,
             "errors": float(errors),
         },
-        info={"target": target, "met": "yes" if met else "no", "generator": proxy.generator},
+        info={
+            "target": target,
+            "met": "yes" if met else "no",
+            "generator": proxy.generator,
+            "machine_busy_cores_before": f"{busy:.2f}",
+        },
     )
