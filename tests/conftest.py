@@ -8,6 +8,7 @@ empty tables (a copied SQLite file, or TRUNCATE on PostgreSQL).
 from __future__ import annotations
 
 import contextlib
+import getpass
 import os
 import secrets
 import shutil
@@ -120,6 +121,9 @@ def settings_factory(tmp_path: Path, database_url: str) -> Callable[..., Setting
             # A virtual 4-GPU node, so the scheduler is exercised on a machine without GPUs.
             "gpus": 4,
             "kill_grace_seconds": 2.0,
+            # Test jobs read and write this test's tmp_path (0700): they run as the test's
+            # own user. The isolation tests set a job user of their own.
+            "job_user": getpass.getuser(),
         }
         values.update(overrides)
         return Settings(**values)  # type: ignore[arg-type]

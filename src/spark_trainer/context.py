@@ -14,15 +14,20 @@ from spark_trainer.deployments.proxy import DeploymentProxy
 from spark_trainer.deployments.supervisor import ReplicaSupervisor
 from spark_trainer.gpus.inventory import GpuInventory, build_inventory
 from spark_trainer.identity.service import TokenConfig
-from spark_trainer.jobs.engine import JobEngine
 from spark_trainer.metrics.bus import EventBus, LocalBus, RedisBus
 from spark_trainer.metrics.hub import StreamHub
 from spark_trainer.metrics.pipeline import MetricsPipeline
 from spark_trainer.ratelimit import RateLimiter
 from spark_trainer.registry import service as registry
+from spark_trainer.runtime.engine import JobEngine
+from spark_trainer.runtime.events import HandlerRegistry
 from spark_trainer.settings import Settings
 from spark_trainer.storage.base import ArtifactStore
 from spark_trainer.storage.local import LocalArtifactStore
+
+# The job-end handler that registers a completed job's output as a model version. Domain
+# packages add theirs to ``AppContext.jobs.handlers`` in ``build`` (before ``start``).
+MODEL_REGISTRATION = "registry.register_completed_job"
 
 
 @dataclass
@@ -58,7 +63,14 @@ class AppContext:
         inventory = build_inventory(settings)
         pipeline = MetricsPipeline(engine, bus)
         artifacts = LocalArtifactStore(settings.artifacts_root)
-        jobs = JobEngine(settings, session_factory, inventory, bus, pipeline, artifacts)
+        handlers = HandlerRegistry()
+        handlers.register(
+            MODEL_REGISTRATION,
+            lambda session, event: registry.register_completed_job(
+                session, artifacts, event.job_id
+            ),
+        )
+        jobs = JobEngine(settings, session_factory, inventory, bus, pipeline, artifacts, handlers)
         tokens = TokenConfig.from_settings(settings)
         return cls(
             settings=settings,
@@ -79,7 +91,6 @@ class AppContext:
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         """Starts the background parts: stream fan-out, event bus, scheduler, executor."""
-        self.jobs.completion_hooks.append(self._register_model)
         self.hub.bind(loop)
         self.bus.start()
         self.jobs.start()
@@ -90,10 +101,6 @@ class AppContext:
         self.deployment_supervisor.stop()
         self.jobs.stop()
         self.bus.close()
-
-    def _register_model(self, job_id: str) -> None:
-        with self.session_factory.begin() as session:
-            registry.register_completed_job(session, self.artifacts, job_id)
 
     def dependency_status(self) -> dict[str, bool]:
         """Each dependency in use, and whether it answers right now."""

@@ -17,6 +17,28 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 SECRET_KEY_FILE = "secret_key"  # noqa: S105 - a file name
+# What a job inherits from the server's environment: enough to find programs, speak the
+# locale and use the proxy; never credentials. PATH is rebuilt (see runtime.environment).
+DEFAULT_JOB_ENV_ALLOWLIST = (
+    "PATH",
+    "LANG",
+    "LC_ALL",
+    "LC_CTYPE",
+    "TZ",
+    "TERM",
+    "TMPDIR",
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "NO_PROXY",
+    "http_proxy",
+    "https_proxy",
+    "no_proxy",
+    "LD_LIBRARY_PATH",
+    "CUDA_HOME",
+    "HF_HOME",
+    "HF_HUB_OFFLINE",
+    "TRANSFORMERS_OFFLINE",
+)
 MIN_SECRET_LENGTH = 32
 
 
@@ -104,6 +126,38 @@ class Settings(BaseSettings):
         le=1024,
         description="Configure a virtual inventory of this many GPUs instead of reading NVML "
         "(for machines without GPUs; reported as virtual in /api/gpus).",
+    )
+
+    executor: Literal["local", "fake"] = Field(
+        default="local",
+        description="What runs job processes: `local` (child processes of this server) or "
+        "`fake` (simulated, for tests).",
+    )
+    leader_lease_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        description="How long the scheduling leader's lease lasts without renewal; another "
+        "API process takes over scheduling at most this long (plus one second) after the "
+        "leader dies.",
+    )
+    node_heartbeat_seconds: float = Field(
+        default=2.0, gt=0, description="How often a process with GPUs heartbeats its node."
+    )
+    node_stale_seconds: float = Field(
+        default=60.0,
+        gt=0,
+        description="A node silent this long gets no new jobs, and its running jobs fail as lost.",
+    )
+    job_user: str | None = Field(
+        default=None,
+        description="OS user job processes run as. Unset: `nobody` when the server runs as "
+        "root, else the server's own user. Jobs then cannot read the data directory, the "
+        "database file or the secret key.",
+    )
+    job_env_allowlist: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_JOB_ENV_ALLOWLIST),
+        description="Server environment variables a job inherits (besides the platform's "
+        "SPARKTRAINER_* ones and the job's own `environment`).",
     )
 
     @field_validator("secret_key")

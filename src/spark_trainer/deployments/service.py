@@ -26,7 +26,6 @@ from spark_trainer.deployments.schemas import (
 from spark_trainer.errors import BadRequest, Conflict, NotFound, resource_not_found
 from spark_trainer.identity import service as identity
 from spark_trainer.identity.tokens import api_key_digest
-from spark_trainer.jobs.engine import JobEngine
 from spark_trainer.jobs.service import after_commit
 from spark_trainer.kit.ids import IdPrefix, new_id
 from spark_trainer.kit.time import utcnow
@@ -39,6 +38,7 @@ from spark_trainer.models import (
     User,
 )
 from spark_trainer.registry import service as registry
+from spark_trainer.runtime.engine import JobEngine
 from spark_trainer.storage.base import ArtifactStore
 
 DEPLOYMENT_KEY_PREFIX = "stdk_"
@@ -60,7 +60,7 @@ def create(
     wake: Wake,
 ) -> Deployment:
     model = registry.get_owned(session, user, data.model_id)
-    largest = max(jobs.capacity().values(), default=0)
+    largest = jobs.capacity()
     if data.gpu_count > largest:
         raise BadRequest(
             f"gpu_count: {data.gpu_count} exceeds the largest node, which has {largest} GPUs"

@@ -34,7 +34,6 @@ from spark_trainer.deployments import backends, files
 from spark_trainer.deployments.backends import Backend, ReplicaFiles
 from spark_trainer.deployments.repository import DeploymentRepository
 from spark_trainer.jobs import service as jobs_service
-from spark_trainer.jobs.engine import JobEngine
 from spark_trainer.jobs.schemas import JobCreate
 from spark_trainer.kit.time import utcnow
 from spark_trainer.models import (
@@ -42,11 +41,13 @@ from spark_trainer.models import (
     DeploymentReplica,
     DeploymentStatus,
     Job,
+    JobKind,
     JobStatus,
     ModelVersion,
     ReplicaState,
     User,
 )
+from spark_trainer.runtime.engine import JobEngine
 from spark_trainer.settings import Settings
 from spark_trainer.storage.base import ArtifactStore
 
@@ -395,12 +396,13 @@ class ReplicaSupervisor:
             session,
             self.jobs,
             owner,
-            # Issue 8 (engine core) adds kind="replica", parent_id=deployment.id here.
             JobCreate(
                 name=f"{deployment.name}-replica-{replica.slot}",
                 command=backends.command(backend, replica_files),
                 gpu_count=deployment.gpu_count,
             ),
+            kind=JobKind.REPLICA,
+            parent_id=deployment.id,
         )
         # This pass wakes the scheduler itself once it has committed.
         session.info.pop("after_commit", None)

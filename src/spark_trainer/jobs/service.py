@@ -5,7 +5,7 @@ from __future__ import annotations
 import hmac
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import BinaryIO, Literal
+from typing import Any, BinaryIO, Literal
 
 from sqlalchemy.orm import Session
 
@@ -15,19 +15,32 @@ from spark_trainer.executor.local import STDERR_FILE, STDOUT_FILE
 from spark_trainer.experiments import service as experiments
 from spark_trainer.identity import service as identity
 from spark_trainer.identity.tokens import api_key_digest
-from spark_trainer.jobs.engine import JOB_TOKEN_PREFIX, JobEngine
 from spark_trainer.jobs.repository import JobRepository
 from spark_trainer.jobs.schemas import JobCreate, JobDetail, JobEventRead, JobRead
 from spark_trainer.kit.ids import IdPrefix, new_id
-from spark_trainer.models import Job, JobStatus, User
+from spark_trainer.models import Job, JobKind, JobStatus, User
+from spark_trainer.runtime.engine import JobEngine
+from spark_trainer.runtime.jobfiles import JOB_TOKEN_PREFIX
 
 LogStream = Literal["stdout", "stderr"]
 # How long a cancel request waits for a running job to exit before answering.
 CANCEL_WAIT_SECONDS = 5.0
 
 
-def submit(session: Session, engine: JobEngine, user: User, data: JobCreate) -> Job:
-    largest = max(engine.capacity().values(), default=0)
+def submit(
+    session: Session,
+    engine: JobEngine,
+    user: User,
+    data: JobCreate,
+    *,
+    kind: str = JobKind.TRAINING,
+    parent_id: str | None = None,
+    params: dict[str, Any] | None = None,
+) -> Job:
+    """Queues a job. Domain services pass ``kind`` (``trial``, ``replica``,
+    ``evaluation``), ``parent_id`` (their study, deployment or evaluation) and ``params``;
+    the job's end reaches their handler through ``runtime.events``."""
+    largest = engine.capacity()
     if data.gpu_count > largest:
         raise BadRequest(
             f"gpu_count {data.gpu_count} exceeds the largest node, which has {largest} GPUs"
@@ -59,9 +72,12 @@ def submit(session: Session, engine: JobEngine, user: User, data: JobCreate) -> 
             working_dir=data.working_dir,
             status=JobStatus.PENDING,
             gpus=[],
+            kind=kind,
+            parent_id=parent_id,
+            params=params,
         )
     )
-    after_commit(session, engine.wake)
+    after_commit(session, engine.wake_scheduler)
     return job
 
 
@@ -107,8 +123,11 @@ def list_jobs(
 def cancel(session: Session, engine: JobEngine, user: User, job_id: str) -> Job:
     """Cancels a pending job at once; stops a running one and waits a little for it.
 
-    The request's session only reads here: the engine makes every status change in its own
-    compare-and-set transaction, because the scheduler may be acting on the same job.
+    Works through any API process: the request is recorded in the database and delivered
+    to the process supervising the job. The request's session only reads here: the engine
+    makes every status change in its own compare-and-set transaction, because the
+    scheduler may be acting on the same job. While waiting for the process, the request
+    holds no pooled connection (its read transaction ends first).
     """
     job = get_owned(session, user, job_id)
     if JobStatus(job.status).is_final:
@@ -118,7 +137,8 @@ def cancel(session: Session, engine: JobEngine, user: User, job_id: str) -> Job:
         session.refresh(job)
     if job.status == JobStatus.RUNNING:
         engine.cancel_running(job_id)
-        engine.wait_finished(job_id, CANCEL_WAIT_SECONDS)
+        session.commit()  # returns the connection to the pool; nothing was written
+        engine.wait_ended(job_id, CANCEL_WAIT_SECONDS)
         session.refresh(job)
     return job
 

@@ -10,7 +10,18 @@ from spark_trainer.models.deployment import (
     ReplicaState,
 )
 from spark_trainer.models.experiment import Experiment, MetricSummary
-from spark_trainer.models.job import FINAL_STATUSES, Job, JobEvent, JobStatus, MetricPoint
+from spark_trainer.models.job import (
+    FINAL_STATUSES,
+    GpuAllocation,
+    Job,
+    JobEvent,
+    JobKind,
+    JobOutbox,
+    JobOutboxDelivery,
+    JobStatus,
+    MetricPoint,
+)
+from spark_trainer.models.node import Lease, Node, NodeState
 from spark_trainer.models.registry import ModelFile, ModelTag, ModelVersion
 from spark_trainer.models.user import ApiKey, RefreshToken, Role, Tier, User
 
@@ -26,14 +37,21 @@ __all__ = [
     "DeploymentReplica",
     "DeploymentStatus",
     "Experiment",
+    "GpuAllocation",
     "Job",
     "JobEvent",
+    "JobKind",
+    "JobOutbox",
+    "JobOutboxDelivery",
     "JobStatus",
+    "Lease",
     "MetricPoint",
     "MetricSummary",
     "ModelFile",
     "ModelTag",
     "ModelVersion",
+    "Node",
+    "NodeState",
     "RefreshToken",
     "ReplicaState",
     "Role",

@@ -17,7 +17,6 @@ from sqlalchemy.orm import Session
 
 from spark_trainer.errors import BadRequest, Conflict, resource_not_found
 from spark_trainer.identity import service as identity
-from spark_trainer.jobs.engine import OUTPUT_DIR
 from spark_trainer.kit.ids import IdPrefix, new_id
 from spark_trainer.models import (
     Dataset,
@@ -40,6 +39,7 @@ from spark_trainer.registry.schemas import (
     ModelFileRead,
     ModelRead,
 )
+from spark_trainer.runtime.jobfiles import OUTPUT_DIR
 from spark_trainer.storage.base import ArtifactStore
 
 logger = logging.getLogger(__name__)

@@ -1,7 +1,7 @@
 """deployments, their replicas and deployment keys
 
 Revision ID: 0011
-Revises: 0004
+Revises: 0005
 Create Date: 2026-12-02 18:46:46.246361
 """
 
@@ -13,7 +13,7 @@ from alembic import op
 import spark_trainer.db.types
 
 revision: str = "0011"
-down_revision: str | None = "0004"
+down_revision: str | None = "0005"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
