@@ -78,7 +78,7 @@ def test_a_missing_backend_executable_fails_the_deployment_at_once(
 
 FAKE_BACKEND = """#!/bin/sh
 # Stands in for a serving backend: records its arguments, then waits to be stopped.
-printf '%s\\n' "$0" "$@" > "$ARGV_FILE.$$"
+printf '%s\\n' "$0" "$@" > "{argv}.$$"
 exec sleep 600
 """
 
@@ -100,10 +100,9 @@ def test_external_backends_run_their_real_command_on_the_models_files(
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     fake = bin_dir / executable
-    fake.write_text(FAKE_BACKEND)
+    fake.write_text(FAKE_BACKEND.replace("{argv}", str(tmp_path / "argv")))
     fake.chmod(fake.stat().st_mode | stat.S_IXUSR)
     monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
-    monkeypatch.setenv("ARGV_FILE", str(tmp_path / "argv"))
     status, body = _create(
         client, alice, name="prod", model_id=model_id, backend=backend, replicas=1, gpu_count=2
     )
