@@ -14,6 +14,7 @@ from spark_trainer import __version__, docs, exception_handlers
 from spark_trainer.context import AppContext
 from spark_trainer.datasets.endpoints import UPLOAD_ROUTES as DATASET_UPLOAD_ROUTES
 from spark_trainer.datasets.endpoints import router as datasets_router
+from spark_trainer.deployments.endpoints import router as deployments_router
 from spark_trainer.evaluations.endpoints import router as evaluations_router
 from spark_trainer.experiments.endpoints import router as experiments_router
 from spark_trainer.gpus.endpoints import router as gpus_router
@@ -45,6 +46,7 @@ def create_app(settings: Settings | None = None, context: AppContext | None = No
         try:
             yield
         finally:
+            await ctx.deployment_proxy.aclose()
             ctx.stop()
             ctx.close()
 
@@ -87,5 +89,6 @@ def create_app(settings: Settings | None = None, context: AppContext | None = No
     app.include_router(models_router)
     app.include_router(evaluations_router)
     app.include_router(leaderboard_router)
+    app.include_router(deployments_router)
     docs.install(app)
     return app

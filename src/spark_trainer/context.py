@@ -10,6 +10,8 @@ from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from spark_trainer.db.engine import make_engine, make_session_factory, request_session_limit
+from spark_trainer.deployments.proxy import DeploymentProxy
+from spark_trainer.deployments.supervisor import ReplicaSupervisor
 from spark_trainer.evaluations.collector import ResultCollector, on_job_ended
 from spark_trainer.gpus.inventory import GpuInventory, build_inventory
 from spark_trainer.identity.service import TokenConfig
@@ -45,6 +47,8 @@ class AppContext:
     artifacts: ArtifactStore
     # Bounds open request sessions below the pool's size (see request_session_limit).
     session_slots: asyncio.Semaphore
+    deployment_supervisor: ReplicaSupervisor
+    deployment_proxy: DeploymentProxy
     redis: redis.Redis | None = field(default=None)
     evaluations: ResultCollector | None = field(default=None)
 
@@ -75,20 +79,22 @@ class AppContext:
             on_job_ended,
             kinds=[JobKind.EVALUATION],
         )
+        jobs = JobEngine(settings, session_factory, inventory, bus, pipeline, artifacts, handlers)
+        tokens = TokenConfig.from_settings(settings)
         return cls(
             settings=settings,
             engine=engine,
             session_factory=session_factory,
             session_slots=asyncio.Semaphore(request_session_limit(settings)),
-            tokens=TokenConfig.from_settings(settings),
+            tokens=tokens,
             limiter=RateLimiter.from_url(settings.redis_url, settings.rate_limit_window_seconds),
             gpu_inventory=inventory,
             hub=hub,
             bus=bus,
-            jobs=JobEngine(
-                settings, session_factory, inventory, bus, pipeline, artifacts, handlers
-            ),
+            jobs=jobs,
             artifacts=artifacts,
+            deployment_supervisor=ReplicaSupervisor(settings, session_factory, jobs, artifacts),
+            deployment_proxy=DeploymentProxy(session_factory, tokens.key),
             redis=client,
             evaluations=ResultCollector(session_factory),
         )
@@ -98,12 +104,15 @@ class AppContext:
         self.hub.bind(loop)
         self.bus.start()
         self.jobs.start()
+        self.deployment_supervisor.after_pass.append(self.deployment_proxy.invalidate)
+        self.deployment_supervisor.start()
         if self.evaluations is not None:
             self.evaluations.start()
 
     def stop(self) -> None:
         if self.evaluations is not None:
             self.evaluations.stop()
+        self.deployment_supervisor.stop()
         self.jobs.stop()
         self.bus.close()
 

@@ -122,6 +122,12 @@ class Settings(BaseSettings):
         description="URL jobs use to reach this API (metrics ingestion). "
         "Default: http://<host>:<port>.",
     )
+    deployment_port_min: int = Field(
+        default=20000, ge=1024, le=65535, description="Lowest port a deployment replica gets."
+    )
+    deployment_port_max: int = Field(
+        default=29999, ge=1024, le=65535, description="Highest port a deployment replica gets."
+    )
     gpus: int | None = Field(
         default=None,
         ge=0,
@@ -184,6 +190,8 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _absolute_data_dir(self) -> Settings:
         self.data_dir = self.data_dir.expanduser().resolve()
+        if self.deployment_port_min > self.deployment_port_max:
+            raise ValueError("deployment_port_min must not exceed deployment_port_max")
         return self
 
     @property

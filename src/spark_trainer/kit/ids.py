@@ -16,6 +16,7 @@ class IdPrefix(StrEnum):
     MODEL = "model"
     STUDY = "study"
     DEPLOYMENT = "deploy"
+    DEPLOYMENT_KEY = "dkey"
     EVALUATION = "eval"
 
 

@@ -2,6 +2,13 @@
 
 from spark_trainer.models.base import Base
 from spark_trainer.models.dataset import Dataset, DatasetFormat, DatasetVersion
+from spark_trainer.models.deployment import (
+    Deployment,
+    DeploymentKey,
+    DeploymentReplica,
+    DeploymentStatus,
+    ReplicaState,
+)
 from spark_trainer.models.evaluation import Benchmark, Evaluation
 from spark_trainer.models.experiment import Experiment, MetricSummary
 from spark_trainer.models.job import (
@@ -27,6 +34,10 @@ __all__ = [
     "Dataset",
     "DatasetFormat",
     "DatasetVersion",
+    "Deployment",
+    "DeploymentKey",
+    "DeploymentReplica",
+    "DeploymentStatus",
     "Evaluation",
     "Experiment",
     "GpuAllocation",
@@ -45,6 +56,7 @@ __all__ = [
     "Node",
     "NodeState",
     "RefreshToken",
+    "ReplicaState",
     "Role",
     "Tier",
     "User",

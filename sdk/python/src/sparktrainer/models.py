@@ -38,6 +38,19 @@ class ApiKeyRead(BaseModel):
     last_used_at: Annotated[str | None, Field(title="Last Used At")]
 
 
+class Backend(StrEnum):
+    transformers = "transformers"
+    vllm = "vllm"
+    tgi = "tgi"
+    triton = "triton"
+
+
+class Benchmark(StrEnum):
+    mmlu = "mmlu"
+    coco = "coco"
+    safety = "safety"
+
+
 class DatasetFormat(StrEnum):
     jsonl = "jsonl"
     json = "json"
@@ -108,6 +121,145 @@ class DatasetVersionRef(BaseModel):
     name: Annotated[str, Field(title="Name")]
     version: Annotated[str, Field(title="Version")]
     hash: Annotated[str, Field(title="Hash")]
+
+
+class DeploymentCreate(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    name: Annotated[
+        str,
+        Field(
+            description="Also the model name the endpoint serves under.",
+            pattern="^[A-Za-z0-9][A-Za-z0-9_.-]{0,199}$",
+            title="Name",
+        ),
+    ]
+    model_id: Annotated[
+        str, Field(description="A registered model version.", max_length=40, title="Model Id")
+    ]
+    backend: Annotated[
+        Backend,
+        Field(
+            description="transformers (built in, CPU or GPU), vllm, tgi or triton (executables on the node)."
+        ),
+    ]
+    replicas: Annotated[int | None, Field(ge=1, le=64, title="Replicas")] = 1
+    gpu_count: Annotated[
+        int | None,
+        Field(
+            description="GPUs of each replica (tensor parallel / shards).",
+            ge=0,
+            le=1024,
+            title="Gpu Count",
+        ),
+    ] = 1
+
+
+class DeploymentKeyCreate(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    name: Annotated[str, Field(max_length=200, min_length=1, title="Name")]
+
+
+class DeploymentKeyCreated(BaseModel):
+    id: Annotated[str, Field(title="Id")]
+    name: Annotated[str, Field(title="Name")]
+    prefix: Annotated[str, Field(title="Prefix")]
+    created_at: Annotated[str, Field(title="Created At")]
+    revoked_at: Annotated[str | None, Field(title="Revoked At")]
+    key: Annotated[str, Field(description="The secret; shown once, never again.", title="Key")]
+
+
+class DeploymentKeyRead(BaseModel):
+    id: Annotated[str, Field(title="Id")]
+    name: Annotated[str, Field(title="Name")]
+    prefix: Annotated[str, Field(title="Prefix")]
+    created_at: Annotated[str, Field(title="Created At")]
+    revoked_at: Annotated[str | None, Field(title="Revoked At")]
+
+
+class DeploymentStatus(StrEnum):
+    pending = "pending"
+    starting = "starting"
+    running = "running"
+    stopping = "stopping"
+    stopped = "stopped"
+    failed = "failed"
+
+
+class DeploymentUpdate(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    replicas: Annotated[
+        int, Field(description="Scale to this many replicas.", ge=1, le=64, title="Replicas")
+    ]
+
+
+class EvaluationCreate(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    model_id: Annotated[str, Field(max_length=40, title="Model Id")]
+    benchmark: Benchmark
+    config: Annotated[
+        dict[str, Any] | None,
+        Field(description="The benchmark's options (see the README).", title="Config"),
+    ] = None
+
+
+class EvaluationRead(BaseModel):
+    id: Annotated[str, Field(title="Id")]
+    model_id: Annotated[str, Field(title="Model Id")]
+    benchmark: Benchmark
+    status: Annotated[
+        str,
+        Field(
+            description="pending, running, completed, failed or cancelled, like a job's; completed once the results are recorded.",
+            title="Status",
+        ),
+    ]
+    results: Annotated[dict[str, Any] | None, Field(title="Results")]
+    config: Annotated[dict[str, Any], Field(title="Config")]
+    score: Annotated[
+        float | None,
+        Field(
+            description="The primary score: MMLU overall accuracy, COCO AP (CIDEr for captions), safety refusal rate on harmful probes.",
+            title="Score",
+        ),
+    ]
+    score_name: Annotated[str | None, Field(title="Score Name")]
+    job_id: Annotated[str | None, Field(title="Job Id")]
+    status_reason: Annotated[str | None, Field(title="Status Reason")]
+    questions_done: Annotated[
+        int | None, Field(description="Progress reported by the job.", title="Questions Done")
+    ]
+    questions_total: Annotated[int | None, Field(title="Questions Total")]
+    owner_id: Annotated[str, Field(title="Owner Id")]
+    created_at: Annotated[str, Field(title="Created At")]
+    finished_at: Annotated[str | None, Field(title="Finished At")]
+
+
+class EvaluationRef(BaseModel):
+    id: Annotated[str, Field(title="Id")]
+    benchmark: Annotated[str, Field(title="Benchmark")]
+    status: Annotated[
+        str,
+        Field(
+            description="completed once results are recorded; see the evaluation.", title="Status"
+        ),
+    ]
+    score_name: Annotated[
+        str | None, Field(description="accuracy, AP, CIDEr or refusal_rate", title="Score Name")
+    ]
+    score: Annotated[
+        float | None,
+        Field(description="The headline score of a completed evaluation.", title="Score"),
+    ]
+    created_at: Annotated[str, Field(title="Created At")]
+    finished_at: Annotated[str | None, Field(title="Finished At")]
 
 
 class Description(RootModel[str]):
@@ -353,6 +505,24 @@ class JobStatus(StrEnum):
     cancelled = "cancelled"
 
 
+class LeaderboardRow(BaseModel):
+    rank: Annotated[
+        int, Field(description="Position in the requested order, from 1.", title="Rank")
+    ]
+    model_id: Annotated[str, Field(title="Model Id")]
+    model_name: Annotated[str, Field(title="Model Name")]
+    model_version: Annotated[int, Field(title="Model Version")]
+    benchmark: Benchmark
+    metric: Annotated[
+        str, Field(description="accuracy (MMLU), AP or CIDEr (COCO), refusal_rate.", title="Metric")
+    ]
+    score: Annotated[float, Field(title="Score")]
+    evaluation_id: Annotated[
+        str, Field(description="The evaluation that gave the best score.", title="Evaluation Id")
+    ]
+    evaluated_at: Annotated[str, Field(title="Evaluated At")]
+
+
 class Lineage(BaseModel):
     job: JobRef | None
     experiment: ExperimentRef | None
@@ -450,6 +620,16 @@ class NetworkIo(BaseModel):
     bytes_recv: Annotated[int, Field(title="Bytes Recv")]
 
 
+class PageEvaluationRead(BaseModel):
+    items: Annotated[list[EvaluationRead], Field(title="Items")]
+    total: Annotated[
+        int,
+        Field(description="Number of items matching the filters, ignoring paging.", title="Total"),
+    ]
+    limit: Annotated[int, Field(title="Limit")]
+    offset: Annotated[int, Field(title="Offset")]
+
+
 class PageExperimentRead(BaseModel):
     items: Annotated[list[ExperimentRead], Field(title="Items")]
     total: Annotated[
@@ -477,26 +657,13 @@ class RefreshRequest(BaseModel):
     refresh_token: Annotated[str, Field(max_length=4096, min_length=1, title="Refresh Token")]
 
 
-class Name(RootModel[str]):
-    root: Annotated[
-        str,
-        Field(
-            description="Default: the job's model name.",
-            pattern="^[A-Za-z0-9][A-Za-z0-9_.-]{0,199}$",
-            title="Name",
-        ),
-    ]
-
-
-class RegisterFromJob(BaseModel):
-    model_config = ConfigDict(
-        extra="forbid",
-    )
-    job_id: Annotated[str, Field(max_length=40, title="Job Id")]
-    name: Annotated[
-        Name | None, Field(description="Default: the job's model name.", title="Name")
-    ] = None
-    description: Annotated[Description | None, Field(title="Description")] = None
+class ReplicaState(StrEnum):
+    starting = "starting"
+    healthy = "healthy"
+    unhealthy = "unhealthy"
+    restarting = "restarting"
+    draining = "draining"
+    stopped = "stopped"
 
 
 class Role(StrEnum):
@@ -677,6 +844,11 @@ class JobRead(BaseModel):
     node: Annotated[str | None, Field(title="Node")]
 
 
+class Leaderboard(BaseModel):
+    items: Annotated[list[LeaderboardRow], Field(title="Items")]
+    total: Annotated[int, Field(title="Total")]
+
+
 class ModelDetail(BaseModel):
     id: Annotated[str, Field(title="Id")]
     name: Annotated[str, Field(title="Name")]
@@ -696,6 +868,13 @@ class ModelDetail(BaseModel):
     created_at: Annotated[str, Field(title="Created At")]
     files: Annotated[list[ModelFileRead], Field(title="Files")]
     lineage: Lineage
+    evaluations: Annotated[
+        list[EvaluationRef],
+        Field(
+            description="The model's evaluations, newest first (at most 50), with headline scores.",
+            title="Evaluations",
+        ),
+    ]
 
 
 class PageDatasetRead(BaseModel):
@@ -738,6 +917,54 @@ class PageUserRead(BaseModel):
     offset: Annotated[int, Field(title="Offset")]
 
 
+class ReplicaRead(BaseModel):
+    slot: Annotated[int, Field(title="Slot")]
+    job_id: Annotated[
+        str | None,
+        Field(description="The job running this replica's current process.", title="Job Id"),
+    ]
+    node: Annotated[str, Field(title="Node")]
+    port: Annotated[int | None, Field(title="Port")]
+    health: ReplicaState
+    reason: Annotated[str | None, Field(title="Reason")]
+    restart_count: Annotated[int, Field(title="Restart Count")]
+    last_exit: Annotated[
+        str | None, Field(description="How the previous process ended.", title="Last Exit")
+    ]
+    last_exit_code: Annotated[int | None, Field(title="Last Exit Code")]
+    last_exit_at: Annotated[str | None, Field(title="Last Exit At")]
+    healthy_since: Annotated[str | None, Field(title="Healthy Since")]
+
+
+class DeploymentRead(BaseModel):
+    id: Annotated[str, Field(title="Id")]
+    name: Annotated[str, Field(title="Name")]
+    model_id: Annotated[str, Field(title="Model Id")]
+    backend: Backend
+    status: DeploymentStatus
+    endpoint: Annotated[
+        str, Field(description="Completions URL of the deployment (proxied).", title="Endpoint")
+    ]
+    base_url: Annotated[
+        str, Field(description="OpenAI-style base URL (…/v1) of the endpoint.", title="Base Url")
+    ]
+    replicas: Annotated[int, Field(description="Replicas asked for.", title="Replicas")]
+    requests_per_second: Annotated[
+        float,
+        Field(
+            description="Requests through the endpoint per second, over a 10 s sliding window.",
+            title="Requests Per Second",
+        ),
+    ]
+    gpu_count: Annotated[int, Field(title="Gpu Count")]
+    status_reason: Annotated[str | None, Field(title="Status Reason")]
+    healthy_replicas: Annotated[int, Field(title="Healthy Replicas")]
+    replica_details: Annotated[list[ReplicaRead], Field(title="Replica Details")]
+    owner_id: Annotated[str, Field(title="Owner Id")]
+    created_at: Annotated[str, Field(title="Created At")]
+    stopped_at: Annotated[str | None, Field(title="Stopped At")]
+
+
 class JobDetail(BaseModel):
     id: Annotated[str, Field(title="Id")]
     name: Annotated[str, Field(title="Name")]
@@ -774,3 +1001,13 @@ class JobDetail(BaseModel):
         list[JobEventRead],
         Field(description="Every status transition, oldest first.", title="Events"),
     ]
+
+
+class PageDeploymentRead(BaseModel):
+    items: Annotated[list[DeploymentRead], Field(title="Items")]
+    total: Annotated[
+        int,
+        Field(description="Number of items matching the filters, ignoring paging.", title="Total"),
+    ]
+    limit: Annotated[int, Field(title="Limit")]
+    offset: Annotated[int, Field(title="Offset")]

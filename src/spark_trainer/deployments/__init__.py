@@ -1,0 +1,1 @@
+"""Model deployments: replicas of a model served as long-running jobs behind one endpoint."""

@@ -1,0 +1,95 @@
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from spark_trainer.models import (
+    Deployment,
+    DeploymentKey,
+    DeploymentReplica,
+    DeploymentStatus,
+    Job,
+    User,
+)
+
+FINAL = (DeploymentStatus.STOPPED, DeploymentStatus.FAILED)
+
+
+class DeploymentRepository:
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def get(self, deployment_id: str) -> Deployment | None:
+        return self.session.get(Deployment, deployment_id)
+
+    def add(self, deployment: Deployment) -> Deployment:
+        self.session.add(deployment)
+        self.session.flush()
+        return deployment
+
+    def page(self, user: User, *, limit: int, offset: int) -> tuple[Sequence[Deployment], int]:
+        query = select(Deployment)
+        if not user.is_admin:
+            query = query.where(Deployment.owner_id == user.id)
+        total = self.session.scalar(select(func.count()).select_from(query.subquery())) or 0
+        items = self.session.scalars(
+            query.order_by(Deployment.created_at.desc(), Deployment.id.desc())
+            .limit(limit)
+            .offset(offset)
+        ).all()
+        return items, total
+
+    def active_ids(self) -> Sequence[str]:
+        return self.session.scalars(
+            select(Deployment.id).where(Deployment.status.not_in(FINAL)).order_by(Deployment.id)
+        ).all()
+
+    def replicas(self, deployment_ids: Sequence[str]) -> Sequence[DeploymentReplica]:
+        if not deployment_ids:
+            return []
+        return self.session.scalars(
+            select(DeploymentReplica)
+            .where(DeploymentReplica.deployment_id.in_(deployment_ids))
+            .order_by(DeploymentReplica.deployment_id, DeploymentReplica.slot)
+        ).all()
+
+    def jobs(self, job_ids: Sequence[str]) -> dict[str, Job]:
+        if not job_ids:
+            return {}
+        return {j.id: j for j in self.session.scalars(select(Job).where(Job.id.in_(job_ids)))}
+
+    def ports_in_use(self, node: str) -> set[int]:
+        return {
+            port
+            for port in self.session.scalars(
+                select(DeploymentReplica.port).where(
+                    DeploymentReplica.node == node, DeploymentReplica.port.is_not(None)
+                )
+            )
+            if port is not None
+        }
+
+    def routes(self) -> list[tuple[Deployment, DeploymentReplica | None]]:
+        """Every deployment that is not final, with each of its replicas (or None)."""
+        rows = self.session.execute(
+            select(Deployment, DeploymentReplica)
+            .outerjoin(DeploymentReplica, DeploymentReplica.deployment_id == Deployment.id)
+            .where(Deployment.status.not_in(FINAL))
+        ).all()
+        return [(deployment, replica) for deployment, replica in rows]
+
+    def key_by_digest(self, digest: str) -> DeploymentKey | None:
+        return self.session.scalar(
+            select(DeploymentKey).where(
+                DeploymentKey.secret_digest == digest, DeploymentKey.revoked_at.is_(None)
+            )
+        )
+
+    def keys(self, deployment_id: str) -> Sequence[DeploymentKey]:
+        return self.session.scalars(
+            select(DeploymentKey)
+            .where(DeploymentKey.deployment_id == deployment_id)
+            .order_by(DeploymentKey.created_at, DeploymentKey.id)
+        ).all()
