@@ -138,12 +138,19 @@ _PROXY_DESCRIPTION = (
 )
 
 
-@router.api_route(
+@router.get(
     "/{deployment_id}/v1/{path:path}",
-    methods=["GET", "POST"],
     summary="Call the deployment (OpenAI-compatible API)",
     description=_PROXY_DESCRIPTION,
     response_class=StreamingResponse,
+    operation_id="deployments-call_deployment_get",
+)
+@router.post(
+    "/{deployment_id}/v1/{path:path}",
+    summary="Call the deployment (OpenAI-compatible API)",
+    description=_PROXY_DESCRIPTION,
+    response_class=StreamingResponse,
+    operation_id="deployments-call_deployment_post",
 )
 async def call_deployment(
     deployment_id: str, path: str, request: Request, ctx: Context
@@ -152,12 +159,19 @@ async def call_deployment(
     return await ctx.deployment_proxy.forward(request, credential, deployment_id, f"v1/{path}")
 
 
-@router.api_route(
+@router.get(
     "/{deployment_id}/v2/{path:path}",
-    methods=["GET", "POST"],
     summary="Call the deployment (Triton's KServe v2 API)",
     description=_PROXY_DESCRIPTION,
     response_class=StreamingResponse,
+    operation_id="deployments-call_deployment_v2_get",
+)
+@router.post(
+    "/{deployment_id}/v2/{path:path}",
+    summary="Call the deployment (Triton's KServe v2 API)",
+    description=_PROXY_DESCRIPTION,
+    response_class=StreamingResponse,
+    operation_id="deployments-call_deployment_v2_post",
 )
 async def call_deployment_v2(
     deployment_id: str, path: str, request: Request, ctx: Context
