@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.routing import APIRoute
 
@@ -23,6 +23,7 @@ from spark_trainer.jobs.streams import router as streams_router
 from spark_trainer.middleware import BodySizeLimitMiddleware, RequestContextMiddleware
 from spark_trainer.registry.endpoints import router as models_router
 from spark_trainer.settings import Settings
+from spark_trainer.validation import reject_control_characters
 
 
 def _operation_id(route: APIRoute) -> str:
@@ -54,6 +55,7 @@ def create_app(settings: Settings | None = None, context: AppContext | None = No
         openapi_url="/openapi.json",
         generate_unique_id_function=_operation_id,
         lifespan=lifespan,
+        dependencies=[Depends(reject_control_characters)],
     )
     app.state.ctx = ctx
     exception_handlers.install(app)

@@ -118,6 +118,14 @@ def get_stream_user(
 
 def authenticate_request(request: Request, ctx: Context, session: Session, credential: str) -> User:
     user = identity.authenticate(session, ctx.tokens.key, credential)
+    request.state.rate_limit_headers = count_request(ctx, user)
+    request.state.user_id = user.id
+    return user
+
+
+def count_request(ctx: AppContext, user: User) -> dict[str, str]:
+    """Counts one request against the user's limit (HTTP and WebSocket alike); answers the
+    rate-limit headers, or raises RateLimited carrying them."""
     per_minute = (
         ctx.settings.rate_limit_premium_per_minute
         if user.tier == Tier.PREMIUM
@@ -125,14 +133,12 @@ def authenticate_request(request: Request, ctx: Context, session: Session, crede
     )
     result = ctx.limiter.hit("user", user.id, per_minute)
     headers = result.headers()
-    request.state.rate_limit_headers = headers
     if not result.allowed:
         raise RateLimited(
             f"Rate limit of {per_minute} requests per minute exceeded",
             headers={**headers, "Retry-After": result.retry_after()},
         )
-    request.state.user_id = user.id
-    return user
+    return headers
 
 
 CurrentUser = Annotated[User, Depends(get_current_user)]

@@ -179,6 +179,16 @@ def _tail_start(handle: BinaryIO, size: int, lines: int) -> int:
 # --- metrics ingestion ----------------------------------------------------------------
 
 
+def job_for_token(session: Session, job_id: str, credential: str) -> Job:
+    """The job a job token belongs to. An unknown job and a wrong token answer the same
+    401, so a caller without the token learns nothing about which job ids exist."""
+    job = session.get(Job, job_id)
+    if job is None:
+        raise Unauthorized("Invalid job token")
+    check_job_token(job, credential)
+    return job
+
+
 def check_job_token(job: Job, credential: str) -> None:
     """A job's own token (``stj_…``) may report metrics for that job only, while it runs."""
     digest = job.ingest_token_digest
