@@ -20,7 +20,11 @@ from spark_trainer.health.endpoints import router as health_router
 from spark_trainer.identity.endpoints import auth_router, users_router
 from spark_trainer.jobs.endpoints import router as jobs_router
 from spark_trainer.jobs.streams import router as streams_router
-from spark_trainer.middleware import BodySizeLimitMiddleware, RequestContextMiddleware
+from spark_trainer.middleware import (
+    BodyReadTimeoutMiddleware,
+    BodySizeLimitMiddleware,
+    RequestContextMiddleware,
+)
 from spark_trainer.registry.endpoints import router as models_router
 from spark_trainer.settings import Settings
 from spark_trainer.validation import reject_control_characters
@@ -60,6 +64,7 @@ def create_app(settings: Settings | None = None, context: AppContext | None = No
     app.state.ctx = ctx
     exception_handlers.install(app)
 
+    app.add_middleware(BodyReadTimeoutMiddleware, timeout=settings.body_read_timeout_seconds)
     app.add_middleware(
         BodySizeLimitMiddleware,
         max_bytes=settings.max_request_bytes,

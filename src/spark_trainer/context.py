@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit, urlunsplit
 
 import redis
-from sqlalchemy import Engine, text
+from sqlalchemy import URL, Engine, make_url, text
 from sqlalchemy.orm import Session, sessionmaker
 
+from spark_trainer.datadir import secure_data_dir
 from spark_trainer.db.engine import make_engine, make_session_factory, request_session_limit
 from spark_trainer.gpus.inventory import GpuInventory, build_inventory
 from spark_trainer.identity.service import TokenConfig
 from spark_trainer.jobs.engine import JobEngine
+from spark_trainer.kit.gates import ConcurrencyGate
 from spark_trainer.metrics.bus import EventBus, LocalBus, RedisBus
 from spark_trainer.metrics.hub import StreamHub
 from spark_trainer.metrics.pipeline import MetricsPipeline
@@ -37,11 +40,15 @@ class AppContext:
     artifacts: ArtifactStore
     # Bounds open request sessions below the pool's size (see request_session_limit).
     session_slots: asyncio.Semaphore
+    # Uploads in progress per user (SPARKTRAINER_MAX_UPLOADS_PER_USER).
+    uploads: ConcurrencyGate
     redis: redis.Redis | None = field(default=None)
+    running: bool = field(default=False)
 
     @classmethod
     def build(cls, settings: Settings) -> AppContext:
         """Builds every part; nothing starts running until :meth:`start`."""
+        secure_data_dir(settings)
         engine = make_engine(settings)
         session_factory = make_session_factory(engine)
         client = (
@@ -59,6 +66,7 @@ class AppContext:
             engine=engine,
             session_factory=session_factory,
             session_slots=asyncio.Semaphore(request_session_limit(settings)),
+            uploads=ConcurrencyGate(settings.max_uploads_per_user),
             tokens=TokenConfig.from_settings(settings),
             limiter=RateLimiter.from_url(settings.redis_url),
             gpu_inventory=inventory,
@@ -75,8 +83,10 @@ class AppContext:
         self.hub.bind(loop)
         self.bus.start()
         self.jobs.start()
+        self.running = True
 
     def stop(self) -> None:
+        self.running = False
         self.jobs.stop()
         self.bus.close()
 
@@ -85,11 +95,34 @@ class AppContext:
             registry.register_completed_job(session, self.artifacts, job_id)
 
     def dependency_status(self) -> dict[str, bool]:
-        """Each dependency in use, and whether it answers right now."""
-        status = {"database": self._database_ok()}
-        if self.redis is not None:
-            status["redis"] = self._redis_ok()
-        return status
+        """The spec's dependencies, and whether each answers right now.
+
+        Embedded mode has no Redis and no Celery: their in-process stand-ins (the local
+        event bus, the in-process executor) answer for them; ``backends`` says which.
+        """
+        return {
+            "database": self._database_ok(),
+            "redis": self._redis_ok() if self.redis is not None else True,
+            "celery": self.running,
+        }
+
+    def backends(self) -> dict[str, str]:
+        """What backs each dependency; URLs without their credentials."""
+        database = make_url(self.settings.effective_database_url)
+        return {
+            "database": database.get_backend_name()
+            if self.settings.is_sqlite
+            else URL.create(
+                database.drivername,
+                host=database.host,
+                port=database.port,
+                database=database.database,
+            ).render_as_string(),
+            "redis": _without_credentials(self.settings.redis_url)
+            if self.settings.redis_url
+            else "in-process",
+            "celery": "in-process",
+        }
 
     def _database_ok(self) -> bool:
         try:
@@ -111,3 +144,10 @@ class AppContext:
         if self.redis is not None:
             self.redis.close()
         self.engine.dispose()
+
+
+def _without_credentials(url: str) -> str:
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))

@@ -25,7 +25,7 @@ class JobCreate(InputSchema):
         ge=-1000,
         le=1000,
         strict=True,
-        description="Higher runs first; FIFO within a priority."
+        description="Higher runs first; FIFO within a priority.",
     )
     environment: dict[str, str] = Field(
         default_factory=dict,
@@ -145,9 +145,7 @@ class MetricPointIn(InputSchema):
         description="Default: one more than the job's previous step.",
     )
     metrics: dict[MetricName, FiniteNumber] = Field(min_length=1)
-    ts: FiniteNumber | None = Field(
-        default=None, description="Unix time; default: when received."
-    )
+    ts: FiniteNumber | None = Field(default=None, description="Unix time; default: when received.")
 
 
 class MetricsIngest(InputSchema):

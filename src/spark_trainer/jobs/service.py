@@ -29,8 +29,14 @@ CANCEL_WAIT_SECONDS = 5.0
 def submit(session: Session, engine: JobEngine, user: User, data: JobCreate) -> Job:
     largest = max(engine.capacity().values(), default=0)
     if data.gpu_count > largest:
+        hint = (
+            " (no GPUs were found on this machine; set SPARKTRAINER_GPUS=4 for a virtual "
+            "inventory, or SPARKTRAINER_GPUS=4x80GB to give each GPU's memory)"
+            if largest == 0
+            else ""
+        )
         raise BadRequest(
-            f"gpu_count {data.gpu_count} exceeds the largest node, which has {largest} GPUs"
+            f"gpu_count {data.gpu_count} exceeds the largest node, which has {largest} GPUs{hint}"
         )
     if data.working_dir is not None and not Path(data.working_dir).is_dir():
         raise BadRequest(f"working_dir '{data.working_dir}' is not a directory")
