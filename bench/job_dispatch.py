@@ -22,6 +22,7 @@ job's ``pending_reason``) and the p50 of the next ``--sched-passes`` (nothing ch
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import shlex
 import statistics
@@ -32,6 +33,8 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+
+import psutil
 
 from bench._common import Result, wait_for_quiet
 from bench._jobs import (
@@ -198,7 +201,7 @@ def _seed_queue(url: str, settings: Any, pending: int) -> None:
     from sqlalchemy import create_engine, insert
 
     from spark_trainer.db.migrate import upgrade_to_head
-    from spark_trainer.models import Job, User
+    from spark_trainer.models import GpuAllocation, Job, User
 
     engine = create_engine(url)
     try:
@@ -234,6 +237,15 @@ def _seed_queue(url: str, settings: Any, pending: int) -> None:
                         **base,
                         "id": "job-holder",
                         "name": "holder",
+                        # A live process (this one), so the engine adopts it as running.
+                        "job_dir": str(settings.data_dir / "jobs" / "job-holder"),
+                        "handle": {
+                            "executor": "local",
+                            "data": {
+                                "pid": os.getpid(),
+                                "started_at": psutil.Process().create_time(),
+                            },
+                        },
                         "gpu_count": SCHED_HELD,
                         "priority": 0,
                         "status": "running",
@@ -242,6 +254,18 @@ def _seed_queue(url: str, settings: Any, pending: int) -> None:
                         "created_at": now - timedelta(hours=2),
                         "started_at": now - timedelta(hours=2),
                     }
+                ],
+            )
+            conn.execute(
+                insert(GpuAllocation.__table__),  # type: ignore[arg-type]
+                [
+                    {
+                        "node": settings.node_name,
+                        "gpu_index": gpu,
+                        "job_id": "job-holder",
+                        "allocated_at": now - timedelta(hours=2),
+                    }
+                    for gpu in range(SCHED_HELD)
                 ],
             )
             rows = [

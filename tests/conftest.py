@@ -8,6 +8,7 @@ empty tables (a copied SQLite file, or TRUNCATE on PostgreSQL).
 from __future__ import annotations
 
 import contextlib
+import getpass
 import os
 import secrets
 import shutil
@@ -120,6 +121,9 @@ def settings_factory(tmp_path: Path, database_url: str) -> Callable[..., Setting
             # A virtual 4-GPU node, so the scheduler is exercised on a machine without GPUs.
             "gpus": 4,
             "kill_grace_seconds": 2.0,
+            # Test jobs read and write this test's tmp_path (0700): they run as the test's
+            # own user. The isolation tests set a job user of their own.
+            "job_user": getpass.getuser(),
         }
         values.update(overrides)
         return Settings(**values)  # type: ignore[arg-type]
@@ -198,3 +202,11 @@ def alice(make_account: Callable[..., Account]) -> Account:
 @pytest.fixture
 def bob(make_account: Callable[..., Account]) -> Account:
     return make_account("bob")
+
+
+@pytest.fixture(scope="session")
+def tiny_lm(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny GPT-2 with its tokenizer, as a Hugging Face directory (see tests/tinylm.py)."""
+    from tests.tinylm import build_tiny_lm
+
+    return build_tiny_lm(tmp_path_factory.mktemp("tiny-lm") / "model")

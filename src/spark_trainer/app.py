@@ -14,17 +14,20 @@ from spark_trainer import __version__, docs, exception_handlers
 from spark_trainer.context import AppContext
 from spark_trainer.datasets.endpoints import UPLOAD_ROUTES as DATASET_UPLOAD_ROUTES
 from spark_trainer.datasets.endpoints import router as datasets_router
+from spark_trainer.evaluations.endpoints import router as evaluations_router
 from spark_trainer.experiments.endpoints import router as experiments_router
 from spark_trainer.gpus.endpoints import router as gpus_router
 from spark_trainer.health.endpoints import router as health_router
 from spark_trainer.identity.endpoints import auth_router, users_router
 from spark_trainer.jobs.endpoints import router as jobs_router
 from spark_trainer.jobs.streams import router as streams_router
+from spark_trainer.leaderboard.endpoints import router as leaderboard_router
 from spark_trainer.middleware import (
     BodyReadTimeoutMiddleware,
     BodySizeLimitMiddleware,
     RequestContextMiddleware,
 )
+from spark_trainer.registry.endpoints import UPLOAD_ROUTES as MODEL_UPLOAD_ROUTES
 from spark_trainer.registry.endpoints import router as models_router
 from spark_trainer.settings import Settings
 from spark_trainer.validation import reject_control_characters
@@ -68,7 +71,7 @@ def create_app(settings: Settings | None = None, context: AppContext | None = No
     app.add_middleware(
         BodySizeLimitMiddleware,
         max_bytes=settings.max_request_bytes,
-        own_limit=DATASET_UPLOAD_ROUTES,
+        own_limit=DATASET_UPLOAD_ROUTES | MODEL_UPLOAD_ROUTES,
     )
     if settings.cors_origins:
         app.add_middleware(
@@ -89,5 +92,7 @@ def create_app(settings: Settings | None = None, context: AppContext | None = No
     app.include_router(datasets_router)
     app.include_router(experiments_router)
     app.include_router(models_router)
+    app.include_router(evaluations_router)
+    app.include_router(leaderboard_router)
     docs.install(app)
     return app

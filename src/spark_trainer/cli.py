@@ -1,4 +1,9 @@
-"""The ``sparktrainer`` command: run the server and administer users."""
+"""The server's part of the ``sparktrainer`` command: run the server, administer users.
+
+The console script belongs to the SDK distribution (``sparktrainer.cli``, with the client
+commands); these commands join it through the ``sparktrainer.commands`` entry points
+(``register``), so the two distributions never both install a ``sparktrainer`` script.
+"""
 
 from __future__ import annotations
 
@@ -21,15 +26,9 @@ from spark_trainer.settings import Settings
 if TYPE_CHECKING:
     import uvicorn
 
-app = typer.Typer(
-    help="SparkTrainer: queue, run and track GPU training jobs on your own machines.",
-    no_args_is_help=True,
-    add_completion=False,
-)
 users_app = typer.Typer(
     help="Administer users (works directly on the database).", no_args_is_help=True
 )
-app.add_typer(users_app, name="users")
 
 console = Console()
 err_console = Console(stderr=True)
@@ -48,7 +47,6 @@ def _settings(**overrides: Any) -> Settings:
         raise typer.Exit(2) from None
 
 
-@app.command()
 def serve(
     host: Annotated[
         str | None, typer.Option(help="Interface to listen on [env: SPARKTRAINER_HOST]")
@@ -66,6 +64,10 @@ def serve(
     from spark_trainer.observability.logging import configure_logging
 
     settings = _settings(host=host, port=port, data_dir=data_dir)
+    problem = settings.shared_services_problem()
+    if problem is not None:
+        err_console.print(f"[red]Invalid configuration:[/red] {problem}", highlight=False)
+        raise typer.Exit(2)
     configure_logging(settings.log_level, settings.log_format)
     ctx = AppContext.build(settings)
     generated = prepare(ctx)
@@ -195,5 +197,15 @@ def users_enable(username: str, data_dir: DataDirOption = None) -> None:
     _update(username, UserUpdate(is_active=True), data_dir, f"'{username}' is enabled")
 
 
+def register(root: typer.Typer) -> None:
+    """Adds the server commands to the ``sparktrainer`` command line."""
+    root.command()(serve)
+    root.add_typer(users_app, name="users")
+
+
 def main() -> None:
-    app()
+    # ``python -m spark_trainer``: the same command line, with these commands for sure
+    # (an entry point may not be installed yet in a fresh source checkout).
+    from sparktrainer.cli import main as sparktrainer_main
+
+    sparktrainer_main([register])

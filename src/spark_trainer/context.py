@@ -12,18 +12,26 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from spark_trainer.datadir import secure_data_dir
 from spark_trainer.db.engine import make_engine, make_session_factory, request_session_limit
+from spark_trainer.evaluations.collector import ResultCollector, on_job_ended
 from spark_trainer.gpus.inventory import GpuInventory, build_inventory
 from spark_trainer.identity.service import TokenConfig
-from spark_trainer.jobs.engine import JobEngine
 from spark_trainer.kit.gates import ConcurrencyGate
 from spark_trainer.metrics.bus import EventBus, LocalBus, RedisBus
 from spark_trainer.metrics.hub import StreamHub
 from spark_trainer.metrics.pipeline import MetricsPipeline
+from spark_trainer.models import JobKind
 from spark_trainer.ratelimit import RateLimiter
 from spark_trainer.registry import service as registry
+from spark_trainer.runtime.engine import JobEngine
+from spark_trainer.runtime.events import HandlerRegistry
 from spark_trainer.settings import Settings
 from spark_trainer.storage.base import ArtifactStore
 from spark_trainer.storage.local import LocalArtifactStore
+
+# The job-end handler that registers a completed job's output as a model version. Domain
+# packages add theirs to ``AppContext.jobs.handlers`` in ``build`` (before ``start``).
+MODEL_REGISTRATION = "registry.register_completed_job"
+EVALUATION_RESULTS = "evaluations.record_outcome"
 
 
 @dataclass
@@ -44,6 +52,7 @@ class AppContext:
     uploads: ConcurrencyGate
     redis: redis.Redis | None = field(default=None)
     running: bool = field(default=False)
+    evaluations: ResultCollector | None = field(default=None)
 
     @classmethod
     def build(cls, settings: Settings) -> AppContext:
@@ -61,6 +70,18 @@ class AppContext:
         inventory = build_inventory(settings)
         pipeline = MetricsPipeline(engine, bus)
         artifacts = LocalArtifactStore(settings.artifacts_root)
+        handlers = HandlerRegistry()
+        handlers.register(
+            MODEL_REGISTRATION,
+            lambda session, event: registry.register_completed_job(
+                session, artifacts, event.job_id
+            ),
+        )
+        handlers.register(
+            EVALUATION_RESULTS,
+            on_job_ended,
+            kinds=[JobKind.EVALUATION],
+        )
         return cls(
             settings=settings,
             engine=engine,
@@ -68,31 +89,33 @@ class AppContext:
             session_slots=asyncio.Semaphore(request_session_limit(settings)),
             uploads=ConcurrencyGate(settings.max_uploads_per_user),
             tokens=TokenConfig.from_settings(settings),
-            limiter=RateLimiter.from_url(settings.redis_url),
+            limiter=RateLimiter.from_url(settings.redis_url, settings.rate_limit_window_seconds),
             gpu_inventory=inventory,
             hub=hub,
             bus=bus,
-            jobs=JobEngine(settings, session_factory, inventory, bus, pipeline, artifacts),
+            jobs=JobEngine(
+                settings, session_factory, inventory, bus, pipeline, artifacts, handlers
+            ),
             artifacts=artifacts,
             redis=client,
+            evaluations=ResultCollector(session_factory),
         )
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         """Starts the background parts: stream fan-out, event bus, scheduler, executor."""
-        self.jobs.completion_hooks.append(self._register_model)
         self.hub.bind(loop)
         self.bus.start()
         self.jobs.start()
+        if self.evaluations is not None:
+            self.evaluations.start()
         self.running = True
 
     def stop(self) -> None:
         self.running = False
+        if self.evaluations is not None:
+            self.evaluations.stop()
         self.jobs.stop()
         self.bus.close()
-
-    def _register_model(self, job_id: str) -> None:
-        with self.session_factory.begin() as session:
-            registry.register_completed_job(session, self.artifacts, job_id)
 
     def dependency_status(self) -> dict[str, bool]:
         """The spec's dependencies, and whether each answers right now.

@@ -10,7 +10,7 @@ import math
 import time
 from dataclasses import dataclass
 
-from limits import RateLimitItemPerMinute
+from limits import RateLimitItem, RateLimitItemPerSecond
 from limits.errors import StorageError
 from limits.storage import MemoryStorage, RedisStorage, Storage
 
@@ -37,22 +37,24 @@ class RateLimitResult:
 
 
 class RateLimiter:
-    def __init__(self, storage: Storage) -> None:
+    def __init__(self, storage: Storage, window_seconds: int = 60) -> None:
         self.storage = storage
-        self._items: dict[int, RateLimitItemPerMinute] = {}
+        self._window = window_seconds
+        self._items: dict[int, RateLimitItem] = {}
 
     @classmethod
-    def from_url(cls, redis_url: str | None) -> RateLimiter:
+    def from_url(cls, redis_url: str | None, window_seconds: int = 60) -> RateLimiter:
         if redis_url is None:
-            return cls(MemoryStorage())
+            return cls(MemoryStorage(), window_seconds)
         return cls(
-            RedisStorage(redis_url, key_prefix="sparktrainer-ratelimit", wrap_exceptions=True)
+            RedisStorage(redis_url, key_prefix="sparktrainer-ratelimit", wrap_exceptions=True),
+            window_seconds,
         )
 
-    def _item(self, per_minute: int) -> RateLimitItemPerMinute:
+    def _item(self, per_minute: int) -> RateLimitItem:
         item = self._items.get(per_minute)
         if item is None:
-            item = self._items[per_minute] = RateLimitItemPerMinute(per_minute)
+            item = self._items[per_minute] = RateLimitItemPerSecond(per_minute, self._window)
         return item
 
     def hit(self, scope: str, identity: str, per_minute: int) -> RateLimitResult:

@@ -18,8 +18,31 @@ from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from sqlalchemy.engine import make_url
 
 SECRET_KEY_FILE = "secret_key"  # noqa: S105 - a file name
+# What a job inherits from the server's environment: enough to find programs, speak the
+# locale and use the proxy; never credentials. PATH is rebuilt (see runtime.environment).
+DEFAULT_JOB_ENV_ALLOWLIST = (
+    "PATH",
+    "LANG",
+    "LC_ALL",
+    "LC_CTYPE",
+    "TZ",
+    "TERM",
+    "TMPDIR",
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "NO_PROXY",
+    "http_proxy",
+    "https_proxy",
+    "no_proxy",
+    "LD_LIBRARY_PATH",
+    "CUDA_HOME",
+    "HF_HOME",
+    "HF_HUB_OFFLINE",
+    "TRANSFORMERS_OFFLINE",
+)
 MIN_SECRET_LENGTH = 32
 DEFAULT_VIRTUAL_GPU_GB = 80
 MAX_VIRTUAL_GPUS = 1024
@@ -66,10 +89,17 @@ class Settings(BaseSettings):
         description="Password of the admin user created on first start. Unset: generated, "
         "printed once.",
     )
-    access_token_ttl_seconds: int = Field(default=3600, ge=60)
+    # Seconds are allowed so tests (and the SDKs' refresh tests) can cross an expiry quickly.
+    access_token_ttl_seconds: int = Field(default=3600, ge=1)
     refresh_token_ttl_seconds: int = Field(default=30 * 24 * 3600, ge=300)
     rate_limit_standard_per_minute: int = Field(default=100, ge=1)
     rate_limit_premium_per_minute: int = Field(default=1000, ge=1)
+    rate_limit_window_seconds: int = Field(
+        default=60,
+        ge=1,
+        description="Length of one rate-limit window; the per-minute limits apply to it. "
+        "Shorter windows are for tests that must see a limit reset.",
+    )
     login_attempts_per_minute: int = Field(
         default=10, ge=1, description="Login attempts allowed per username and client address."
     )
@@ -136,6 +166,38 @@ class Settings(BaseSettings):
         description="A virtual inventory instead of NVML's, for machines without GPUs: "
         f"'4' (four GPUs of {DEFAULT_VIRTUAL_GPU_GB}GB) or '4x24GB'. Reported with "
         '"virtual": true in /api/gpus, with zero readings.',
+    )
+
+    executor: Literal["local", "fake"] = Field(
+        default="local",
+        description="What runs job processes: `local` (child processes of this server) or "
+        "`fake` (simulated, for tests).",
+    )
+    leader_lease_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        description="How long the scheduling leader's lease lasts without renewal; another "
+        "API process takes over scheduling at most this long (plus one second) after the "
+        "leader dies.",
+    )
+    node_heartbeat_seconds: float = Field(
+        default=2.0, gt=0, description="How often a process with GPUs heartbeats its node."
+    )
+    node_stale_seconds: float = Field(
+        default=60.0,
+        gt=0,
+        description="A node silent this long gets no new jobs, and its running jobs fail as lost.",
+    )
+    job_user: str | None = Field(
+        default=None,
+        description="OS user job processes run as. Unset: `nobody` when the server runs as "
+        "root, else the server's own user. Jobs then cannot read the data directory, the "
+        "database file or the secret key.",
+    )
+    job_env_allowlist: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_JOB_ENV_ALLOWLIST),
+        description="Server environment variables a job inherits (besides the platform's "
+        "SPARKTRAINER_* ones and the job's own `environment`).",
     )
 
     @field_validator("trusted_proxies", mode="before")
@@ -215,6 +277,33 @@ class Settings(BaseSettings):
     @property
     def is_sqlite(self) -> bool:
         return self.effective_database_url.startswith("sqlite")
+
+    @property
+    def sqlite_path(self) -> Path | None:
+        """The SQLite database file, when the database is one."""
+        if not self.is_sqlite:
+            return None
+        database = make_url(self.effective_database_url).database
+        return Path(database) if database and database != ":memory:" else None
+
+    def shared_services_problem(self) -> str | None:
+        """With a shared database or Redis, every API process must sign tokens with the
+        same key: a key generated per data directory would make each reject the others'."""
+        shared = [
+            name
+            for name, value in (
+                ("SPARKTRAINER_DATABASE_URL", self.database_url and not self.is_sqlite),
+                ("SPARKTRAINER_REDIS_URL", self.redis_url),
+            )
+            if value
+        ]
+        if shared and self.secret_key is None:
+            return (
+                f"SPARKTRAINER_SECRET_KEY must be set when {' and '.join(shared)} point at a "
+                "shared service: every API process signs and checks tokens with it. Generate "
+                "one with: python -c 'import secrets; print(secrets.token_urlsafe(48))'"
+            )
+        return None
 
     @cached_property
     def signing_key(self) -> str:

@@ -3,6 +3,7 @@ living job processes are adopted, and logs survive."""
 
 from __future__ import annotations
 
+import getpass
 import os
 import signal
 import socket
@@ -18,8 +19,8 @@ from fastapi.testclient import TestClient
 
 from spark_trainer.app import create_app
 from spark_trainer.context import AppContext
-from spark_trainer.jobs.states import change_status
 from spark_trainer.models import Job, JobStatus
+from spark_trainer.runtime.states import change_status
 from spark_trainer.settings import Settings
 from tests.conftest import PASSWORD, Account
 from tests.jobs.helpers import FINAL, blocker, wait_until
@@ -40,6 +41,7 @@ class Server:
             SPARKTRAINER_DATA_DIR=str(self.data_dir),
             SPARKTRAINER_ADMIN_PASSWORD=PASSWORD,
             SPARKTRAINER_GPUS="4",
+            SPARKTRAINER_JOB_USER=getpass.getuser(),
         )
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "spark_trainer", "serve", "--port", str(port)],

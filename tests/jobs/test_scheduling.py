@@ -13,7 +13,7 @@ from spark_trainer.app import create_app
 from spark_trainer.context import AppContext
 from spark_trainer.settings import Settings
 from tests.conftest import Account
-from tests.jobs.helpers import FINAL, blocker, get, submit, wait_for
+from tests.jobs.helpers import FINAL, blocker, get, submit, wait_for, wait_until
 
 
 def _started_order(client: TestClient, headers: dict[str, str], ids: list[str]) -> list[str]:
@@ -56,6 +56,14 @@ def test_gang_allocation_never_shares_a_gpu(
     assert sorted(a["gpus"] + b["gpus"]) == [0, 1, 2, 3]
 
     single = submit(client, alice.headers, command="true", gpu_count=1)
+    # Once the scheduler has considered it (its reason says so), it is still waiting.
+    wait_until(
+        lambda: (
+            "the largest free block is 0"
+            in get(client, alice.headers, single["id"])["pending_reason"]
+        ),
+        what="the scheduler to consider the single-GPU job",
+    )
     assert get(client, alice.headers, single["id"])["status"] == "pending"
     release.touch()
     done = wait_for(client, alice.headers, single["id"], FINAL)
@@ -103,10 +111,13 @@ def test_a_stream_of_small_jobs_does_not_starve_a_large_one(
     large = submit(client, alice.headers, command="true", gpu_count=4)
     # More small jobs keep arriving; a GPU is free, but it is reserved for the large job.
     late = [submit(client, alice.headers, command="true", gpu_count=1) for _ in range(3)]
-    waiting = wait_for(client, alice.headers, late[0]["id"], {"pending", "running"})
+    wait_until(
+        lambda: "is reserved for" in get(client, alice.headers, late[0]["id"])["pending_reason"],
+        what="the scheduler to consider the late jobs",
+    )
+    waiting = get(client, alice.headers, late[0]["id"])
     assert waiting["status"] == "pending"
-    reason = get(client, alice.headers, late[0]["id"])["pending_reason"]
-    assert f"is reserved for {large['id']}" in reason, reason
+    assert f"is reserved for {large['id']}" in waiting["pending_reason"], waiting
     for release in releases:
         release.touch()
     large_done = wait_for(client, alice.headers, large["id"], FINAL)

@@ -6,9 +6,11 @@ are called from the engine's threads; implementations must be thread-safe.
 
 Contract:
 
-- :meth:`Executor.launch` starts the process and returns once it exists (its pid known),
-  or raises :class:`LaunchError` if it could not be started. The command runs in its own
-  process group, so that cancel and timeout reach every process it spawned.
+- :meth:`Executor.launch` starts the process and returns a :class:`Handle` once it
+  exists, or raises :class:`LaunchError` if it could not be started (the engine treats
+  any other exception from ``launch`` the same way). The handle is opaque to the engine:
+  it is stored with the job (JSON) and given back to :meth:`Executor.adopt`. The command
+  runs in its own process group, so that cancel and timeout reach every process it spawned.
 - When the process ends, for whatever reason, the executor calls the ``on_exit`` callback
   given at construction exactly once for that job, from any thread.
 - :meth:`Executor.terminate` asks a running job to stop: SIGTERM to its process group,
@@ -24,8 +26,9 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,13 +39,27 @@ class LaunchSpec:
     working_dir: Path
     job_dir: Path
     timeout_seconds: int | None
+    # The OS user and group to run as (None: the server's own).
+    uid: int | None = None
+    gid: int | None = None
+    # The interpreter for the local executor's stdlib-only shim (None: the server's).
+    shim_python: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
-class ProcessHandle:
-    pid: int
-    # Seconds since the epoch, as psutil reports it; guards against pid reuse.
-    started_at: float
+class Handle:
+    """Where a job's process is, in the executor's own terms (local: pid and start time;
+    a remote executor: a task id). ``data`` must be JSON-serialisable."""
+
+    executor: str
+    data: Mapping[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"executor": self.executor, "data": dict(self.data)}
+
+    @classmethod
+    def from_json(cls, value: Mapping[str, Any]) -> Handle:
+        return cls(executor=str(value["executor"]), data=dict(value.get("data") or {}))
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,20 +81,20 @@ class LaunchError(Exception):
 
 
 class Executor(ABC):
+    name: str
+
     def __init__(self, on_exit: ExitCallback) -> None:
         self.on_exit = on_exit
 
     @abstractmethod
-    def launch(self, spec: LaunchSpec) -> ProcessHandle: ...
+    def launch(self, spec: LaunchSpec) -> Handle: ...
 
     @abstractmethod
     def terminate(self, job_id: str, grace_seconds: float) -> bool:
         """Starts stopping the job; False if this executor is not running it."""
 
     @abstractmethod
-    def adopt(
-        self, job_id: str, handle: ProcessHandle, job_dir: Path, timeout_at: float | None
-    ) -> bool:
+    def adopt(self, job_id: str, handle: Handle, job_dir: Path, timeout_at: float | None) -> bool:
         """Supervises a surviving process again. False if it was gone (already reported)."""
 
     @abstractmethod

@@ -20,9 +20,9 @@ from spark_trainer.executor.base import (
     Executor,
     ExitCallback,
     ExitReport,
+    Handle,
     LaunchError,
     LaunchSpec,
-    ProcessHandle,
 )
 
 logger = logging.getLogger(__name__)
@@ -41,9 +41,13 @@ class _Supervised:
     terminated: bool = False
     timed_out: bool = False
     timers: list[threading.Timer] = field(default_factory=list)
+    # When a stop (SIGTERM) was sent: the group may use the grace period until then.
+    kill_at: float | None = None
 
 
 class LocalExecutor(Executor):
+    name = "local"
+
     def __init__(self, on_exit: ExitCallback, *, kill_grace_seconds: float = 10.0) -> None:
         super().__init__(on_exit)
         self.kill_grace_seconds = kill_grace_seconds
@@ -51,7 +55,7 @@ class LocalExecutor(Executor):
         self._jobs: dict[str, _Supervised] = {}
         self._closed = False
 
-    def launch(self, spec: LaunchSpec) -> ProcessHandle:
+    def launch(self, spec: LaunchSpec) -> Handle:
         spec.job_dir.mkdir(parents=True, exist_ok=True)
         exit_file = spec.job_dir / EXIT_FILE
         exit_file.unlink(missing_ok=True)
@@ -61,7 +65,17 @@ class LocalExecutor(Executor):
                 (spec.job_dir / STDERR_FILE).open("ab") as stderr,
             ):
                 proc = subprocess.Popen(
-                    [sys.executable, "-I", "-S", str(SHIM), str(exit_file), spec.command],
+                    [
+                        spec.shim_python or sys.executable,
+                        "-I",
+                        "-S",
+                        str(SHIM),
+                        str(exit_file),
+                        spec.command,
+                    ],
+                    user=spec.uid,
+                    group=spec.gid,
+                    extra_groups=[] if spec.uid is not None else None,
                     cwd=spec.working_dir,
                     env=dict(spec.environment),
                     stdin=subprocess.DEVNULL,
@@ -72,6 +86,9 @@ class LocalExecutor(Executor):
                 )
         except OSError as exc:
             raise LaunchError(f"could not start the command: {exc.strerror or exc}") from exc
+        except (ValueError, TypeError) as exc:
+            # Popen's own checks, such as a NUL byte in the command or the environment.
+            raise LaunchError(f"could not start the command: {exc}") from exc
         try:
             started_at = psutil.Process(proc.pid).create_time()
         except psutil.Error:
@@ -87,16 +104,19 @@ class LocalExecutor(Executor):
             name=f"wait-{spec.job_id}",
             daemon=True,
         ).start()
-        return ProcessHandle(pid=proc.pid, started_at=started_at)
+        # The start time guards against pid reuse when the process is adopted later.
+        return Handle(self.name, {"pid": proc.pid, "started_at": started_at})
 
-    def adopt(
-        self, job_id: str, handle: ProcessHandle, job_dir: Path, timeout_at: float | None
-    ) -> bool:
-        supervised = _Supervised(job_id, handle.pid, job_dir)
+    def adopt(self, job_id: str, handle: Handle, job_dir: Path, timeout_at: float | None) -> bool:
+        with self._lock:
+            if job_id in self._jobs:
+                return True
+        pid, started_at = int(handle.data["pid"]), float(handle.data["started_at"])
+        supervised = _Supervised(job_id, pid, job_dir)
         try:
-            process = psutil.Process(handle.pid)
+            process = psutil.Process(pid)
             alive = (
-                abs(process.create_time() - handle.started_at) < 1.0
+                abs(process.create_time() - started_at) < 1.0
                 and process.status() != psutil.STATUS_ZOMBIE
             )
         except psutil.Error:
@@ -151,6 +171,7 @@ class LocalExecutor(Executor):
         self._stop(supervised, self.kill_grace_seconds)
 
     def _stop(self, supervised: _Supervised, grace_seconds: float) -> None:
+        supervised.kill_at = time.monotonic() + grace_seconds
         _signal_group(supervised.pgid, signal.SIGTERM)
         timer = threading.Timer(
             grace_seconds, _signal_group, args=(supervised.pgid, signal.SIGKILL)
@@ -178,6 +199,11 @@ class LocalExecutor(Executor):
     def _finish(
         self, supervised: _Supervised, shim_returncode: int | None, *, kill_group: bool = True
     ) -> None:
+        if kill_group and supervised.kill_at is not None:
+            # SIGTERM also ends `sh -c` at once (dash does not exec the command), which
+            # would end the job before a command that traps SIGTERM has saved its
+            # checkpoint: the rest of the group keeps its grace period.
+            _wait_group_gone(supervised.pgid, supervised.kill_at)
         for timer in supervised.timers:
             timer.cancel()
         if kill_group:
@@ -193,6 +219,15 @@ class LocalExecutor(Executor):
             self.on_exit(report)
         except Exception:
             logger.exception("recording a job's exit failed", extra={"job_id": report.job_id})
+
+
+def _wait_group_gone(pgid: int, deadline: float) -> None:
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pgid, 0)
+        except (ProcessLookupError, PermissionError):
+            return
+        time.sleep(0.05)
 
 
 def _signal_group(pgid: int, sig: signal.Signals) -> None:

@@ -5,8 +5,8 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from spark_trainer.deps import Context, CurrentUser, DbSession
+from spark_trainer.gpus.repository import GpuAllocationRepository
 from spark_trainer.gpus.schemas import GpuRead, SystemMetricsRead, gpu_rows
-from spark_trainer.jobs.repository import JobRepository
 from spark_trainer.system.metrics import system_snapshot
 
 router = APIRouter(tags=["gpus"])
@@ -19,7 +19,7 @@ def list_gpus(user: CurrentUser, ctx: Context, session: DbSession) -> list[GpuRe
     # Which job holds a GPU is shown to that job's owner (and admins); others see it taken.
     holders = {
         gpu: job_id if user.is_admin or owner_id == user.id else None
-        for gpu, (job_id, owner_id) in JobRepository(session).gpu_holders(node).items()
+        for gpu, (job_id, owner_id) in GpuAllocationRepository(session).holders(node).items()
     }
     return gpu_rows(ctx.gpu_inventory, node, holders)
 

@@ -22,7 +22,6 @@ from spark_trainer.deps import (
 )
 from spark_trainer.errors import BadRequest, ServiceUnavailable
 from spark_trainer.jobs import service
-from spark_trainer.jobs.engine import JOB_TOKEN_PREFIX
 from spark_trainer.jobs.schemas import (
     JobCreate,
     JobDetail,
@@ -36,6 +35,7 @@ from spark_trainer.kit.schemas import Page
 from spark_trainer.metrics import store
 from spark_trainer.metrics.pipeline import InvalidPoint, parse_point
 from spark_trainer.models import Job, JobStatus
+from spark_trainer.runtime.jobfiles import JOB_TOKEN_PREFIX
 
 router = APIRouter(prefix="/api/jobs", tags=["jobs"])
 

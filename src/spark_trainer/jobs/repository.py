@@ -15,6 +15,13 @@ class JobRepository:
     def get(self, job_id: str) -> Job | None:
         return self.session.get(Job, job_id)
 
+    def running_with_token(self, token_digest: str) -> Job | None:
+        return self.session.scalar(
+            select(Job).where(
+                Job.ingest_token_digest == token_digest, Job.status == JobStatus.RUNNING
+            )
+        )
+
     def add(self, job: Job) -> Job:
         self.session.add(job)
         self.session.flush()
@@ -38,15 +45,6 @@ class JobRepository:
         return self.session.scalars(
             select(JobEvent).where(JobEvent.job_id == job_id).order_by(JobEvent.id)
         ).all()
-
-    def gpu_holders(self, node: str) -> dict[int, tuple[str, str]]:
-        """GPU index → (job id, owner id) for the running jobs on ``node``."""
-        rows = self.session.execute(
-            select(Job.id, Job.owner_id, Job.gpus).where(
-                Job.status == JobStatus.RUNNING, Job.node == node
-            )
-        ).all()
-        return {gpu: (row.id, row.owner_id) for row in rows for gpu in row.gpus}
 
     def ahead_in_queue(self, job: Job) -> int:
         """Pending jobs the scheduler considers before this one."""

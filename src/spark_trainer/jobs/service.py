@@ -5,7 +5,7 @@ from __future__ import annotations
 import hmac
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import BinaryIO, Literal
+from typing import Any, BinaryIO, Literal
 
 from sqlalchemy.orm import Session
 
@@ -15,19 +15,32 @@ from spark_trainer.executor.local import STDERR_FILE, STDOUT_FILE
 from spark_trainer.experiments import service as experiments
 from spark_trainer.identity import service as identity
 from spark_trainer.identity.tokens import api_key_digest
-from spark_trainer.jobs.engine import JOB_TOKEN_PREFIX, JobEngine
 from spark_trainer.jobs.repository import JobRepository
 from spark_trainer.jobs.schemas import JobCreate, JobDetail, JobEventRead, JobRead
 from spark_trainer.kit.ids import IdPrefix, new_id
-from spark_trainer.models import Job, JobStatus, User
+from spark_trainer.models import Job, JobKind, JobStatus, User
+from spark_trainer.runtime.engine import JobEngine
+from spark_trainer.runtime.jobfiles import JOB_TOKEN_PREFIX
 
 LogStream = Literal["stdout", "stderr"]
 # How long a cancel request waits for a running job to exit before answering.
 CANCEL_WAIT_SECONDS = 5.0
 
 
-def submit(session: Session, engine: JobEngine, user: User, data: JobCreate) -> Job:
-    largest = max(engine.capacity().values(), default=0)
+def submit(
+    session: Session,
+    engine: JobEngine,
+    user: User,
+    data: JobCreate,
+    *,
+    kind: str = JobKind.TRAINING,
+    parent_id: str | None = None,
+    params: dict[str, Any] | None = None,
+) -> Job:
+    """Queues a job. Domain services pass ``kind`` (``trial``, ``replica``,
+    ``evaluation``), ``parent_id`` (their study, deployment or evaluation) and ``params``;
+    the job's end reaches their handler through ``runtime.events``."""
+    largest = engine.capacity()
     if data.gpu_count > largest:
         hint = (
             " (no GPUs were found on this machine; set SPARKTRAINER_GPUS=4 for a virtual "
@@ -65,9 +78,12 @@ def submit(session: Session, engine: JobEngine, user: User, data: JobCreate) -> 
             working_dir=data.working_dir,
             status=JobStatus.PENDING,
             gpus=[],
+            kind=kind,
+            parent_id=parent_id,
+            params=params,
         )
     )
-    after_commit(session, engine.wake)
+    after_commit(session, engine.wake_scheduler)
     return job
 
 
@@ -113,8 +129,11 @@ def list_jobs(
 def cancel(session: Session, engine: JobEngine, user: User, job_id: str) -> Job:
     """Cancels a pending job at once; stops a running one and waits a little for it.
 
-    The request's session only reads here: the engine makes every status change in its own
-    compare-and-set transaction, because the scheduler may be acting on the same job.
+    Works through any API process: the request is recorded in the database and delivered
+    to the process supervising the job. The request's session only reads here: the engine
+    makes every status change in its own compare-and-set transaction, because the
+    scheduler may be acting on the same job. While waiting for the process, the request
+    holds no pooled connection (its read transaction ends first).
     """
     job = get_owned(session, user, job_id)
     if JobStatus(job.status).is_final:
@@ -124,7 +143,8 @@ def cancel(session: Session, engine: JobEngine, user: User, job_id: str) -> Job:
         session.refresh(job)
     if job.status == JobStatus.RUNNING:
         engine.cancel_running(job_id)
-        engine.wait_finished(job_id, CANCEL_WAIT_SECONDS)
+        session.commit()  # returns the connection to the pool; nothing was written
+        engine.wait_ended(job_id, CANCEL_WAIT_SECONDS)
         session.refresh(job)
     return job
 
@@ -204,6 +224,15 @@ def check_job_token(job: Job, credential: str) -> None:
         or not hmac.compare_digest(digest, api_key_digest(credential))
     ):
         raise Unauthorized("Invalid job token")
+
+
+def job_token_owner(session: Session, credential: str) -> User:
+    """The (active) owner of the running job whose own token ``credential`` is."""
+    job = JobRepository(session).running_with_token(api_key_digest(credential))
+    owner = session.get(User, job.owner_id) if job is not None else None
+    if owner is None or not owner.is_active:
+        raise Unauthorized("Invalid job token")
+    return owner
 
 
 def ensure_running(job: Job) -> None:

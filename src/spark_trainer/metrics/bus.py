@@ -12,7 +12,8 @@ import json
 import logging
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import redis
 
@@ -22,11 +23,28 @@ from spark_trainer.metrics.hub import StreamHub
 logger = logging.getLogger(__name__)
 
 CHANNEL_PREFIX = "sparktrainer:jobs:"
+# Engine to engine: cancel requests and scheduler wake-ups (shortcuts only: every engine
+# also finds the same work in the database on its next pass).
+CONTROL_CHANNEL = "sparktrainer:control"
+
+ControlHandler = Callable[[dict[str, Any]], None]
 
 
 class EventBus(ABC):
     def __init__(self, hub: StreamHub) -> None:
         self.hub = hub
+        self.on_control: ControlHandler | None = None
+
+    @abstractmethod
+    def publish_control(self, message: dict[str, Any]) -> None:
+        """Sends a message to every API process's engine (this one's included)."""
+
+    def _control(self, message: dict[str, Any]) -> None:
+        if self.on_control is not None:
+            try:
+                self.on_control(message)
+            except Exception:
+                logger.exception("handling a control message failed")
 
     @abstractmethod
     def publish(self, job_id: str, frames: Sequence[Frame]) -> None:
@@ -50,6 +68,9 @@ class EventBus(ABC):
 
 
 class LocalBus(EventBus):
+    def publish_control(self, message: dict[str, Any]) -> None:
+        self._control(message)
+
     def publish(self, job_id: str, frames: Sequence[Frame]) -> None:
         self.hub.publish(job_id, frames)
 
@@ -100,6 +121,9 @@ class RedisBus(EventBus):
         self._down = False
         return True
 
+    def publish_control(self, message: dict[str, Any]) -> None:
+        self.client.publish(CONTROL_CHANNEL, json.dumps(message))
+
     def start(self) -> None:
         self._thread = threading.Thread(target=self._listen, name="redis-bus", daemon=True)
         self._thread.start()
@@ -112,6 +136,7 @@ class RedisBus(EventBus):
                     # (Re)subscribing here, not in start(): an API process must come up,
                     # and report not ready, while Redis is down.
                     self._pubsub.psubscribe(CHANNEL_PREFIX + "*")
+                    self._pubsub.subscribe(CONTROL_CHANNEL)
                     subscribed = True
                 message = self._pubsub.get_message(timeout=1.0)
             except redis.RedisError as exc:
@@ -121,6 +146,9 @@ class RedisBus(EventBus):
                 self._down = True
                 subscribed = False
                 self._stopping.wait(1.0)
+                continue
+            if message is not None and message.get("type") == "message":
+                self._control(json.loads(message["data"]))
                 continue
             if message is None or message.get("type") != "pmessage":
                 continue

@@ -7,7 +7,19 @@ seconds in one transaction, together with each job's progress (last seq and, for
 ingestion, the byte offset read), so that after a restart ingestion resumes exactly where
 the database says it stopped: nothing lost, nothing stored twice.
 
-Numbering is per job and kept by the process that runs the job (embedded mode: this one).
+Numbering never collides between writers: each process reserves blocks of sequence
+numbers for a job from the database (``jobs.metrics_seq_reserved``, one atomic update per
+``SEQ_BLOCK`` points), so a metrics POST served by one API process and the file tailer of
+another number their points apart. (Within a block, numbers follow ingestion order; two
+writers for one job interleave by block.)
+
+Storage is isolated per job: a batch that fails is retried ``MAX_ATTEMPTS`` times with
+backoff; then it is written job by job, and a job whose rows still fail (while the
+database answers) has them stored point by point, the points that cannot be stored set
+aside (logged with the job id, counted in :attr:`MetricsPipeline.rejected_points`), so
+every other job's points keep flowing. While the database itself is down nothing is
+dropped; memory stays bounded because :meth:`MetricsPipeline.ingest` refuses points
+(:class:`PipelineFull`) beyond ``max_pending_rows``, which the file tailer re-reads later.
 """
 
 from __future__ import annotations
@@ -22,8 +34,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, case, select, text, update
 
+from spark_trainer.errors import ServiceUnavailable
 from spark_trainer.metrics import rules, store
 from spark_trainer.metrics.bus import EventBus
 from spark_trainer.metrics.frames import Frame, encode_message
@@ -32,10 +45,19 @@ from spark_trainer.models import Job, MetricPoint
 logger = logging.getLogger(__name__)
 
 MAX_READ_BYTES = 4 * 1024 * 1024
+SEQ_BLOCK = 1000
+MAX_ATTEMPTS = 3
+RETRY_BACKOFF_SECONDS = (0.2, 1.0, 3.0)
+MAX_PENDING_ROWS = 200_000
 
 
 class InvalidPoint(ValueError):
     pass
+
+
+class PipelineFull(ServiceUnavailable):
+    def __init__(self) -> None:
+        super().__init__("Metric storage is behind; retry shortly")
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +88,8 @@ def parse_point(raw: Mapping[str, Any], *, now: float) -> Point:
 @dataclass(slots=True)
 class _JobCursor:
     seq: int
+    # The last number of the block this process holds.
+    reserved: int
     step: int
     offset: int
 
@@ -78,12 +102,16 @@ class MetricsPipeline:
         *,
         flush_interval: float = 0.05,
         extra_values: Callable[[str], Mapping[str, float]] | None = None,
+        max_pending_rows: int = MAX_PENDING_ROWS,
     ) -> None:
         self.engine = engine
         self.bus = bus
         self.flush_interval = flush_interval
         # Values the platform adds to every point of a job (gpu_util), by job id.
         self.extra_values = extra_values
+        self.max_pending_rows = max_pending_rows
+        # Points that could not be stored and were set aside, since start.
+        self.rejected_points = 0
         self._lock = threading.Lock()
         self._cursors: dict[str, _JobCursor] = {}
         self._pending_rows: list[dict[str, Any]] = []
@@ -99,9 +127,17 @@ class MetricsPipeline:
     def ingest(
         self, job_id: str, points: Sequence[Point], *, offset: int | None = None
     ) -> list[Frame]:
-        """Numbers, publishes and queues points for storage. Thread-safe."""
+        """Numbers, publishes and queues points for storage. Thread-safe.
+
+        Raises :class:`PipelineFull` (nothing queued) while storage is too far behind.
+        """
         with self._lock:
+            if points and len(self._pending_rows) >= self.max_pending_rows:
+                raise PipelineFull
             cursor = self._cursor(job_id)
+            if cursor.seq + len(points) > cursor.reserved:
+                start, cursor.reserved = self._reserve(job_id, len(points))
+                cursor.seq = start - 1
             extra = self.extra_values(job_id) if self.extra_values else {}
             frames: list[Frame] = []
             for point in points:
@@ -146,12 +182,31 @@ class MetricsPipeline:
                     .order_by(MetricPoint.seq.desc())
                     .limit(1)
                 ).scalar()
+            # No block held yet: the first ingest reserves one.
             cursor = self._cursors[job_id] = _JobCursor(
                 seq=row.metrics_seq,
+                reserved=row.metrics_seq,
                 step=-1 if last_step is None else last_step,
                 offset=row.metrics_offset,
             )
         return cursor
+
+    def _reserve(self, job_id: str, needed: int) -> tuple[int, int]:
+        """Takes the next block of sequence numbers for a job: (first, last)."""
+        size = max(SEQ_BLOCK, needed)
+        # Rows from before blocks existed have only metrics_seq: start above it.
+        base = case(
+            (Job.metrics_seq_reserved < Job.metrics_seq, Job.metrics_seq),
+            else_=Job.metrics_seq_reserved,
+        )
+        with self.engine.begin() as conn:
+            last = conn.execute(
+                update(Job)
+                .where(Job.id == job_id)
+                .values(metrics_seq_reserved=base + size)
+                .returning(Job.metrics_seq_reserved)
+            ).scalar_one()
+        return last - size + 1, last
 
     def forget(self, job_id: str) -> None:
         """Drops a finished job's cursor once its points are stored."""
@@ -173,16 +228,25 @@ class MetricsPipeline:
         self.flush()
 
     def _run(self) -> None:
+        failures = 0
         while not self._stopping.is_set():
             self._wake.wait()
             # Let a burst accumulate so it is stored in one transaction.
             self._stopping.wait(self.flush_interval)
             self._wake.clear()
             try:
-                self.flush()
-            except Exception:
-                logger.exception("storing metric points failed; retrying")
-                self._stopping.wait(1.0)
+                if failures >= MAX_ATTEMPTS:
+                    self.flush_isolated()
+                else:
+                    self.flush()
+                failures = 0
+            except Exception as exc:
+                failures += 1
+                logger.warning(
+                    "storing metric points failed (attempt %d): %s", failures, str(exc)[:300]
+                )
+                backoff = RETRY_BACKOFF_SECONDS[min(failures, len(RETRY_BACKOFF_SECONDS)) - 1]
+                self._stopping.wait(backoff)
                 self._wake.set()
 
     def flush(self) -> None:
@@ -191,9 +255,7 @@ class MetricsPipeline:
             self._flush()
 
     def _flush(self) -> None:
-        with self._lock:
-            rows, self._pending_rows = self._pending_rows, []
-            progress, self._pending_progress = self._pending_progress, {}
+        rows, progress = self._take()
         if not rows and not progress:
             return
         try:
@@ -202,12 +264,84 @@ class MetricsPipeline:
                     conn, rows, [(job, seq, off) for job, (seq, off) in progress.items()]
                 )
         except Exception:
-            with self._lock:
-                # Put the batch back in front, so a retry keeps the order.
-                self._pending_rows[:0] = rows
-                for job_id, value in progress.items():
-                    self._pending_progress.setdefault(job_id, value)
+            self._put_back(rows, progress)
             raise
+
+    def _take(self) -> tuple[list[dict[str, Any]], dict[str, tuple[int, int | None]]]:
+        with self._lock:
+            rows, self._pending_rows = self._pending_rows, []
+            progress, self._pending_progress = self._pending_progress, {}
+        return rows, progress
+
+    def _put_back(
+        self, rows: list[dict[str, Any]], progress: dict[str, tuple[int, int | None]]
+    ) -> None:
+        with self._lock:
+            # In front, so a retry keeps the order.
+            self._pending_rows[:0] = rows
+            for job_id, value in progress.items():
+                self._pending_progress.setdefault(job_id, value)
+
+    def flush_isolated(self) -> None:
+        """Stores what is queued job by job, setting aside points that cannot be stored.
+
+        Raises (keeping everything queued) when the database itself does not answer.
+        """
+        with self._flush_lock:
+            rows, progress = self._take()
+            by_job: dict[str, list[dict[str, Any]]] = {}
+            for row in rows:
+                by_job.setdefault(row["job_id"], []).append(row)
+            jobs = list(dict.fromkeys([*by_job, *progress]))
+            for index, job_id in enumerate(jobs):
+                job_rows = by_job.get(job_id, [])
+                job_progress = [(job_id, *progress[job_id])] if job_id in progress else []
+                try:
+                    with self.engine.begin() as conn:
+                        store.write_batch(conn, job_rows, job_progress)
+                    continue
+                except Exception:
+                    if not self._database_answers():
+                        rest = jobs[index:]
+                        self._put_back(
+                            [r for j in rest for r in by_job.get(j, [])],
+                            {j: progress[j] for j in rest if j in progress},
+                        )
+                        raise
+                self._store_point_by_point(job_id, job_rows, job_progress)
+
+    def _store_point_by_point(
+        self,
+        job_id: str,
+        rows: list[dict[str, Any]],
+        progress: list[tuple[str, int, int | None]],
+    ) -> None:
+        points: dict[int, list[dict[str, Any]]] = {}
+        for row in rows:
+            points.setdefault(row["seq"], []).append(row)
+        for seq, point_rows in points.items():
+            try:
+                with self.engine.begin() as conn:
+                    store.write_batch(conn, point_rows, [])
+            except Exception as exc:
+                self.rejected_points += 1
+                logger.error(
+                    "metric point set aside: it cannot be stored",
+                    extra={"job_id": job_id, "seq": seq, "error": str(exc)[:500]},
+                )
+        try:
+            with self.engine.begin() as conn:
+                store.write_batch(conn, [], progress)
+        except Exception:
+            logger.exception("recording metrics progress failed", extra={"job_id": job_id})
+
+    def _database_answers(self) -> bool:
+        try:
+            with self.engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+        except Exception:
+            return False
+        return True
 
 
 class FileTailer:
@@ -304,5 +438,8 @@ class FileTailer:
                 logger.warning(
                     "skipping a malformed metrics line", extra={"job_id": job_id, "error": str(exc)}
                 )
-        self.pipeline.ingest(job_id, points, offset=offset + end + 1)
+        try:
+            self.pipeline.ingest(job_id, points, offset=offset + end + 1)
+        except PipelineFull:
+            return 0  # nothing was taken: these lines are read again later
         return end + 1

@@ -2,8 +2,20 @@
 
 from spark_trainer.models.base import Base
 from spark_trainer.models.dataset import Dataset, DatasetFormat, DatasetVersion
+from spark_trainer.models.evaluation import Benchmark, Evaluation
 from spark_trainer.models.experiment import Experiment, MetricSummary
-from spark_trainer.models.job import FINAL_STATUSES, Job, JobEvent, JobStatus, MetricPoint
+from spark_trainer.models.job import (
+    FINAL_STATUSES,
+    GpuAllocation,
+    Job,
+    JobEvent,
+    JobKind,
+    JobOutbox,
+    JobOutboxDelivery,
+    JobStatus,
+    MetricPoint,
+)
+from spark_trainer.models.node import Lease, Node, NodeState
 from spark_trainer.models.registry import ModelFile, ModelTag, ModelVersion
 from spark_trainer.models.user import ApiKey, RefreshToken, Role, Tier, User
 
@@ -11,18 +23,27 @@ __all__ = [
     "FINAL_STATUSES",
     "ApiKey",
     "Base",
+    "Benchmark",
     "Dataset",
     "DatasetFormat",
     "DatasetVersion",
+    "Evaluation",
     "Experiment",
+    "GpuAllocation",
     "Job",
     "JobEvent",
+    "JobKind",
+    "JobOutbox",
+    "JobOutboxDelivery",
     "JobStatus",
+    "Lease",
     "MetricPoint",
     "MetricSummary",
     "ModelFile",
     "ModelTag",
     "ModelVersion",
+    "Node",
+    "NodeState",
     "RefreshToken",
     "Role",
     "Tier",

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
+from typing import Any
 
 from sqlalchemy import JSON, BigInteger, Float, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
@@ -22,6 +23,15 @@ class JobStatus(StrEnum):
 
 
 FINAL_STATUSES = frozenset({JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED})
+
+
+class JobKind(StrEnum):
+    """What a job is for; the domain that submitted it reads its end events by kind."""
+
+    TRAINING = "training"
+    TRIAL = "trial"
+    REPLICA = "replica"
+    EVALUATION = "evaluation"
 
 
 class Job(TimestampMixin, Base):
@@ -49,6 +59,10 @@ class Job(TimestampMixin, Base):
     )
     # The name the job's output is registered under when it completes; default: its name.
     model_name: Mapped[str | None] = mapped_column(String(200), default=None)
+    kind: Mapped[str] = mapped_column(String(32), default=JobKind.TRAINING)
+    # The study, deployment or evaluation the job belongs to (no foreign key: any of them).
+    parent_id: Mapped[str | None] = mapped_column(String(40), default=None, index=True)
+    params: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
 
     status: Mapped[JobStatus] = mapped_column(String(16), default=JobStatus.PENDING)
     status_reason: Mapped[str | None] = mapped_column(Text, default=None)
@@ -61,15 +75,16 @@ class Job(TimestampMixin, Base):
     node: Mapped[str | None] = mapped_column(String(255), default=None)
     gpus: Mapped[list[int]] = mapped_column(JSON, default=list)
     job_dir: Mapped[str | None] = mapped_column(Text, default=None)
-    pid: Mapped[int | None] = mapped_column(Integer, default=None)
-    # With the pid, tells a live process from an unrelated one that reused its pid.
-    process_started_at: Mapped[float | None] = mapped_column(Float, default=None)
     ingest_token_digest: Mapped[str | None] = mapped_column(String(64), default=None)
+    # What the executor needs to find the job's process again (local: pid and start time).
+    handle: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
 
     # Metrics bookkeeping, committed with the points themselves so ingestion resumes
     # exactly where it stopped after a restart.
     metrics_seq: Mapped[int] = mapped_column(BigInteger, default=0)
     metrics_offset: Mapped[int] = mapped_column(BigInteger, default=0)
+    # The highest sequence number any writer has reserved (see metrics.pipeline).
+    metrics_seq_reserved: Mapped[int] = mapped_column(BigInteger, default=0)
 
 
 class JobEvent(Base):
@@ -98,3 +113,46 @@ class MetricPoint(Base):
     step: Mapped[int] = mapped_column(BigInteger)
     value: Mapped[float] = mapped_column(Float)
     wall_time: Mapped[float] = mapped_column(Float)
+
+
+class GpuAllocation(Base):
+    """One GPU held by one running job. The primary key is the GPU, so the database itself
+    refuses a second holder, whichever process places the job."""
+
+    __tablename__ = "gpu_allocations"
+
+    node: Mapped[str] = mapped_column(String(255), primary_key=True)
+    gpu_index: Mapped[int] = mapped_column(Integer, primary_key=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    allocated_at: Mapped[datetime]
+
+
+class JobOutbox(Base):
+    """A job's end, written in the same transaction as its final status (an outbox), and
+    delivered to every registered handler at least once."""
+
+    __tablename__ = "job_outbox"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    parent_id: Mapped[str | None] = mapped_column(String(40))
+    status: Mapped[str] = mapped_column(String(16))
+    exit_code: Mapped[int | None] = mapped_column(Integer)
+    reason: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime]
+
+
+class JobOutboxDelivery(Base):
+    """Where one handler stands with one outbox event."""
+
+    __tablename__ = "job_outbox_deliveries"
+
+    event_id: Mapped[int] = mapped_column(
+        ForeignKey("job_outbox.id", ondelete="CASCADE"), primary_key=True
+    )
+    handler: Mapped[str] = mapped_column(String(100), primary_key=True)
+    delivered_at: Mapped[datetime | None] = mapped_column(default=None)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str | None] = mapped_column(Text, default=None)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(default=None)

@@ -66,6 +66,19 @@ class ModelRead(Schema):
     created_at: UTCDatetime
 
 
+class EvaluationRef(Schema):
+    id: str
+    benchmark: str
+    status: str = Field(description="completed once results are recorded; see the evaluation.")
+    score_name: str | None = Field(description="accuracy, AP, CIDEr or refusal_rate")
+    score: float | None = Field(description="The headline score of a completed evaluation.")
+    created_at: UTCDatetime
+    finished_at: UTCDatetime | None
+
+
 class ModelDetail(ModelRead):
     files: list[ModelFileRead]
     lineage: Lineage
+    evaluations: list[EvaluationRef] = Field(
+        description="The model's evaluations, newest first (at most 50), with headline scores."
+    )

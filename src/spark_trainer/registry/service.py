@@ -17,11 +17,11 @@ from sqlalchemy.orm import Session
 
 from spark_trainer.errors import BadRequest, Conflict, resource_not_found
 from spark_trainer.identity import service as identity
-from spark_trainer.jobs.engine import OUTPUT_DIR
 from spark_trainer.kit.ids import IdPrefix, new_id
 from spark_trainer.models import (
     Dataset,
     DatasetVersion,
+    Evaluation,
     Experiment,
     Job,
     JobStatus,
@@ -33,6 +33,7 @@ from spark_trainer.models import (
 from spark_trainer.registry.repository import ModelRepository
 from spark_trainer.registry.schemas import (
     DatasetVersionRef,
+    EvaluationRef,
     ExperimentRef,
     JobRef,
     Lineage,
@@ -40,10 +41,13 @@ from spark_trainer.registry.schemas import (
     ModelFileRead,
     ModelRead,
 )
+from spark_trainer.registry.upload import ReceivedModel
+from spark_trainer.runtime.jobfiles import OUTPUT_DIR
 from spark_trainer.storage.base import ArtifactStore
 
 logger = logging.getLogger(__name__)
 
+MODEL_EVALUATIONS_SHOWN = 50
 _NOT_IN_NAME = re.compile(r"[^A-Za-z0-9_.-]+")
 
 
@@ -113,12 +117,34 @@ def register_from_job(
     return repo.add(model)
 
 
+def register_upload(session: Session, user: User, upload: ReceivedModel) -> ModelVersion:
+    """Records files already in the store (see ``upload.py``) as the next version of the
+    caller's model of that name; it has no source job, so no lineage."""
+    repo = ModelRepository(session)
+    name = upload.fields["name"]
+    model = ModelVersion(
+        id=new_id(IdPrefix.MODEL),
+        owner_id=user.id,
+        name=name,
+        version=repo.next_version(user.id, name),
+        description=upload.fields.get("description") or None,
+        metrics={},
+        total_size=sum(info.size for _, info in upload.files),
+        files=[ModelFile(path=rel, size=info.size, hash=info.hash) for rel, info in upload.files],
+    )
+    return repo.add(model)
+
+
 def register_completed_job(session: Session, store: ArtifactStore, job_id: str) -> None:
     """The job engine's completion hook: registers the output of a job that wrote any."""
     job = session.get(Job, job_id)
     if job is None or job.status != JobStatus.COMPLETED or not output_files(job):
         return
     if ModelRepository(session).for_job(job_id) is not None:
+        return
+    # An evaluation's job writes results, not a model. (Job.kind says so directly once
+    # the engine core adds it.)
+    if session.scalar(select(Evaluation.id).where(Evaluation.job_id == job_id)) is not None:
         return
     model = register_from_job(session, store, job)
     logger.info(
@@ -205,4 +231,15 @@ def detail(session: Session, model: ModelVersion) -> ModelDetail:
             else None,
             dataset=dataset_ref,
         ),
+        evaluations=_evaluations(session, model),
     )
+
+
+def _evaluations(session: Session, model: ModelVersion) -> list[EvaluationRef]:
+    rows = session.scalars(
+        select(Evaluation)
+        .where(Evaluation.model_id == model.id)
+        .order_by(Evaluation.created_at.desc(), Evaluation.id.desc())
+        .limit(MODEL_EVALUATIONS_SHOWN)
+    )
+    return [EvaluationRef.model_validate(e) for e in rows]

@@ -16,6 +16,7 @@ import atexit
 import json
 import math
 import os
+import random
 import threading
 import time
 import urllib.error
@@ -55,6 +56,12 @@ class _FileSink(_Sink):
 class _HttpSink(_Sink):
     INTERVAL = 0.5
     MAX_BATCH = 5_000
+    # A batch is tried this many times over connection failures, 429, 502, 503 and 504,
+    # waiting BACKOFF * 2**n seconds (with jitter, or the server's Retry-After, capped).
+    ATTEMPTS = 5
+    BACKOFF = 0.5
+    MAX_WAIT = 10.0
+    RETRY_STATUSES = frozenset({429, 502, 503, 504})
 
     def __init__(self, api_url: str, job_id: str, token: str) -> None:
         self._url = f"{api_url.rstrip('/')}/api/jobs/{job_id}/metrics"
@@ -89,11 +96,31 @@ class _HttpSink(_Sink):
             headers={"Authorization": f"Bearer {self._token}", "Content-Type": "application/json"},
             method="POST",
         )
+        for attempt in range(1, self.ATTEMPTS + 1):
+            retry_after: str | None = None
+            try:
+                with urllib.request.urlopen(request, timeout=10):  # noqa: S310
+                    return
+            except urllib.error.HTTPError as exc:
+                if exc.code not in self.RETRY_STATUSES:
+                    problem: Exception = exc
+                    break
+                problem, retry_after = exc, exc.headers.get("Retry-After")
+            except (urllib.error.URLError, OSError) as exc:
+                problem = exc
+            if attempt < self.ATTEMPTS:
+                time.sleep(self._delay(attempt, retry_after))
+        warnings.warn(f"sparktrainer: {len(points)} metric points lost: {problem}", stacklevel=2)
+
+    def _delay(self, attempt: int, retry_after: str | None) -> float:
         try:
-            with urllib.request.urlopen(request, timeout=10):  # noqa: S310
-                pass
-        except (urllib.error.URLError, OSError) as exc:
-            warnings.warn(f"sparktrainer: {len(points)} metric points lost: {exc}", stacklevel=2)
+            asked = float(retry_after) if retry_after else None
+        except ValueError:
+            asked = None
+        if asked is not None:
+            return min(self.MAX_WAIT, max(0.0, asked))
+        backoff = min(self.MAX_WAIT, self.BACKOFF * 2.0 ** (attempt - 1))
+        return backoff / 2 + random.uniform(0, backoff / 2)  # noqa: S311 - jitter
 
 
 class _NullSink(_Sink):

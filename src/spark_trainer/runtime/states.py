@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import update
+from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
 from spark_trainer.kit.time import utcnow
-from spark_trainer.models import Job, JobEvent, JobStatus
+from spark_trainer.models import GpuAllocation, Job, JobEvent, JobOutbox, JobStatus
 
 ALLOWED: dict[JobStatus, frozenset[JobStatus]] = {
     JobStatus.PENDING: frozenset({JobStatus.RUNNING, JobStatus.CANCELLED, JobStatus.FAILED}),
@@ -36,6 +37,12 @@ def change_status(
     A compare-and-set: it changes nothing and returns False when the job is no longer in
     ``expected`` (say, cancelled by a user while the scheduler was starting it), so two
     actors can never both win a transition.
+
+    GPU allocations follow the status in the same transaction: moving to ``running`` with
+    ``node`` and ``gpus`` inserts one row per GPU (a GPU already held makes the flush
+    raise ``IntegrityError``, so the caller's transaction must roll back); leaving
+    ``running`` deletes them. A final status also writes the job's end to the outbox, so
+    no end is ever committed without its event (``runtime.events`` delivers it).
     """
     if to not in ALLOWED[expected]:
         raise ValueError(f"no transition {expected} → {to}")
@@ -43,7 +50,7 @@ def change_status(
     if to == JobStatus.RUNNING:
         values.update(started_at=now, pending_reason=None)
     elif to == JobStatus.PENDING:
-        values.update(started_at=None, node=None, gpus=[], pid=None, process_started_at=None)
+        values.update(started_at=None, node=None, gpus=[], handle=None, job_dir=None)
     else:
         values.update(finished_at=now, pending_reason=None)
     if reason is not None or to.is_final:
@@ -57,4 +64,31 @@ def change_status(
     if result.rowcount != 1:  # type: ignore[attr-defined]
         return False
     session.add(JobEvent(job_id=job_id, from_status=expected, to_status=to, reason=reason, at=now))
+    if to == JobStatus.RUNNING and values.get("gpus"):
+        session.add_all(
+            GpuAllocation(node=values["node"], gpu_index=gpu, job_id=job_id, allocated_at=now)
+            for gpu in values["gpus"]
+        )
+        session.flush()
+    elif expected == JobStatus.RUNNING:
+        free_gpus(session, [job_id])
+    if to.is_final:
+        kind, parent_id = session.execute(
+            select(Job.kind, Job.parent_id).where(Job.id == job_id)
+        ).one()
+        session.add(
+            JobOutbox(
+                job_id=job_id,
+                kind=kind,
+                parent_id=parent_id,
+                status=to,
+                exit_code=values.get("exit_code"),
+                reason=reason,
+                created_at=now,
+            )
+        )
     return True
+
+
+def free_gpus(session: Session, job_ids: Sequence[str]) -> None:
+    session.execute(delete(GpuAllocation).where(GpuAllocation.job_id.in_(job_ids)))

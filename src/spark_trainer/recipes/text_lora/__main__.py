@@ -1,0 +1,5 @@
+import sys
+
+from spark_trainer.recipes.text_lora.main import main
+
+sys.exit(main())

@@ -1,0 +1,128 @@
+"""Where the base model and the dataset come from.
+
+The base model is a local Hugging Face directory, a registered SparkTrainer model
+(``model-…``: its files are fetched through the API with the job's own token, checked
+against their md5 and cached under ``.sparktrainer/models/<id>`` in the working
+directory), or else a hub id that ``from_pretrained`` resolves as usual.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from spark_trainer.recipes.text_lora.config import RecipeConfig
+from spark_trainer.recipes.text_lora.errors import RecipeError
+
+MODEL_ID = re.compile(r"^model-[0-9a-f]{16}$")
+CACHE_DIR = Path(".sparktrainer") / "models"
+_PATH_LIKE = ("/", "./", "../", "~")
+DOWNLOAD_CHUNK = 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class BaseModel:
+    reference: str
+    """What the config named; recorded in the adapter so a loader can find the base."""
+    location: str
+    """What ``from_pretrained`` gets: a local directory or a hub id."""
+    registered_id: str | None
+
+
+def dataset_path(config: RecipeConfig) -> Path:
+    if config.dataset.path:
+        return Path(config.dataset.path).expanduser()
+    from_job = os.environ.get("SPARKTRAINER_DATASET_PATH")
+    if from_job:
+        return Path(from_job)
+    raise RecipeError(
+        "no dataset: set dataset.path in the config, or submit the job with a dataset_id "
+        "(the job then gets SPARKTRAINER_DATASET_PATH)"
+    )
+
+
+def resolve_base_model(config: RecipeConfig) -> BaseModel:
+    name = config.base_model
+    if MODEL_ID.match(name):
+        return BaseModel(name, str(_fetch_registered(name)), name)
+    local = Path(name).expanduser()
+    if local.exists():
+        if not (local / "config.json").is_file():
+            raise RecipeError(
+                f"base model '{name}' is not a Hugging Face model directory (it has no config.json)"
+            )
+        return BaseModel(name, str(local), None)
+    if name.startswith(_PATH_LIKE) or name.count("/") > 1:
+        raise RecipeError(f"base model directory '{name}' not found (in {Path.cwd()})")
+    return BaseModel(name, name, None)
+
+
+def _api() -> tuple[str, dict[str, str]]:
+    url = os.environ.get("SPARKTRAINER_API_URL")
+    token = os.environ.get("SPARKTRAINER_JOB_TOKEN")
+    if not url or not token:
+        raise RecipeError(
+            "a registered model (model-…) is fetched through the SparkTrainer API, which "
+            "needs SPARKTRAINER_API_URL and SPARKTRAINER_JOB_TOKEN: run the recipe as a job"
+        )
+    return url.rstrip("/"), {"Authorization": f"Bearer {token}"}
+
+
+def _fetch_registered(model_id: str) -> Path:
+    target = Path.cwd() / CACHE_DIR / model_id
+    if (target / "config.json").is_file():
+        return target  # versions never change once registered, so a cached copy is good
+    import httpx
+
+    url, headers = _api()
+    with httpx.Client(base_url=url, headers=headers, timeout=60.0) as client:
+        response = client.get(f"/api/models/{model_id}")
+        if response.status_code == 404:
+            raise RecipeError(f"base model '{model_id}' not found in the model registry")
+        if response.status_code != 200:
+            raise RecipeError(
+                f"base model '{model_id}': the API answered {response.status_code}: "
+                f"{response.text[:200]}"
+            )
+        files: list[dict[str, Any]] = response.json()["files"]
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{model_id}-", dir=target.parent))
+        try:
+            for entry in files:
+                _download(client, model_id, entry, staging)
+            if not (staging / "config.json").is_file():
+                raise RecipeError(
+                    f"base model '{model_id}' is not a Hugging Face model (no config.json)"
+                )
+            staging.rename(target)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+def _download(client: Any, model_id: str, entry: dict[str, Any], root: Path) -> None:
+    relative = PurePosixPath(entry["path"])
+    if relative.is_absolute() or ".." in relative.parts:
+        raise RecipeError(f"base model '{model_id}': unsafe file path {entry['path']!r}")
+    destination = root.joinpath(*relative.parts)
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    digest = hashlib.md5(usedforsecurity=False)
+    with (
+        client.stream("GET", f"/api/models/{model_id}/files/{relative.as_posix()}") as response,
+        destination.open("wb") as handle,
+    ):
+        if response.status_code != 200:
+            raise RecipeError(
+                f"base model '{model_id}': downloading {relative} answered {response.status_code}"
+            )
+        for chunk in response.iter_bytes(DOWNLOAD_CHUNK):
+            digest.update(chunk)
+            handle.write(chunk)
+    if digest.hexdigest() != entry["hash"]:
+        raise RecipeError(f"base model '{model_id}': {relative} arrived corrupted (md5 mismatch)")

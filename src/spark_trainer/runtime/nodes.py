@@ -1,0 +1,79 @@
+"""This process's node in the ``nodes`` table: registration and heartbeats.
+
+A process whose machine has GPUs registers its node with its inventory and heartbeats
+while it runs; the scheduling leader places jobs on nodes whose heartbeat is fresh, so a
+process without GPUs schedules onto GPUs elsewhere. Submissions are checked against every
+registered node (a node that is down now may come back).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from spark_trainer.gpus.inventory import GpuInventory
+from spark_trainer.kit.time import utcnow
+from spark_trainer.models import Node, NodeState
+
+logger = logging.getLogger(__name__)
+
+
+class NodeHeartbeat:
+    def __init__(
+        self,
+        session_factory: sessionmaker[Session],
+        inventory: GpuInventory,
+        name: str,
+        *,
+        interval: float,
+    ) -> None:
+        self.session_factory = session_factory
+        self.inventory = inventory
+        self.name = name
+        self.interval = interval
+        self._last = 0.0
+
+    @property
+    def runs_jobs(self) -> bool:
+        return bool(self.inventory.devices())
+
+    def beat(self, *, force: bool = False) -> None:
+        """Registers or refreshes the node row, at most every ``interval`` seconds."""
+        if not self.runs_jobs or (not force and time.monotonic() - self._last < self.interval):
+            return
+        devices = self.inventory.devices()
+        gpus = [
+            {"index": d.index, "name": d.name, "uuid": d.uuid, "memory_total": d.memory_total}
+            for d in devices
+        ]
+        with self.session_factory.begin() as session:
+            node = session.get(Node, self.name)
+            if node is None:
+                session.add(
+                    Node(
+                        name=self.name,
+                        gpus=gpus,
+                        gpu_count=len(devices),
+                        state=NodeState.UP,
+                        heartbeat_at=utcnow(),
+                    )
+                )
+            else:
+                node.gpus = gpus
+                node.gpu_count = len(devices)
+                node.state = NodeState.UP
+                node.heartbeat_at = utcnow()
+        self._last = time.monotonic()
+
+    def mark_down(self) -> None:
+        if not self.runs_jobs:
+            return
+        try:
+            with self.session_factory.begin() as session:
+                node = session.get(Node, self.name)
+                if node is not None:
+                    node.state = NodeState.DOWN
+        except Exception:
+            logger.exception("marking the node down failed")

@@ -1,0 +1,72 @@
+"""The runtime's queries: the queue, nodes, allocations, and jobs a node supervises."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+
+from sqlalchemy import Row, func, select
+from sqlalchemy.orm import Session
+
+from spark_trainer.models import GpuAllocation, Job, JobStatus, Node, NodeState
+
+
+class RuntimeRepository:
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def pending_queue(self) -> Sequence[Row[str, int, datetime, int]]:
+        """Pending jobs in queue order (written once, here: see ``scheduler.policy``)."""
+        return self.session.execute(
+            select(Job.id, Job.priority, Job.created_at, Job.gpu_count)
+            .where(Job.status == JobStatus.PENDING)
+            .order_by(Job.priority.desc(), Job.created_at, Job.id)
+        ).all()
+
+    def live_nodes(self, now: datetime, stale_after: float) -> dict[str, list[int]]:
+        """Node name → its GPU indices, for nodes that are up and heartbeating."""
+        rows = self.session.execute(
+            select(Node.name, Node.gpus).where(
+                Node.state == NodeState.UP,
+                Node.heartbeat_at >= now - timedelta(seconds=stale_after),
+            )
+        ).all()
+        return {row.name: [int(gpu["index"]) for gpu in row.gpus] for row in rows}
+
+    def stale_nodes(self, now: datetime, stale_after: float) -> list[str]:
+        return list(
+            self.session.scalars(
+                select(Node.name).where(Node.heartbeat_at < now - timedelta(seconds=stale_after))
+            )
+        )
+
+    def largest_node(self) -> int:
+        return self.session.scalar(select(func.max(Node.gpu_count))) or 0
+
+    def allocated(self) -> dict[str, set[int]]:
+        held: dict[str, set[int]] = {}
+        for node, gpu in self.session.execute(select(GpuAllocation.node, GpuAllocation.gpu_index)):
+            held.setdefault(node, set()).add(gpu)
+        return held
+
+    def running_on(self, node: str) -> Sequence[Job]:
+        return self.session.scalars(
+            select(Job).where(Job.status == JobStatus.RUNNING, Job.node == node)
+        ).all()
+
+    def running_on_nodes(self, nodes: Sequence[str]) -> Sequence[Row[str, str | None]]:
+        return self.session.execute(
+            select(Job.id, Job.node).where(Job.status == JobStatus.RUNNING, Job.node.in_(nodes))
+        ).all()
+
+    def orphan_allocations(self) -> list[str]:
+        """Jobs holding GPUs although they are not running (a safety net: every status
+        change away from running deletes them in its own transaction)."""
+        return list(
+            self.session.scalars(
+                select(GpuAllocation.job_id)
+                .join(Job, Job.id == GpuAllocation.job_id)
+                .where(Job.status != JobStatus.RUNNING)
+                .distinct()
+            )
+        )

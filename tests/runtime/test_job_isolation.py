@@ -1,0 +1,110 @@
+"""A job cannot become the server: as root, jobs run as an unprivileged user that cannot
+read the secret key or the database, and see only the allowlisted environment."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from spark_trainer.app import create_app
+from spark_trainer.context import AppContext
+from spark_trainer.identity import tokens
+from spark_trainer.kit.ids import IdPrefix, new_id
+from spark_trainer.kit.time import utcnow
+from spark_trainer.models import User
+from spark_trainer.settings import DEFAULT_JOB_ENV_ALLOWLIST, Settings
+from tests.conftest import PASSWORD, Account
+from tests.jobs.helpers import FINAL, logs, submit, wait_for
+
+PLATFORM = {
+    "SPARKTRAINER_JOB_ID",
+    "SPARKTRAINER_OUTPUT_DIR",
+    "SPARKTRAINER_METRICS_FILE",
+    "SPARKTRAINER_API_URL",
+    "SPARKTRAINER_JOB_TOKEN",
+    "SPARKTRAINER_REASON_FILE",
+    "CUDA_DEVICE_ORDER",
+    "CUDA_VISIBLE_DEVICES",
+    "PYTHONUNBUFFERED",
+    "HOME",
+}
+# What /bin/sh itself adds to the environment it passes on.
+SHELL_OWN = {"PWD", "SHLVL", "OLDPWD", "_"}
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs a root server")
+
+
+@pytest.fixture
+def data_dir() -> Iterator[Path]:
+    # Outside pytest's 0700 tmp tree, which no other user could enter at all.
+    parent = Path(tempfile.mkdtemp(prefix="sparktrainer-isolation-"))
+    parent.chmod(0o755)
+    yield parent / "data"
+    shutil.rmtree(parent, ignore_errors=True)
+
+
+def _account(ctx: AppContext, password_hash: str) -> Account:
+    user = User(id=new_id(IdPrefix.USER), username="isolated", password_hash=password_hash)
+    with ctx.session_factory.begin() as session:
+        session.add(user)
+    token = tokens.encode_token(
+        key=ctx.tokens.key,
+        subject=user.id,
+        token_type="access",
+        now=utcnow(),
+        ttl_seconds=ctx.tokens.access_ttl,
+        jti="isolation",
+    )
+    return Account(user=user, password=PASSWORD, token=token)
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_a_job_cannot_read_the_servers_secrets(
+    settings_factory: Callable[..., Settings],
+    password_hash: str,
+    database_url: str,
+    data_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    data_dir.mkdir()
+    # The embedded database in the data directory, as `sparktrainer serve` lays it out.
+    shutil.copyfile(database_url.removeprefix("sqlite:///"), data_dir / "sparktrainer.db")
+    monkeypatch.setenv("PGPASSWORD", "must-not-leak")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "must-not-leak")
+    settings = settings_factory(
+        data_dir=data_dir, database_url=None, secret_key=None, job_user="nobody"
+    )
+    settings.signing_key  # noqa: B018 - generated into the data directory now
+    ctx = AppContext.build(settings)
+    with TestClient(create_app(settings, ctx)) as client:
+        owner = _account(ctx, password_hash)
+        script = (
+            'cat "$DATA/secret_key"; echo "secret: $?"; '
+            'cat "$DATA/sparktrainer.db" > /dev/null; echo "database: $?"; '
+            "id -un; env"
+        )
+        job = submit(client, owner.headers, command=script, environment={"DATA": str(data_dir)})
+        done = wait_for(client, owner.headers, job["id"], FINAL)
+        out = logs(client, owner.headers, job["id"])
+        err = logs(client, owner.headers, job["id"], "stderr")
+    assert done["status"] == "completed", (done, err)
+    assert "secret: 1" in out and "database: 1" in out, out
+    assert err.count("Permission denied") == 2, err
+    lines = out.splitlines()
+    assert lines[2] == "nobody"
+    seen = {line.split("=", 1)[0] for line in lines[3:] if "=" in line}
+    allowed = set(DEFAULT_JOB_ENV_ALLOWLIST) | PLATFORM | SHELL_OWN | {"DATA"}
+    assert seen <= allowed, seen - allowed
+    assert "PGPASSWORD" not in seen and "AWS_SECRET_ACCESS_KEY" not in seen
+    # The job's directory is the job user's; the server's files are not readable by it.
+    job_dir = data_dir / "jobs" / job["id"]
+    assert job_dir.stat().st_uid != 0
+    assert stat.S_IMODE((data_dir / "secret_key").stat().st_mode) == 0o600
+    assert stat.S_IMODE((data_dir / "sparktrainer.db").stat().st_mode) == 0o600
