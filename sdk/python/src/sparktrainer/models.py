@@ -5,7 +5,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, RootModel
+from pydantic import BaseModel, ConfigDict, Field, RootModel, StringConstraints
 
 
 class ApiKeyCreate(BaseModel):
@@ -36,6 +36,30 @@ class ApiKeyRead(BaseModel):
     ]
     created_at: Annotated[str, Field(title="Created At")]
     last_used_at: Annotated[str | None, Field(title="Last Used At")]
+
+
+class Backends(BaseModel):
+    database: Annotated[
+        str,
+        Field(description='"sqlite", or the PostgreSQL URL without credentials.', title="Database"),
+    ]
+    redis: Annotated[
+        str,
+        Field(
+            description='"in-process" (embedded), or the Redis URL without credentials.',
+            title="Redis",
+        ),
+    ]
+    celery: Annotated[
+        str,
+        Field(description='"in-process": jobs run on the API process\'s executor.', title="Celery"),
+    ]
+
+
+class Benchmark(StrEnum):
+    mmlu = "mmlu"
+    coco = "coco"
+    safety = "safety"
 
 
 class DatasetFormat(StrEnum):
@@ -108,6 +132,70 @@ class DatasetVersionRef(BaseModel):
     name: Annotated[str, Field(title="Name")]
     version: Annotated[str, Field(title="Version")]
     hash: Annotated[str, Field(title="Hash")]
+
+
+class EvaluationCreate(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    model_id: Annotated[str, Field(max_length=40, title="Model Id")]
+    benchmark: Benchmark
+    config: Annotated[
+        dict[str, Any] | None,
+        Field(description="The benchmark's options (see the README).", title="Config"),
+    ] = None
+
+
+class EvaluationRead(BaseModel):
+    id: Annotated[str, Field(title="Id")]
+    model_id: Annotated[str, Field(title="Model Id")]
+    benchmark: Benchmark
+    status: Annotated[
+        str,
+        Field(
+            description="pending, running, completed, failed or cancelled, like a job's; completed once the results are recorded.",
+            title="Status",
+        ),
+    ]
+    results: Annotated[dict[str, Any] | None, Field(title="Results")]
+    config: Annotated[dict[str, Any], Field(title="Config")]
+    score: Annotated[
+        float | None,
+        Field(
+            description="The primary score: MMLU overall accuracy, COCO AP (CIDEr for captions), safety refusal rate on harmful probes.",
+            title="Score",
+        ),
+    ]
+    score_name: Annotated[str | None, Field(title="Score Name")]
+    job_id: Annotated[str | None, Field(title="Job Id")]
+    status_reason: Annotated[str | None, Field(title="Status Reason")]
+    questions_done: Annotated[
+        int | None, Field(description="Progress reported by the job.", title="Questions Done")
+    ]
+    questions_total: Annotated[int | None, Field(title="Questions Total")]
+    owner_id: Annotated[str, Field(title="Owner Id")]
+    created_at: Annotated[str, Field(title="Created At")]
+    finished_at: Annotated[str | None, Field(title="Finished At")]
+
+
+class EvaluationRef(BaseModel):
+    id: Annotated[str, Field(title="Id")]
+    benchmark: Annotated[str, Field(title="Benchmark")]
+    status: Annotated[
+        str,
+        Field(
+            description="completed once results are recorded; see the evaluation.", title="Status"
+        ),
+    ]
+    score_name: Annotated[
+        str | None, Field(description="accuracy, AP, CIDEr or refusal_rate", title="Score Name")
+    ]
+    score: Annotated[
+        float | None,
+        Field(description="The headline score of a completed evaluation.", title="Score"),
+    ]
+    created_at: Annotated[str, Field(title="Created At")]
+    finished_at: Annotated[str | None, Field(title="Finished At")]
 
 
 class Description(RootModel[str]):
@@ -187,7 +275,7 @@ class GpuRead(BaseModel):
     virtual: Annotated[
         bool,
         Field(
-            description="Configured for scheduling on a machine without GPUs; readings are null.",
+            description="Configured for scheduling on a machine without GPUs (SPARKTRAINER_GPUS): memory_total is the configured size, the other readings are zero and come from no device.",
             title="Virtual",
         ),
     ]
@@ -353,6 +441,24 @@ class JobStatus(StrEnum):
     cancelled = "cancelled"
 
 
+class LeaderboardRow(BaseModel):
+    rank: Annotated[
+        int, Field(description="Position in the requested order, from 1.", title="Rank")
+    ]
+    model_id: Annotated[str, Field(title="Model Id")]
+    model_name: Annotated[str, Field(title="Model Name")]
+    model_version: Annotated[int, Field(title="Model Version")]
+    benchmark: Benchmark
+    metric: Annotated[
+        str, Field(description="accuracy (MMLU), AP or CIDEr (COCO), refusal_rate.", title="Metric")
+    ]
+    score: Annotated[float, Field(title="Score")]
+    evaluation_id: Annotated[
+        str, Field(description="The evaluation that gave the best score.", title="Evaluation Id")
+    ]
+    evaluated_at: Annotated[str, Field(title="Evaluated At")]
+
+
 class Lineage(BaseModel):
     job: JobRef | None
     experiment: ExperimentRef | None
@@ -368,15 +474,37 @@ class LoginRequest(BaseModel):
 
 
 class Step(RootModel[int]):
-    root: Annotated[int, Field(ge=0, title="Step")]
+    root: Annotated[
+        int,
+        Field(
+            description="Default: one more than the job's previous step.",
+            ge=0,
+            le=9223372036854776000,
+            title="Step",
+        ),
+    ]
 
 
 class MetricPointIn(BaseModel):
     model_config = ConfigDict(
         extra="forbid",
     )
-    step: Annotated[Step | None, Field(title="Step")] = None
-    metrics: Annotated[dict[str, float], Field(min_length=1, title="Metrics")]
+    step: Annotated[
+        Step | None,
+        Field(description="Default: one more than the job's previous step.", title="Step"),
+    ] = None
+    metrics: Annotated[
+        dict[
+            Annotated[
+                str,
+                StringConstraints(
+                    pattern=r"^[^\x00-\x1f\x7f-\x9f]+$", min_length=1, max_length=128
+                ),
+            ],
+            float,
+        ],
+        Field(title="Metrics"),
+    ]
     ts: Annotated[
         float | None, Field(description="Unix time; default: when received.", title="Ts")
     ] = None
@@ -450,6 +578,16 @@ class NetworkIo(BaseModel):
     bytes_recv: Annotated[int, Field(title="Bytes Recv")]
 
 
+class PageEvaluationRead(BaseModel):
+    items: Annotated[list[EvaluationRead], Field(title="Items")]
+    total: Annotated[
+        int,
+        Field(description="Number of items matching the filters, ignoring paging.", title="Total"),
+    ]
+    limit: Annotated[int, Field(title="Limit")]
+    offset: Annotated[int, Field(title="Offset")]
+
+
 class PageExperimentRead(BaseModel):
     items: Annotated[list[ExperimentRead], Field(title="Items")]
     total: Annotated[
@@ -470,33 +608,29 @@ class PageModelRead(BaseModel):
     offset: Annotated[int, Field(title="Offset")]
 
 
+class Status(StrEnum):
+    ready = "ready"
+    not_ready = "not ready"
+
+
+class Readiness(BaseModel):
+    status: Annotated[Status, Field(title="Status")]
+    database: Annotated[bool, Field(title="Database")]
+    redis: Annotated[
+        bool,
+        Field(description="Redis, or in embedded mode its in-process stand-in.", title="Redis"),
+    ]
+    celery: Annotated[
+        bool, Field(description="The job executor (in-process in embedded mode).", title="Celery")
+    ]
+    backends: Backends
+
+
 class RefreshRequest(BaseModel):
     model_config = ConfigDict(
         extra="forbid",
     )
     refresh_token: Annotated[str, Field(max_length=4096, min_length=1, title="Refresh Token")]
-
-
-class Name(RootModel[str]):
-    root: Annotated[
-        str,
-        Field(
-            description="Default: the job's model name.",
-            pattern="^[A-Za-z0-9][A-Za-z0-9_.-]{0,199}$",
-            title="Name",
-        ),
-    ]
-
-
-class RegisterFromJob(BaseModel):
-    model_config = ConfigDict(
-        extra="forbid",
-    )
-    job_id: Annotated[str, Field(max_length=40, title="Job Id")]
-    name: Annotated[
-        Name | None, Field(description="Default: the job's model name.", title="Name")
-    ] = None
-    description: Annotated[Description | None, Field(title="Description")] = None
 
 
 class Role(StrEnum):
@@ -677,6 +811,11 @@ class JobRead(BaseModel):
     node: Annotated[str | None, Field(title="Node")]
 
 
+class Leaderboard(BaseModel):
+    items: Annotated[list[LeaderboardRow], Field(title="Items")]
+    total: Annotated[int, Field(title="Total")]
+
+
 class ModelDetail(BaseModel):
     id: Annotated[str, Field(title="Id")]
     name: Annotated[str, Field(title="Name")]
@@ -696,6 +835,13 @@ class ModelDetail(BaseModel):
     created_at: Annotated[str, Field(title="Created At")]
     files: Annotated[list[ModelFileRead], Field(title="Files")]
     lineage: Lineage
+    evaluations: Annotated[
+        list[EvaluationRef],
+        Field(
+            description="The model's evaluations, newest first (at most 50), with headline scores.",
+            title="Evaluations",
+        ),
+    ]
 
 
 class PageDatasetRead(BaseModel):
