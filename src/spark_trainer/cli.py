@@ -60,6 +60,7 @@ def serve(
 
     from spark_trainer.app import create_app
     from spark_trainer.observability.logging import configure_logging
+    from spark_trainer.serving import StreamEndingServer
 
     settings = _settings(host=host, port=port, data_dir=data_dir)
     configure_logging(settings.log_level, settings.log_format)
@@ -73,14 +74,18 @@ def serve(
             "Set SPARKTRAINER_ADMIN_PASSWORD before the first start to choose it yourself.\n",
             highlight=False,
         )
-    uvicorn.run(
+    config = uvicorn.Config(
         create_app(settings, ctx),
         host=settings.host,
         port=settings.port,
         log_config=None,
         access_log=False,
         timeout_graceful_shutdown=settings.graceful_shutdown_seconds,
+        # The sans-I/O protocol writes each frame straight to the socket; the default
+        # one awaits a drain per message, which dominated fan-out to many subscribers.
+        ws="websockets-sansio",
     )
+    StreamEndingServer(config, ctx).run()
 
 
 def _context(data_dir: Path | None) -> AppContext:

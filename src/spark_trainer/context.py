@@ -11,6 +11,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from spark_trainer.db.engine import make_engine, make_session_factory, request_session_limit
 from spark_trainer.gpus.inventory import GpuInventory, build_inventory
+from spark_trainer.identity import service as identity
+from spark_trainer.identity.cache import UserCache
 from spark_trainer.identity.service import TokenConfig
 from spark_trainer.jobs.engine import JobEngine
 from spark_trainer.metrics.bus import EventBus, LocalBus, RedisBus
@@ -37,6 +39,7 @@ class AppContext:
     artifacts: ArtifactStore
     # Bounds open request sessions below the pool's size (see request_session_limit).
     session_slots: asyncio.Semaphore
+    users: UserCache
     redis: redis.Redis | None = field(default=None)
 
     @classmethod
@@ -54,12 +57,22 @@ class AppContext:
         inventory = build_inventory(settings)
         pipeline = MetricsPipeline(engine, bus)
         artifacts = LocalArtifactStore(settings.artifacts_root)
+        tokens = TokenConfig.from_settings(settings)
+        users = UserCache(
+            session_factory,
+            lambda session, credential: identity.authenticate(session, tokens.key, credential),
+            key=tokens.key,
+            ttl=settings.user_cache_seconds,
+        )
+        users.broadcast = bus.publish_user_changed
+        bus.user_changed.append(users.invalidate)
         return cls(
             settings=settings,
             engine=engine,
             session_factory=session_factory,
             session_slots=asyncio.Semaphore(request_session_limit(settings)),
-            tokens=TokenConfig.from_settings(settings),
+            tokens=tokens,
+            users=users,
             limiter=RateLimiter.from_url(settings.redis_url),
             gpu_inventory=inventory,
             hub=hub,

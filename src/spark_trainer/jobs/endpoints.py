@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -12,12 +13,14 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response, StreamingResponse
 from sqlalchemy.orm import Session, sessionmaker
 
+from spark_trainer.context import AppContext
 from spark_trainer.deps import (
     Context,
     CurrentUser,
     DbSession,
     authenticate_request,
     bearer_credential,
+    read_on_loop,
 )
 from spark_trainer.errors import BadRequest
 from spark_trainer.jobs import service
@@ -50,6 +53,7 @@ def submit_job(body: JobCreate, user: CurrentUser, ctx: Context, session: DbSess
 
 
 @router.get("", response_model=Page[JobRead], summary="List jobs, newest first")
+@read_on_loop
 def list_jobs(
     user: CurrentUser,
     session: DbSession,
@@ -63,6 +67,7 @@ def list_jobs(
 
 
 @router.get("/{job_id}", response_model=JobDetail, summary="A job, with its status history")
+@read_on_loop
 def get_job(job_id: str, user: CurrentUser, session: DbSession) -> JobDetail:
     return service.detail(session, service.get_owned(session, user, job_id))
 
@@ -112,14 +117,14 @@ def job_logs(
     if not follow:
         return Response(content, media_type="text/plain; charset=utf-8", headers=headers)
     return StreamingResponse(
-        _follow(ctx.session_factory, job_id, stream, content, start + len(content)),
+        _follow(ctx, job_id, stream, content, start + len(content)),
         media_type="text/plain; charset=utf-8",
         headers={**headers, "Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
 
 
 async def _follow(
-    session_factory: sessionmaker[Session],
+    ctx: AppContext,
     job_id: str,
     stream: service.LogStream,
     first: bytes,
@@ -127,8 +132,10 @@ async def _follow(
 ) -> AsyncIterator[bytes]:
     if first:
         yield first
-    while True:
-        job_path, finished = await run_in_threadpool(_log_state, session_factory, job_id, stream)
+    while not ctx.hub.closing.is_set():  # a shutdown ends the follow, cleanly
+        job_path, finished = await run_in_threadpool(
+            _log_state, ctx.session_factory, job_id, stream
+        )
         content, start, _ = await run_in_threadpool(
             service.read_log, job_path, offset=offset, tail_lines=None, max_bytes=MAX_LOG_BYTES
         )
@@ -138,7 +145,8 @@ async def _follow(
             continue
         if finished:
             return
-        await asyncio.sleep(service.LOG_POLL_SECONDS)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(ctx.hub.closing.wait(), service.LOG_POLL_SECONDS)
 
 
 def _log_state(
@@ -208,7 +216,7 @@ def ingest_metrics(
     if credential.startswith(JOB_TOKEN_PREFIX):
         service.check_job_token(job, credential)
     else:
-        user = authenticate_request(request, ctx, session, credential)
+        user = authenticate_request(request, ctx, credential)
         service.get_owned(session, user, job_id)
     service.ensure_running(job)
     now = time.time()

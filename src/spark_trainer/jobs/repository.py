@@ -5,6 +5,7 @@ from collections.abc import Sequence
 from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
+from spark_trainer.kit.pagination import page_of
 from spark_trainer.models import Job, JobEvent, JobStatus, User
 
 
@@ -28,11 +29,12 @@ class JobRepository:
             query = query.where(Job.owner_id == user.id)
         if status is not None:
             query = query.where(Job.status == status)
-        total = self.session.scalar(select(func.count()).select_from(query.subquery())) or 0
-        items: Sequence[Job] = self.session.scalars(
-            query.order_by(Job.created_at.desc(), Job.id.desc()).limit(limit).offset(offset)
-        ).all()
-        return items, total
+        return page_of(
+            self.session,
+            query.order_by(Job.created_at.desc(), Job.id.desc()),
+            limit=limit,
+            offset=offset,
+        )
 
     def events(self, job_id: str) -> Sequence[JobEvent]:
         return self.session.scalars(

@@ -12,7 +12,7 @@ import json
 import logging
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import redis
 
@@ -22,11 +22,19 @@ from spark_trainer.metrics.hub import StreamHub
 logger = logging.getLogger(__name__)
 
 CHANNEL_PREFIX = "sparktrainer:jobs:"
+# A user changed (disabled, role, tier, password, API key revoked): each process drops the
+# user from its credential cache.
+USERS_CHANNEL = "sparktrainer:users"
 
 
 class EventBus(ABC):
     def __init__(self, hub: StreamHub) -> None:
         self.hub = hub
+        # Called with the user's id when any process announces a change to that user.
+        self.user_changed: list[Callable[[str], None]] = []
+
+    def publish_user_changed(self, user_id: str) -> None:  # noqa: B027 - one process: no one
+        """Tells the other API processes; this process has already acted on it."""
 
     @abstractmethod
     def publish(self, job_id: str, frames: Sequence[Frame]) -> None: ...
@@ -72,6 +80,13 @@ class RedisBus(EventBus):
     def publish_end(self, job_id: str, end_payload: str) -> None:
         self.client.publish(CHANNEL_PREFIX + job_id, json.dumps({"end": end_payload}))
 
+    def publish_user_changed(self, user_id: str) -> None:
+        try:
+            self.client.publish(USERS_CHANNEL, user_id)
+        except redis.RedisError as exc:
+            # The change is committed; other processes see it when their entry expires.
+            logger.warning("redis bus: user change not announced: %s", exc)
+
     def start(self) -> None:
         self._thread = threading.Thread(target=self._listen, name="redis-bus", daemon=True)
         self._thread.start()
@@ -83,7 +98,7 @@ class RedisBus(EventBus):
                 if not subscribed:
                     # (Re)subscribing here, not in start(): an API process must come up,
                     # and report not ready, while Redis is down.
-                    self._pubsub.psubscribe(CHANNEL_PREFIX + "*")
+                    self._pubsub.psubscribe(CHANNEL_PREFIX + "*", USERS_CHANNEL)
                     subscribed = True
                 message = self._pubsub.get_message(timeout=1.0)
             except redis.RedisError as exc:
@@ -96,9 +111,14 @@ class RedisBus(EventBus):
             if message is None or message.get("type") != "pmessage":
                 continue
             channel = message["channel"]
-            job_id = (channel.decode() if isinstance(channel, bytes) else channel).removeprefix(
-                CHANNEL_PREFIX
-            )
+            channel = channel.decode() if isinstance(channel, bytes) else channel
+            if channel == USERS_CHANNEL:
+                data = message["data"]
+                user_id = data.decode() if isinstance(data, bytes) else data
+                for callback in self.user_changed:
+                    callback(user_id)
+                continue
+            job_id = channel.removeprefix(CHANNEL_PREFIX)
             payload = json.loads(message["data"])
             if "end" in payload:
                 self.hub.finish(job_id, payload["end"])
