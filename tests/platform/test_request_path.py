@@ -168,10 +168,12 @@ def test_sigterm_with_open_streams_exits_fast_and_ends_each_stream_cleanly(
                 opened.wait()
                 for chunk in chunks:  # ends only when the response ends
                     received += chunk
-            outcome = "sse clean" if received.endswith(b": server shutting down\n\n") else (
-                f"sse ended with {received[-60:]!r}"
+            outcome = (
+                "sse clean"
+                if received.endswith(b": server shutting down\n\n")
+                else (f"sse ended with {received[-60:]!r}")
             )
-        except Exception as exc:  # noqa: BLE001 - reported through the assertion below
+        except Exception as exc:  # reported through the assertion below
             outcome = f"sse error {exc!r}"
         with lock:
             outcomes.append(outcome)
@@ -187,7 +189,7 @@ def test_sigterm_with_open_streams_exits_fast_and_ends_each_stream_cleanly(
                 except ConnectionClosed as closed:
                     code = closed.rcvd.code if closed.rcvd else None
                     outcome = "ws clean" if code == 1012 else f"ws closed with {code}"
-        except Exception as exc:  # noqa: BLE001 - reported through the assertion below
+        except Exception as exc:  # reported through the assertion below
             outcome = f"ws error {exc!r}"
         with lock:
             outcomes.append(outcome)
