@@ -208,6 +208,9 @@ def job_metrics(
     "job's own token (`SPARKTRAINER_JOB_TOKEN`, `stj_…`) or as the job's owner.",
     responses={409: {"description": "The job is not running"}},
 )
+# On the event loop: a read of the job by id and an in-memory hand-off to the pipeline
+# (whose writer thread stores the points later), so a single point costs no thread hop.
+@read_on_loop
 def ingest_metrics(
     job_id: str, body: MetricsIngest, request: Request, ctx: Context, session: DbSession
 ) -> MetricsAccepted:

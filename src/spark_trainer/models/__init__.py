@@ -4,11 +4,13 @@ from spark_trainer.models.base import Base
 from spark_trainer.models.dataset import Dataset, DatasetFormat, DatasetVersion
 from spark_trainer.models.experiment import Experiment, MetricSummary
 from spark_trainer.models.job import FINAL_STATUSES, Job, JobEvent, JobStatus, MetricPoint
+from spark_trainer.models.metric_rollup import ROLLUP_STEPS, MetricRollup
 from spark_trainer.models.registry import ModelFile, ModelTag, ModelVersion
 from spark_trainer.models.user import ApiKey, RefreshToken, Role, Tier, User
 
 __all__ = [
     "FINAL_STATUSES",
+    "ROLLUP_STEPS",
     "ApiKey",
     "Base",
     "Dataset",
@@ -19,6 +21,7 @@ __all__ = [
     "JobEvent",
     "JobStatus",
     "MetricPoint",
+    "MetricRollup",
     "MetricSummary",
     "ModelFile",
     "ModelTag",
