@@ -24,7 +24,6 @@ from spark_trainer.deps import (
 )
 from spark_trainer.errors import BadRequest
 from spark_trainer.jobs import service
-from spark_trainer.jobs.engine import JOB_TOKEN_PREFIX
 from spark_trainer.jobs.schemas import (
     JobCreate,
     JobDetail,
@@ -215,17 +214,16 @@ def ingest_metrics(
     job_id: str, body: MetricsIngest, request: Request, ctx: Context, session: DbSession
 ) -> MetricsAccepted:
     credential = bearer_credential(request)
-    job = service.get_job(session, job_id)
-    if credential.startswith(JOB_TOKEN_PREFIX):
-        service.check_job_token(job, credential)
-    else:
-        user = authenticate_request(request, ctx, credential)
-        service.get_owned(session, user, job_id)
-    service.ensure_running(job)
+    service.authorize_ingest(
+        session,
+        job_id,
+        credential,
+        lambda user_credential: authenticate_request(request, ctx, user_credential),
+    )
     now = time.time()
     try:
         points = [parse_point(p.model_dump(), now=now) for p in body.points]
     except InvalidPoint as exc:
         raise BadRequest(str(exc)) from None
-    frames = ctx.jobs.pipeline.ingest(job.id, points)
+    frames = ctx.jobs.pipeline.ingest(job_id, points)
     return MetricsAccepted(accepted=len(frames), last_seq=frames[-1].seq)

@@ -190,6 +190,24 @@ def check_job_token(job: Job, credential: str) -> None:
         raise Unauthorized("Invalid job token")
 
 
+def authorize_ingest(
+    session: Session, job_id: str, credential: str, authenticate: Callable[[str], User]
+) -> None:
+    """Whether ``credential`` may report metrics for this job now: the job's own token, or
+    its owner (``authenticate`` resolves a user's credential), while the job runs."""
+    state = JobRepository(session).ingest_state(job_id)
+    if state is None:
+        raise resource_not_found("Job", job_id)
+    status, owner_id, digest = state
+    if credential.startswith(JOB_TOKEN_PREFIX):
+        if digest is None or not hmac.compare_digest(digest, api_key_digest(credential)):
+            raise Unauthorized("Invalid job token")
+    else:
+        identity.ensure_owner(authenticate(credential), owner_id, "Job", job_id)
+    if status != JobStatus.RUNNING:
+        raise Conflict(f"Job '{job_id}' is {status}; metrics are accepted while it runs")
+
+
 def ensure_running(job: Job) -> None:
     if job.status != JobStatus.RUNNING:
         raise Conflict(f"Job '{job.id}' is {job.status}; metrics are accepted while it runs")
