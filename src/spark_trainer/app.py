@@ -23,6 +23,7 @@ from spark_trainer.jobs.streams import router as streams_router
 from spark_trainer.middleware import BodySizeLimitMiddleware, RequestContextMiddleware
 from spark_trainer.registry.endpoints import router as models_router
 from spark_trainer.settings import Settings
+from spark_trainer.studies.endpoints import router as studies_router
 
 
 def _operation_id(route: APIRoute) -> str:
@@ -82,5 +83,6 @@ def create_app(settings: Settings | None = None, context: AppContext | None = No
     app.include_router(datasets_router)
     app.include_router(experiments_router)
     app.include_router(models_router)
+    app.include_router(studies_router)
     docs.install(app)
     return app

@@ -20,6 +20,7 @@ from spark_trainer.ratelimit import RateLimiter
 from spark_trainer.registry import service as registry
 from spark_trainer.settings import Settings
 from spark_trainer.storage.base import ArtifactStore
+from spark_trainer.studies.controller import StudyController
 from spark_trainer.storage.local import LocalArtifactStore
 
 
@@ -37,6 +38,7 @@ class AppContext:
     artifacts: ArtifactStore
     # Bounds open request sessions below the pool's size (see request_session_limit).
     session_slots: asyncio.Semaphore
+    studies: StudyController
     redis: redis.Redis | None = field(default=None)
 
     @classmethod
@@ -54,6 +56,7 @@ class AppContext:
         inventory = build_inventory(settings)
         pipeline = MetricsPipeline(engine, bus)
         artifacts = LocalArtifactStore(settings.artifacts_root)
+        jobs = JobEngine(settings, session_factory, inventory, bus, pipeline, artifacts)
         return cls(
             settings=settings,
             engine=engine,
@@ -64,19 +67,24 @@ class AppContext:
             gpu_inventory=inventory,
             hub=hub,
             bus=bus,
-            jobs=JobEngine(settings, session_factory, inventory, bus, pipeline, artifacts),
+            jobs=jobs,
             artifacts=artifacts,
+            studies=StudyController(settings, session_factory, jobs),
             redis=client,
         )
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Starts the background parts: stream fan-out, event bus, scheduler, executor."""
+        """Starts the background parts: stream fan-out, event bus, scheduler, executor, the
+        HPO study controller."""
         self.jobs.completion_hooks.append(self._register_model)
+        self.jobs.completion_hooks.append(lambda _: self.studies.wake())
         self.hub.bind(loop)
         self.bus.start()
         self.jobs.start()
+        self.studies.start()
 
     def stop(self) -> None:
+        self.studies.stop()
         self.jobs.stop()
         self.bus.close()
 

@@ -27,10 +27,17 @@ def run() -> None:
     engine.dispose()
 
 
+def _ours(obj: object, name: str | None, type_: str, reflected: bool, compare_to: object) -> bool:
+    # Optuna keeps its tables (studies, trials, ...) in the same database and creates
+    # them itself; autogenerate must not propose dropping them.
+    return not (type_ == "table" and reflected and compare_to is None)
+
+
 def _run_on(connection: Connection) -> None:
     context.configure(
         connection=connection,
         target_metadata=target_metadata,
+        include_object=_ours,
         # SQLite can't ALTER most things; batch mode rebuilds the table instead.
         render_as_batch=True,
         compare_type=True,

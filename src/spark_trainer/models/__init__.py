@@ -5,9 +5,17 @@ from spark_trainer.models.dataset import Dataset, DatasetFormat, DatasetVersion
 from spark_trainer.models.experiment import Experiment, MetricSummary
 from spark_trainer.models.job import FINAL_STATUSES, Job, JobEvent, JobStatus, MetricPoint
 from spark_trainer.models.registry import ModelFile, ModelTag, ModelVersion
+from spark_trainer.models.study import (
+    ACTIVE_STUDY_STATUSES,
+    Study,
+    StudyStatus,
+    StudyTrial,
+    TrialState,
+)
 from spark_trainer.models.user import ApiKey, RefreshToken, Role, Tier, User
 
 __all__ = [
+    "ACTIVE_STUDY_STATUSES",
     "FINAL_STATUSES",
     "ApiKey",
     "Base",
@@ -25,6 +33,10 @@ __all__ = [
     "ModelVersion",
     "RefreshToken",
     "Role",
+    "Study",
+    "StudyStatus",
+    "StudyTrial",
     "Tier",
+    "TrialState",
     "User",
 ]
