@@ -20,8 +20,8 @@ from spark_trainer.ratelimit import RateLimiter
 from spark_trainer.registry import service as registry
 from spark_trainer.settings import Settings
 from spark_trainer.storage.base import ArtifactStore
-from spark_trainer.studies.controller import StudyController
 from spark_trainer.storage.local import LocalArtifactStore
+from spark_trainer.studies.controller import StudyController
 
 
 @dataclass

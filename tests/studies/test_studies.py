@@ -14,7 +14,7 @@ from spark_trainer.settings import Settings
 from spark_trainer.studies.controller import optuna_storage
 from tests.conftest import Account
 from tests.jobs.helpers import get as get_job
-from tests.studies.helpers import create, get, quadratic, study_body, wait_study, write_objective
+from tests.studies.helpers import create, quadratic, study_body, wait_study, write_objective
 
 
 def _times(job: dict[str, Any]) -> tuple[datetime, datetime]:
