@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.routing import APIRoute
 
@@ -23,10 +23,15 @@ from spark_trainer.identity.endpoints import auth_router, users_router
 from spark_trainer.jobs.endpoints import router as jobs_router
 from spark_trainer.jobs.streams import router as streams_router
 from spark_trainer.leaderboard.endpoints import router as leaderboard_router
-from spark_trainer.middleware import BodySizeLimitMiddleware, RequestContextMiddleware
+from spark_trainer.middleware import (
+    BodyReadTimeoutMiddleware,
+    BodySizeLimitMiddleware,
+    RequestContextMiddleware,
+)
 from spark_trainer.registry.endpoints import UPLOAD_ROUTES as MODEL_UPLOAD_ROUTES
 from spark_trainer.registry.endpoints import router as models_router
 from spark_trainer.settings import Settings
+from spark_trainer.validation import reject_control_characters
 
 
 def _operation_id(route: APIRoute) -> str:
@@ -59,10 +64,12 @@ def create_app(settings: Settings | None = None, context: AppContext | None = No
         openapi_url="/openapi.json",
         generate_unique_id_function=_operation_id,
         lifespan=lifespan,
+        dependencies=[Depends(reject_control_characters)],
     )
     app.state.ctx = ctx
     exception_handlers.install(app)
 
+    app.add_middleware(BodyReadTimeoutMiddleware, timeout=settings.body_read_timeout_seconds)
     app.add_middleware(
         BodySizeLimitMiddleware,
         max_bytes=settings.max_request_bytes,

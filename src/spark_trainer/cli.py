@@ -8,7 +8,7 @@ commands); these commands join it through the ``sparktrainer.commands`` entry po
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from pydantic import ValidationError
@@ -22,6 +22,9 @@ from spark_trainer.identity import service as identity
 from spark_trainer.identity.schemas import UserCreate, UserUpdate
 from spark_trainer.models import Role, Tier
 from spark_trainer.settings import Settings
+
+if TYPE_CHECKING:
+    import uvicorn
 
 users_app = typer.Typer(
     help="Administer users (works directly on the database).", no_args_is_help=True
@@ -57,6 +60,7 @@ def serve(
     import uvicorn
 
     from spark_trainer.app import create_app
+    from spark_trainer.gpus.inventory import NO_GPUS_HINT
     from spark_trainer.observability.logging import configure_logging
 
     settings = _settings(host=host, port=port, data_dir=data_dir)
@@ -75,13 +79,27 @@ def serve(
             "Set SPARKTRAINER_ADMIN_PASSWORD before the first start to choose it yourself.\n",
             highlight=False,
         )
-    uvicorn.run(
-        create_app(settings, ctx),
+    if not ctx.gpu_inventory.devices() and not ctx.gpu_inventory.virtual:
+        err_console.print(f"[yellow]{NO_GPUS_HINT}[/yellow]", highlight=False)
+    uvicorn.Server(server_config(settings, create_app(settings, ctx))).run()
+
+
+def server_config(settings: Settings, app: Any) -> uvicorn.Config:
+    """How uvicorn serves the API (``serve`` and the tests that need a real server)."""
+    import uvicorn
+
+    return uvicorn.Config(
+        app,
         host=settings.host,
         port=settings.port,
         log_config=None,
         access_log=False,
         timeout_graceful_shutdown=settings.graceful_shutdown_seconds,
+        # uvicorn believes X-Forwarded-For from 127.0.0.1 unless told otherwise, and jobs
+        # run on this machine: a job could pose as any client (and dodge the login
+        # limiter). Forwarded headers count only from the proxies configured.
+        proxy_headers=bool(settings.trusted_proxies),
+        forwarded_allow_ips=list(settings.trusted_proxies) or [],
     )
 
 

@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit, urlunsplit
 
 import redis
-from sqlalchemy import Engine, text
+from sqlalchemy import URL, Engine, make_url, text
 from sqlalchemy.orm import Session, sessionmaker
 
+from spark_trainer.datadir import secure_data_dir
 from spark_trainer.db.engine import make_engine, make_session_factory, request_session_limit
 from spark_trainer.deployments.proxy import DeploymentProxy
 from spark_trainer.deployments.supervisor import ReplicaSupervisor
 from spark_trainer.evaluations.collector import ResultCollector, on_job_ended
 from spark_trainer.gpus.inventory import GpuInventory, build_inventory
 from spark_trainer.identity.service import TokenConfig
+from spark_trainer.kit.gates import ConcurrencyGate
 from spark_trainer.metrics.bus import EventBus, LocalBus, RedisBus
 from spark_trainer.metrics.hub import StreamHub
 from spark_trainer.metrics.pipeline import MetricsPipeline
@@ -49,12 +52,16 @@ class AppContext:
     session_slots: asyncio.Semaphore
     deployment_supervisor: ReplicaSupervisor
     deployment_proxy: DeploymentProxy
+    # Uploads in progress per user (SPARKTRAINER_MAX_UPLOADS_PER_USER).
+    uploads: ConcurrencyGate
     redis: redis.Redis | None = field(default=None)
+    running: bool = field(default=False)
     evaluations: ResultCollector | None = field(default=None)
 
     @classmethod
     def build(cls, settings: Settings) -> AppContext:
         """Builds every part; nothing starts running until :meth:`start`."""
+        secure_data_dir(settings)
         engine = make_engine(settings)
         session_factory = make_session_factory(engine)
         client = (
@@ -86,6 +93,7 @@ class AppContext:
             engine=engine,
             session_factory=session_factory,
             session_slots=asyncio.Semaphore(request_session_limit(settings)),
+            uploads=ConcurrencyGate(settings.max_uploads_per_user),
             tokens=tokens,
             limiter=RateLimiter.from_url(settings.redis_url, settings.rate_limit_window_seconds),
             gpu_inventory=inventory,
@@ -108,8 +116,10 @@ class AppContext:
         self.deployment_supervisor.start()
         if self.evaluations is not None:
             self.evaluations.start()
+        self.running = True
 
     def stop(self) -> None:
+        self.running = False
         if self.evaluations is not None:
             self.evaluations.stop()
         self.deployment_supervisor.stop()
@@ -117,11 +127,34 @@ class AppContext:
         self.bus.close()
 
     def dependency_status(self) -> dict[str, bool]:
-        """Each dependency in use, and whether it answers right now."""
-        status = {"database": self._database_ok()}
-        if self.redis is not None:
-            status["redis"] = self._redis_ok()
-        return status
+        """The spec's dependencies, and whether each answers right now.
+
+        Embedded mode has no Redis and no Celery: their in-process stand-ins (the local
+        event bus, the in-process executor) answer for them; ``backends`` says which.
+        """
+        return {
+            "database": self._database_ok(),
+            "redis": self._redis_ok() if self.redis is not None else True,
+            "celery": self.running,
+        }
+
+    def backends(self) -> dict[str, str]:
+        """What backs each dependency; URLs without their credentials."""
+        database = make_url(self.settings.effective_database_url)
+        return {
+            "database": database.get_backend_name()
+            if self.settings.is_sqlite
+            else URL.create(
+                database.drivername,
+                host=database.host,
+                port=database.port,
+                database=database.database,
+            ).render_as_string(),
+            "redis": _without_credentials(self.settings.redis_url)
+            if self.settings.redis_url
+            else "in-process",
+            "celery": "in-process",
+        }
 
     def _database_ok(self) -> bool:
         try:
@@ -143,3 +176,10 @@ class AppContext:
         if self.redis is not None:
             self.redis.close()
         self.engine.dispose()
+
+
+def _without_credentials(url: str) -> str:
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))

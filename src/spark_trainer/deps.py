@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import AsyncIterator
-from typing import Annotated
+from collections.abc import AsyncIterator, Callable
+from typing import Annotated, TypeVar
 
 import anyio
 import anyio.to_thread
@@ -16,6 +16,8 @@ from spark_trainer.context import AppContext
 from spark_trainer.errors import RateLimited, Unauthorized
 from spark_trainer.identity import service as identity
 from spark_trainer.models import Tier, User
+
+T = TypeVar("T")
 
 # Dependencies that do no I/O are ``async def``: FastAPI runs plain ``def`` dependencies in
 # the thread pool, and each of those hops costs more than the dependency itself.
@@ -118,6 +120,14 @@ def get_stream_user(
 
 def authenticate_request(request: Request, ctx: Context, session: Session, credential: str) -> User:
     user = identity.authenticate(session, ctx.tokens.key, credential)
+    request.state.rate_limit_headers = count_request(ctx, user)
+    request.state.user_id = user.id
+    return user
+
+
+def count_request(ctx: AppContext, user: User) -> dict[str, str]:
+    """Counts one request against the user's limit (HTTP and WebSocket alike); answers the
+    rate-limit headers, or raises RateLimited carrying them."""
     per_minute = (
         ctx.settings.rate_limit_premium_per_minute
         if user.tier == Tier.PREMIUM
@@ -125,14 +135,12 @@ def authenticate_request(request: Request, ctx: Context, session: Session, crede
     )
     result = ctx.limiter.hit("user", user.id, per_minute)
     headers = result.headers()
-    request.state.rate_limit_headers = headers
     if not result.allowed:
         raise RateLimited(
             f"Rate limit of {per_minute} requests per minute exceeded",
             headers={**headers, "Retry-After": result.retry_after()},
         )
-    request.state.user_id = user.id
-    return user
+    return headers
 
 
 CurrentUser = Annotated[User, Depends(get_current_user)]
@@ -145,3 +153,46 @@ async def get_admin_user(user: CurrentUser) -> User:
 
 
 AdminUser = Annotated[User, Depends(get_admin_user)]
+
+
+# --- uploads: requests whose body may take minutes to arrive -----------------------------
+# A request session holds one of a bounded number of slots for the whole request; an
+# upload that kept one while its body trickled in would let a few stalled clients take
+# every slot, and every other request would wait. Upload routes therefore authenticate in
+# a session of their own that ends at once, receive the body holding no session, and
+# write their rows in another short session (``in_session``).
+
+
+def _authenticate_briefly(request: Request, ctx: AppContext, credential: str) -> User:
+    with ctx.session_factory.begin() as session:
+        return authenticate_request(request, ctx, session, credential)
+
+
+async def get_upload_user(
+    request: Request, ctx: Context, header: BearerHeader
+) -> AsyncIterator[User]:
+    """The authenticated user, holding one of their upload places until the response."""
+    credential = header.credentials if header else bearer_credential(request)
+    async with ctx.session_slots:
+        user = await anyio.to_thread.run_sync(_authenticate_briefly, request, ctx, credential)
+    with ctx.uploads.hold(user.id) as admitted:
+        if not admitted:
+            raise RateLimited(
+                f"At most {ctx.uploads.limit} uploads at once per user; wait for one to finish",
+                headers={"Retry-After": "1"},
+            )
+        yield user
+
+
+UploadUser = Annotated[User, Depends(get_upload_user, scope="function")]
+
+
+async def in_session(ctx: AppContext, work: Callable[[Session], T]) -> T:
+    """Runs ``work`` in one committed transaction, holding a session slot only meanwhile."""
+
+    def run() -> T:
+        with ctx.session_factory.begin() as session:
+            return work(session)
+
+    async with ctx.session_slots:
+        return await anyio.to_thread.run_sync(run)

@@ -73,14 +73,16 @@ async def _http_error(_: Request, exc: Exception) -> JSONResponse:
     return error_response(status, phrase, message, dict(exc.headers or {}) or None)
 
 
-async def _unhandled(request: Request, exc: Exception) -> JSONResponse:
-    # The traceback goes to the server log, never to the client.
-    logger.exception(
-        "unhandled error",
-        extra={"method": request.method, "path": request.url.path},
-        exc_info=exc,
-    )
+def internal_error(method: str, path: str, exc: BaseException) -> JSONResponse:
+    """The 500 for an exception nothing else handled. The traceback goes to the server
+    log, never to the client."""
+    logger.exception("unhandled error", extra={"method": method, "path": path}, exc_info=exc)
     return error_response(500, "Internal Server Error", "An internal error occurred")
+
+
+async def _unhandled(request: Request, exc: Exception) -> JSONResponse:
+    # Only reached if RequestContextMiddleware itself fails: it answers every other 500.
+    return internal_error(request.method, request.url.path, exc)
 
 
 def install(app: FastAPI) -> None:

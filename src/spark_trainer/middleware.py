@@ -1,7 +1,8 @@
-"""Pure ASGI middleware: request log and headers, and the request body size limit."""
+"""Pure ASGI middleware: request log and headers, the body size limit and read timeout."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
 import time
@@ -12,13 +13,18 @@ from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from spark_trainer.exception_handlers import error_response
+from spark_trainer.exception_handlers import error_response, internal_error
 
 logger = logging.getLogger("spark_trainer.request")
 
 
 class RequestContextMiddleware:
     """Adds X-Request-ID and the rate-limit headers, and logs one line per request.
+
+    It also answers the 500 for an exception no handler took, from inside the stack, so
+    that response carries the same headers and the connection stays open (Starlette's
+    outermost error middleware would answer it without them and re-raise to the server,
+    which then drops the connection).
 
     The log line carries the path without its query string: stream endpoints accept a
     token there, and tokens never reach a log.
@@ -34,11 +40,13 @@ class RequestContextMiddleware:
         request_id = secrets.token_hex(8)
         started = time.perf_counter()
         status_code = 500
+        started_response = False
         state: dict[str, Any] = scope.setdefault("state", {})
 
         async def send_wrapper(message: Message) -> None:
-            nonlocal status_code
+            nonlocal status_code, started_response
             if message["type"] == "http.response.start":
+                started_response = True
                 status_code = message["status"]
                 headers = MutableHeaders(scope=message)
                 headers["X-Request-ID"] = request_id
@@ -47,7 +55,13 @@ class RequestContextMiddleware:
             await send(message)
 
         try:
-            await self.app(scope, receive, send_wrapper)
+            try:
+                await self.app(scope, receive, send_wrapper)
+            except Exception as exc:
+                if scope["type"] != "http" or started_response:
+                    raise  # nothing can be answered any more
+                response = internal_error(scope["method"], scope["path"], exc)
+                await response(scope, receive, send_wrapper)
         finally:
             logger.info(
                 "request",
@@ -114,3 +128,40 @@ class BodySizeLimitMiddleware:
 
     def _message(self) -> str:
         return f"Request body exceeds the limit of {self.max_bytes} bytes"
+
+
+class BodyReadTimeoutMiddleware:
+    """408 when a request body stops arriving for ``timeout`` seconds.
+
+    Only while the body is incomplete: once it has all arrived, waiting on ``receive``
+    means waiting for a disconnect (streaming responses do), which may last for hours.
+    """
+
+    def __init__(self, app: ASGIApp, timeout: float) -> None:
+        self.app = app
+        self.timeout = timeout
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        body_done = False
+
+        async def timed_receive() -> Message:
+            nonlocal body_done
+            if body_done:
+                return await receive()
+            try:
+                async with asyncio.timeout(self.timeout):
+                    message = await receive()
+            except TimeoutError:
+                # Like the size limit: an HTTPException reaches the one error handler,
+                # and an upload in progress aborts its partial file on the way out.
+                raise HTTPException(
+                    408, f"The request body stalled for more than {self.timeout:g} s"
+                ) from None
+            if message["type"] != "http.request" or not message.get("more_body", False):
+                body_done = True
+            return message
+
+        await self.app(scope, timed_receive, send)

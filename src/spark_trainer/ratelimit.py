@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from limits import RateLimitItem, RateLimitItemPerSecond
 from limits.errors import StorageError
 from limits.storage import MemoryStorage, RedisStorage, Storage
-from limits.strategies import FixedWindowRateLimiter
 
 from spark_trainer.errors import ServiceUnavailable
 
@@ -40,7 +39,6 @@ class RateLimitResult:
 class RateLimiter:
     def __init__(self, storage: Storage, window_seconds: int = 60) -> None:
         self.storage = storage
-        self._limiter = FixedWindowRateLimiter(storage)
         self._window = window_seconds
         self._items: dict[int, RateLimitItem] = {}
 
@@ -61,15 +59,20 @@ class RateLimiter:
 
     def hit(self, scope: str, identity: str, per_minute: int) -> RateLimitResult:
         item = self._item(per_minute)
+        key = item.key_for(scope, identity)
         try:
-            allowed = self._limiter.hit(item, scope, identity)
-            stats = self._limiter.get_window_stats(item, scope, identity)
+            # The fixed window's counting, as FixedWindowRateLimiter.hit does it, but
+            # keeping the count the increment answers (one atomic INCR+EXPIRE on Redis):
+            # reading it back in a second call would let concurrent requests see each
+            # other's hits, and two of them the same Remaining.
+            count = self.storage.incr(key, item.get_expiry())
+            reset_time = self.storage.get_expiry(key)
         except StorageError as exc:
             # Failing closed: without its store the limit cannot be enforced.
             raise ServiceUnavailable("Rate limiter storage is unavailable") from exc
         return RateLimitResult(
-            allowed=allowed,
+            allowed=count <= per_minute,
             limit=per_minute,
-            remaining=stats.remaining,
-            reset_time=stats.reset_time,
+            remaining=max(0, per_minute - count),
+            reset_time=reset_time,
         )

@@ -6,15 +6,18 @@ Bad configuration fails here, at start-up, not at the first request.
 
 from __future__ import annotations
 
+import ipaddress
+import json
 import os
+import re
 import secrets
 import socket
 from functools import cached_property
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from sqlalchemy.engine import make_url
 
 SECRET_KEY_FILE = "secret_key"  # noqa: S105 - a file name
@@ -41,6 +44,22 @@ DEFAULT_JOB_ENV_ALLOWLIST = (
     "TRANSFORMERS_OFFLINE",
 )
 MIN_SECRET_LENGTH = 32
+DEFAULT_VIRTUAL_GPU_GB = 80
+MAX_VIRTUAL_GPUS = 1024
+_VIRTUAL_GPUS = re.compile(r"^\s*(\d{1,4})\s*(?:[xX]\s*(\d{1,5})\s*(?:GB|GiB|G)?)?\s*$", re.I)
+
+
+def parse_virtual_gpus(spec: str) -> tuple[int, int]:
+    """'4' or '4x80GB' → (4, 80 GiB in bytes). GB are binary, as NVML reports memory:
+    an '80GB' A100 has 85899345920 bytes."""
+    found = _VIRTUAL_GPUS.match(spec)
+    if found is None:
+        raise ValueError("must be a GPU count ('4') or count x memory per GPU ('4x80GB')")
+    count = int(found.group(1))
+    gigabytes = int(found.group(2) or DEFAULT_VIRTUAL_GPU_GB)
+    if count > MAX_VIRTUAL_GPUS or gigabytes < 1:
+        raise ValueError(f"at most {MAX_VIRTUAL_GPUS} GPUs of at least 1GB each")
+    return count, gigabytes * 1024**3
 
 
 class Settings(BaseSettings):
@@ -90,6 +109,26 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(
         default=50 * 1024**3, ge=1, description="Largest file one dataset upload may carry."
     )
+    body_read_timeout_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        le=3600,
+        description="A request body (an upload included) that sends nothing for this long "
+        "answers 408.",
+    )
+    max_uploads_per_user: int = Field(
+        default=4,
+        ge=1,
+        le=1000,
+        description="Uploads one user may have in progress at once on an API process; "
+        "more answer 429.",
+    )
+    trusted_proxies: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Addresses (or CIDR networks) of reverse proxies whose X-Forwarded-For "
+        "and X-Forwarded-Proto are believed. Empty: forwarded headers are ignored and the "
+        'client is the socket\'s peer. JSON list or comma-separated: ["10.0.0.5"].',
+    )
     artifacts_dir: Path | None = Field(
         default=None,
         description="Where dataset and model files are kept (content-addressed by md5, laid "
@@ -128,12 +167,11 @@ class Settings(BaseSettings):
     deployment_port_max: int = Field(
         default=29999, ge=1024, le=65535, description="Highest port a deployment replica gets."
     )
-    gpus: int | None = Field(
+    gpus: str | None = Field(
         default=None,
-        ge=0,
-        le=1024,
-        description="Configure a virtual inventory of this many GPUs instead of reading NVML "
-        "(for machines without GPUs; reported as virtual in /api/gpus).",
+        description="A virtual inventory instead of NVML's, for machines without GPUs: "
+        f"'4' (four GPUs of {DEFAULT_VIRTUAL_GPU_GB}GB) or '4x24GB'. Reported with "
+        '"virtual": true in /api/gpus, with zero readings.',
     )
 
     executor: Literal["local", "fake"] = Field(
@@ -167,6 +205,41 @@ class Settings(BaseSettings):
         description="Server environment variables a job inherits (besides the platform's "
         "SPARKTRAINER_* ones and the job's own `environment`).",
     )
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _proxy_list(cls, value: object) -> object:
+        if isinstance(value, str):
+            if value.strip().startswith("["):
+                return json.loads(value)
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxy_addresses(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            ipaddress.ip_network(entry, strict=False)  # ValueError names the bad entry
+        return value
+
+    @field_validator("gpus", mode="before")
+    @classmethod
+    def _gpus_text(cls, value: object) -> object:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return str(value)
+        return value
+
+    @field_validator("gpus")
+    @classmethod
+    def _gpus_spec(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_virtual_gpus(value)
+        return value
+
+    @property
+    def virtual_gpus(self) -> tuple[int, int] | None:
+        """(count, memory of each in bytes) of the configured virtual inventory, or None."""
+        return None if self.gpus is None else parse_virtual_gpus(self.gpus)
 
     @field_validator("secret_key")
     @classmethod

@@ -42,8 +42,11 @@ def test_lists_the_virtual_gpus_with_the_jobs_holding_them(
         assert row["job_id"] == (job["id"] if row["id"] in held else None)
         assert row["virtual"] is True
         assert row["node"] == settings.node_name
-        # Virtual GPUs exist for scheduling only: no invented readings.
-        assert row["memory_used"] is None and row["utilization"] is None
+        # Virtual GPUs: the configured size (80GB by default) and zero readings, with
+        # "virtual" saying they come from no device.
+        assert row["memory_total"] == 80 * 1024**3
+        assert (row["memory_used"], row["utilization"]) == (0, 0.0)
+        assert (row["temperature"], row["power_usage"]) == (0.0, 0.0)
     assert set(rows[0]) == {
         "id",
         "name",

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pynvml
 import pytest
+from pydantic import ValidationError
 
 from spark_trainer.gpus.inventory import (
     GpuDevice,
@@ -34,8 +35,8 @@ NVIDIA_DRIVER = _nvidia_driver_present()
 needs_no_driver = pytest.mark.skipif(NVIDIA_DRIVER, reason="an NVIDIA driver is present")
 
 
-def _settings(tmp_path: Path, gpus: int | None) -> Settings:
-    return Settings(data_dir=tmp_path, gpus=gpus, secret_key="x" * 40)
+def _settings(tmp_path: Path, gpus: int | str | None) -> Settings:
+    return Settings(data_dir=tmp_path, gpus=gpus, secret_key="x" * 40)  # type: ignore[arg-type]
 
 
 @needs_no_driver
@@ -56,17 +57,17 @@ def test_nvml_without_a_driver_has_no_gpus(caplog: pytest.LogCaptureFixture) -> 
     ]
 
 
-def test_virtual_inventory_has_the_configured_gpus_and_no_readings() -> None:
-    inventory = VirtualGpuInventory(4, node="node-a")
+def test_virtual_inventory_has_the_configured_gpus_and_zero_readings() -> None:
+    inventory = VirtualGpuInventory(4, memory_total=24 * 1024**3, node="node-a")
     assert inventory.virtual is True
     assert inventory.devices() == [
-        GpuDevice(index=i, name="Virtual GPU", uuid=f"virtual-node-a-{i}", memory_total=None)
+        GpuDevice(
+            index=i, name="Virtual GPU", uuid=f"virtual-node-a-{i}", memory_total=24 * 1024**3
+        )
         for i in range(4)
     ]
     assert inventory.readings() == {
-        i: GpuReading(
-            index=i, memory_used=None, utilization=None, temperature=None, power_usage=None
-        )
+        i: GpuReading(index=i, memory_used=0, utilization=0.0, temperature=0.0, power_usage=0.0)
         for i in range(4)
     }
     assert sorted(inventory.readings([3, 1, 9])) == [1, 3]
@@ -118,11 +119,11 @@ def test_gpu_rows_put_each_holder_on_its_gpu() -> None:
     assert rows[0].model_dump() == {
         "id": 0,
         "name": "Virtual GPU",
-        "memory_total": None,
-        "memory_used": None,
-        "utilization": None,
-        "temperature": None,
-        "power_usage": None,
+        "memory_total": 80 * 1024**3,
+        "memory_used": 0,
+        "utilization": 0.0,
+        "temperature": 0.0,
+        "power_usage": 0.0,
         "uuid": "virtual-n1-0",
         "node": "n1",
         "virtual": True,
@@ -152,3 +153,25 @@ def test_system_snapshot_reads_real_values(tmp_path: Path) -> None:
     assert snapshot.network_io.bytes_sent >= 0
     assert snapshot.network_io.bytes_recv >= 0
     assert snapshot.timestamp.utcoffset() == timedelta(0)
+
+
+@pytest.mark.parametrize(
+    ("spec", "count", "memory"),
+    [
+        ("4", 4, 80 * 1024**3),
+        (4, 4, 80 * 1024**3),
+        ("4x24GB", 4, 24 * 1024**3),
+        ("2x80", 2, 80 * 1024**3),
+    ],
+)
+def test_virtual_inventory_size_comes_from_sparktrainer_gpus(
+    tmp_path: Path, spec: int | str, count: int, memory: int
+) -> None:
+    inventory = build_inventory(_settings(tmp_path, spec))
+    assert [d.memory_total for d in inventory.devices()] == [memory] * count
+
+
+@pytest.mark.parametrize("spec", ["four", "4x", "-1", "4x0GB", "2000", "4x80TB"])
+def test_a_bad_sparktrainer_gpus_fails_at_start_up(tmp_path: Path, spec: str) -> None:
+    with pytest.raises(ValidationError, match="gpus"):
+        _settings(tmp_path, spec)

@@ -17,10 +17,18 @@ def test_healthz(client: TestClient) -> None:
     assert response.json() == {"status": "healthy"}
 
 
-def test_readyz_reports_the_database(client: TestClient) -> None:
+def test_readyz_answers_the_specs_four_keys_and_what_backs_them(
+    client: TestClient, settings: Settings
+) -> None:
     response = client.get("/readyz")
     assert response.status_code == 200
-    assert response.json() == {"status": "ready", "database": True}
+    body = response.json()
+    database = "sqlite" if settings.is_sqlite else "postgresql+psycopg://127.0.0.1:5432/"
+    assert body.pop("backends")["database"].startswith(database)
+    # Embedded mode: the in-process bus and executor stand in for Redis and Celery.
+    assert body == {"status": "ready", "database": True, "redis": True, "celery": True}
+    assert response.json()["backends"]["redis"] == "in-process"
+    assert response.json()["backends"]["celery"] == "in-process"
 
 
 def test_readyz_is_503_when_the_database_is_down(settings: Settings) -> None:
@@ -32,7 +40,10 @@ def test_readyz_is_503_when_the_database_is_down(settings: Settings) -> None:
         response = client.get("/readyz")
     ctx.close()
     assert response.status_code == 503
-    assert response.json() == {"status": "not ready", "database": False}
+    body = response.json()
+    assert body["backends"]["database"] == "postgresql+psycopg://127.0.0.1:1/none"
+    del body["backends"]
+    assert body == {"status": "not ready", "database": False, "redis": True, "celery": True}
 
 
 def test_openapi_json_and_yaml_are_valid_and_equal(client: TestClient) -> None:

@@ -74,7 +74,13 @@ def test_redis_limit_is_shared_between_two_app_instances(
         _assert_blocked(first, account.headers, 20)
         _assert_blocked(second, account.headers, 20)
         ready = first.get("/readyz")
-        assert ready.json() == {"status": "ready", "database": True, "redis": True}
+        assert ready.json()["backends"]["redis"] == redis_url.replace("redis://", "redis://", 1)
+        assert {k: v for k, v in ready.json().items() if k != "backends"} == {
+            "status": "ready",
+            "database": True,
+            "redis": True,
+            "celery": True,
+        }
     first_ctx.close()
     second_ctx.close()
 
@@ -87,4 +93,7 @@ def test_readyz_is_503_when_redis_is_down(settings_factory: Callable[..., Settin
         response = client.get("/readyz")
     ctx.close()
     assert response.status_code == 503
-    assert response.json() == {"status": "not ready", "database": True, "redis": False}
+    body = response.json()
+    assert body["backends"]["redis"] == "redis://127.0.0.1:1/0"
+    del body["backends"]
+    assert body == {"status": "not ready", "database": True, "redis": False, "celery": True}

@@ -2,13 +2,12 @@ from __future__ import annotations
 
 import os
 import stat
-import time
 from pathlib import Path
 
 import pytest
 
 from spark_trainer.storage.base import ArtifactStore
-from spark_trainer.storage.local import STALE_TEMP_SECONDS, LocalArtifactStore
+from spark_trainer.storage.local import LocalArtifactStore
 from tests.storage.conformance import ArtifactStoreConformance, md5
 
 
@@ -59,17 +58,21 @@ def test_a_reader_keeps_its_bytes_when_the_same_content_is_committed_again(
     assert first + b"".join(reading) == data
 
 
-def test_stale_temporary_files_are_removed_at_start(tmp_path: Path) -> None:
+def test_temporaries_no_writer_holds_are_removed_at_start_whatever_their_age(
+    tmp_path: Path,
+) -> None:
     root = tmp_path / "artifacts"
+    store = LocalArtifactStore(root)
+    # Left by a server that crashed mid-upload a moment ago: no process holds it.
+    crashed = root / "tmp" / "blob-crashed.part"
+    crashed.write_bytes(b"left by a crashed upload")
+    live = store.open_writer()  # another upload, still in progress
+    live.write(b"still being written")
+    live_files = set((root / "tmp").glob("*.part")) - {crashed}
     LocalArtifactStore(root)
-    stale, fresh = root / "tmp" / "blob-dead.part", root / "tmp" / "blob-live.part"
-    stale.write_bytes(b"left by a crashed upload")
-    fresh.write_bytes(b"another process is still writing this")
-    old = time.time() - STALE_TEMP_SECONDS - 60
-    os.utime(stale, (old, old))
-    LocalArtifactStore(root)
-    assert not stale.exists()
-    assert fresh.exists()
+    assert not crashed.exists()
+    assert len(live_files) == 1 and all(path.exists() for path in live_files)
+    assert live.commit().size == len(b"still being written")
 
 
 def test_a_failed_write_aborts_the_writer(tmp_path: Path) -> None:

@@ -3,7 +3,6 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response, status
-from fastapi.concurrency import run_in_threadpool
 
 from spark_trainer.datasets import service
 from spark_trainer.datasets.schemas import (
@@ -14,7 +13,7 @@ from spark_trainer.datasets.schemas import (
     validate_name,
 )
 from spark_trainer.datasets.upload import receive_upload
-from spark_trainer.deps import Context, CurrentUser, DbSession
+from spark_trainer.deps import Context, CurrentUser, DbSession, UploadUser, in_session
 from spark_trainer.kit.pagination import PagingParams
 from spark_trainer.kit.schemas import Page
 from spark_trainer.storage.http import blob_response
@@ -73,19 +72,17 @@ def list_datasets(
     },
 )
 async def upload_dataset(
-    request: Request, response: Response, user: CurrentUser, ctx: Context, session: DbSession
+    request: Request, response: Response, user: UploadUser, ctx: Context
 ) -> DatasetDetail:
-    # The body can take minutes to arrive. End the transaction authentication opened now,
-    # so its pooled connection is not held idle meanwhile; the rows are written after the
-    # file is stored, in a new transaction the session dependency commits as usual.
-    await run_in_threadpool(session.commit)
+    # No request session while the body arrives (see deps.UploadUser): the rows are
+    # written once the file is stored, in a short transaction of their own.
     upload = await receive_upload(
         request,
         ctx.artifacts,
         fields={"name": validate_name},
         max_file_bytes=ctx.settings.max_upload_bytes,
     )
-    outcome = await run_in_threadpool(service.record_upload, session, user, upload)
+    outcome = await in_session(ctx, lambda session: service.record_upload(session, user, upload))
     if not outcome.created:
         response.status_code = status.HTTP_200_OK
     return outcome.dataset

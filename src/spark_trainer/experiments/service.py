@@ -18,6 +18,7 @@ from spark_trainer.experiments.schemas import (
 )
 from spark_trainer.identity import service as identity
 from spark_trainer.kit.ids import IdPrefix, new_id
+from spark_trainer.kit.time import utcnow
 from spark_trainer.models import Experiment, Job, MetricSummary, User
 
 METRIC_SORT_PREFIX = "metric:"
@@ -27,10 +28,14 @@ def create(session: Session, user: User, data: ExperimentCreate) -> Experiment:
     repo = ExperimentRepository(session)
     if repo.get_by_name(user.id, data.name) is not None:
         raise Conflict(f"Experiment '{data.name}' already exists")
+    now = utcnow()
     try:
         return repo.add(
             Experiment(
                 id=new_id(IdPrefix.EXPERIMENT),
+                # One instant for both: separate defaults put updated_at before created_at.
+                created_at=now,
+                updated_at=now,
                 owner_id=user.id,
                 name=data.name,
                 description=data.description,

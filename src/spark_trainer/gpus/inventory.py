@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 import pynvml
 
-from spark_trainer.settings import Settings
+from spark_trainer.settings import DEFAULT_VIRTUAL_GPU_GB, Settings
 
 logger = logging.getLogger(__name__)
 
@@ -82,20 +82,32 @@ def _selected(devices: list[GpuDevice], indices: Iterable[int] | None) -> list[G
 
 
 class VirtualGpuInventory(GpuInventory):
-    """``count`` GPUs that exist only for scheduling; their readings are all unknown.
+    """``count`` GPUs of ``memory_total`` bytes that exist only for scheduling.
 
-    Readings stay None rather than plausible numbers so that nobody mistakes a machine
-    without GPUs for one with idle GPUs.
+    Their readings are zeros, so that typed clients get the numbers the API promises;
+    ``virtual`` (``"virtual": true`` on the wire) says they come from no device, so
+    nobody mistakes a machine without GPUs for one with idle GPUs.
     """
 
     virtual = True
 
-    def __init__(self, count: int, *, node: str = "local") -> None:
+    def __init__(
+        self,
+        count: int,
+        *,
+        memory_total: int = DEFAULT_VIRTUAL_GPU_GB * 1024**3,
+        node: str = "local",
+    ) -> None:
         if count < 0:
             raise ValueError("a GPU count cannot be negative")
         # The node is in the uuid because uuids must stay unique once several nodes report.
         self._devices = [
-            GpuDevice(index=i, name=VIRTUAL_GPU_NAME, uuid=f"virtual-{node}-{i}", memory_total=None)
+            GpuDevice(
+                index=i,
+                name=VIRTUAL_GPU_NAME,
+                uuid=f"virtual-{node}-{i}",
+                memory_total=memory_total,
+            )
             for i in range(count)
         ]
 
@@ -106,10 +118,10 @@ class VirtualGpuInventory(GpuInventory):
         return {
             device.index: GpuReading(
                 index=device.index,
-                memory_used=None,
-                utilization=None,
-                temperature=None,
-                power_usage=None,
+                memory_used=0,
+                utilization=0.0,
+                temperature=0.0,
+                power_usage=0.0,
             )
             for device in _selected(self._devices, indices)
         }
@@ -228,6 +240,15 @@ def _sample(index: int, handle: Any) -> GpuReading:
 
 def build_inventory(settings: Settings) -> GpuInventory:
     """The configured virtual inventory when ``SPARKTRAINER_GPUS`` is set, else NVML's."""
-    if settings.gpus is not None:
-        return VirtualGpuInventory(settings.gpus, node=settings.node_name)
+    virtual = settings.virtual_gpus
+    if virtual is not None:
+        count, memory = virtual
+        return VirtualGpuInventory(count, memory_total=memory, node=settings.node_name)
     return NvmlGpuInventory()
+
+
+NO_GPUS_HINT = (
+    "No GPUs were found (NVML reports none). Jobs that need GPUs will be refused until "
+    "there are some. On a machine without GPUs, configure a virtual inventory to try "
+    "SparkTrainer out: SPARKTRAINER_GPUS=4 (four 80GB GPUs) or SPARKTRAINER_GPUS=4x24GB."
+)

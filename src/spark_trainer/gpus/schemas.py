@@ -19,7 +19,9 @@ class GpuRead(Schema):
     uuid: str | None
     node: str = Field(description="The machine the GPU is in.")
     virtual: bool = Field(
-        description="Configured for scheduling on a machine without GPUs; readings are null."
+        description="Configured for scheduling on a machine without GPUs (SPARKTRAINER_GPUS):"
+        " memory_total is the configured size, the other readings are zero and come from no "
+        "device."
     )
     in_use: bool = Field(description="Whether a job holds this GPU now.")
     job_id: str | None = Field(

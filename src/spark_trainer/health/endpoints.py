@@ -1,11 +1,11 @@
 from __future__ import annotations
 
-from typing import Any
+from typing import Literal
 
 from fastapi import APIRouter
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from spark_trainer.deps import Context
 
@@ -24,15 +24,32 @@ async def healthz() -> Healthy:
     return _HEALTHY
 
 
+class Backends(BaseModel):
+    database: str = Field(description='"sqlite", or the PostgreSQL URL without credentials.')
+    redis: str = Field(description='"in-process" (embedded), or the Redis URL without credentials.')
+    celery: str = Field(description='"in-process": jobs run on the API process\'s executor.')
+
+
+class Readiness(BaseModel):
+    status: Literal["ready", "not ready"]
+    database: bool
+    redis: bool = Field(description="Redis, or in embedded mode its in-process stand-in.")
+    celery: bool = Field(description="The job executor (in-process in embedded mode).")
+    backends: Backends
+
+
 @router.get(
     "/readyz",
-    summary="Readiness: every dependency in use answers",
-    responses={503: {"description": "A dependency is down"}},
+    summary="Readiness: every dependency answers",
+    response_model=Readiness,
+    responses={503: {"model": Readiness, "description": "A dependency is down"}},
 )
 async def readyz(ctx: Context) -> JSONResponse:
-    checks: dict[str, Any] = await run_in_threadpool(ctx.dependency_status)
+    checks = await run_in_threadpool(ctx.dependency_status)
     ready = all(checks.values())
-    return JSONResponse(
-        {"status": "ready" if ready else "not ready", **checks},
-        status_code=200 if ready else 503,
+    body = Readiness(
+        status="ready" if ready else "not ready",
+        backends=Backends(**ctx.backends()),
+        **checks,
     )
+    return JSONResponse(body.model_dump(), status_code=200 if ready else 503)

@@ -45,7 +45,7 @@ class UserCreate(InputSchema):
 class UserUpdate(InputSchema):
     role: Role | None = None
     tier: Tier | None = None
-    is_active: bool | None = None
+    is_active: bool | None = Field(default=None, strict=True)
     password: str | None = Field(default=None, min_length=8, max_length=1024)
 
 

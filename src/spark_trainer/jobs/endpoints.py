@@ -13,13 +13,14 @@ from fastapi.responses import Response, StreamingResponse
 from sqlalchemy.orm import Session, sessionmaker
 
 from spark_trainer.deps import (
+    BearerHeader,
     Context,
     CurrentUser,
     DbSession,
     authenticate_request,
     bearer_credential,
 )
-from spark_trainer.errors import BadRequest
+from spark_trainer.errors import BadRequest, ServiceUnavailable
 from spark_trainer.jobs import service
 from spark_trainer.jobs.schemas import (
     JobCreate,
@@ -29,7 +30,7 @@ from spark_trainer.jobs.schemas import (
     MetricsHistory,
     MetricsIngest,
 )
-from spark_trainer.kit.pagination import PagingParams
+from spark_trainer.kit.pagination import MAX_INT64, PagingParams
 from spark_trainer.kit.schemas import Page
 from spark_trainer.metrics import store
 from spark_trainer.metrics.pipeline import InvalidPoint, parse_point
@@ -95,7 +96,9 @@ def job_logs(
     ctx: Context,
     session: DbSession,
     stream: Annotated[service.LogStream, Query()] = "stdout",
-    offset: Annotated[int | None, Query(ge=0, description="Byte offset to read from")] = None,
+    offset: Annotated[
+        int | None, Query(ge=0, le=MAX_INT64, description="Byte offset to read from")
+    ] = None,
     tail: Annotated[
         int | None, Query(ge=1, le=100_000, description="Only the last N lines")
     ] = None,
@@ -163,8 +166,8 @@ def job_metrics(
     ctx: Context,
     session: DbSession,
     name: Annotated[list[str] | None, Query(description="Metric names (repeatable)")] = None,
-    step_min: Annotated[int | None, Query(ge=0)] = None,
-    step_max: Annotated[int | None, Query(ge=0)] = None,
+    step_min: Annotated[int | None, Query(ge=0, le=MAX_INT64)] = None,
+    step_max: Annotated[int | None, Query(ge=0, le=MAX_INT64)] = None,
     max_points: Annotated[int | None, Query(ge=2, le=100_000)] = None,
 ) -> Response:
     job = service.get_owned(session, user, job_id)
@@ -197,24 +200,35 @@ def job_metrics(
     response_model=MetricsAccepted,
     summary="Report metric points for a running job",
     description="For jobs that run outside SparkTrainer's executor. Authenticate with the "
-    "job's own token (`SPARKTRAINER_JOB_TOKEN`, `stj_…`) or as the job's owner.",
+    "job's own token (`SPARKTRAINER_JOB_TOKEN`, `stj_…`) or as the job's owner. A 503 "
+    "means nothing was accepted (the event bus is down): retry it. A 200 means every "
+    "point is stored.",
     responses={409: {"description": "The job is not running"}},
 )
 def ingest_metrics(
-    job_id: str, body: MetricsIngest, request: Request, ctx: Context, session: DbSession
+    job_id: str,
+    body: MetricsIngest,
+    request: Request,
+    ctx: Context,
+    session: DbSession,
+    header: BearerHeader,
 ) -> MetricsAccepted:
-    credential = bearer_credential(request)
-    job = service.get_job(session, job_id)
+    # Authenticated before anything is looked up: an unknown job id and a job the caller
+    # may not see answer like any other failed authentication.
+    credential = header.credentials if header else bearer_credential(request)
     if credential.startswith(JOB_TOKEN_PREFIX):
-        service.check_job_token(job, credential)
+        job = service.job_for_token(session, job_id, credential)
     else:
         user = authenticate_request(request, ctx, session, credential)
-        service.get_owned(session, user, job_id)
+        job = service.get_owned(session, user, job_id)
     service.ensure_running(job)
     now = time.time()
     try:
         points = [parse_point(p.model_dump(), now=now) for p in body.points]
     except InvalidPoint as exc:
         raise BadRequest(str(exc)) from None
+    if not ctx.bus.available():
+        # Refused before anything is queued: a client's retry then stores each point once.
+        raise ServiceUnavailable("The event bus (Redis) is unavailable; retry shortly")
     frames = ctx.jobs.pipeline.ingest(job.id, points)
     return MetricsAccepted(accepted=len(frames), last_seq=frames[-1].seq)

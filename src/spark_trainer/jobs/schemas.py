@@ -2,10 +2,12 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Annotated
 
 from pydantic import Field, field_validator
 
 from spark_trainer.kit.schemas import InputSchema, Schema, UTCDatetime
+from spark_trainer.metrics import rules
 from spark_trainer.models import JobStatus
 
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -15,9 +17,15 @@ MAX_ENV_ENTRIES = 256
 class JobCreate(InputSchema):
     name: str = Field(min_length=1, max_length=200)
     command: str = Field(min_length=1, max_length=100_000, description="Run with /bin/sh -c.")
-    gpu_count: int = Field(default=1, ge=0, le=1024, description="Whole GPUs, all on one node.")
+    gpu_count: int = Field(
+        default=1, ge=0, le=1024, strict=True, description="Whole GPUs, all on one node."
+    )
     priority: int = Field(
-        default=0, ge=-1000, le=1000, description="Higher runs first; FIFO within a priority."
+        default=0,
+        ge=-1000,
+        le=1000,
+        strict=True,
+        description="Higher runs first; FIFO within a priority.",
     )
     environment: dict[str, str] = Field(
         default_factory=dict,
@@ -46,7 +54,11 @@ class JobCreate(InputSchema):
         "model name when it completes; default: the job's name.",
     )
     timeout_seconds: int | None = Field(
-        default=None, ge=1, le=365 * 24 * 3600, description="Kill and fail the job after this."
+        default=None,
+        ge=1,
+        le=365 * 24 * 3600,
+        strict=True,
+        description="Kill and fail the job after this.",
     )
     working_dir: str | None = Field(
         default=None,
@@ -112,10 +124,28 @@ class JobDetail(JobRead):
     events: list[JobEventRead] = Field(description="Every status transition, oldest first.")
 
 
+MetricName = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=rules.MAX_NAME_LENGTH,
+        pattern=r"^[^\x00-\x1f\x7f-\x9f]+$",
+        description="No control characters; 'step' is reserved.",
+    ),
+]
+FiniteNumber = Annotated[float, Field(strict=True, allow_inf_nan=False)]
+
+
 class MetricPointIn(InputSchema):
-    step: int | None = Field(default=None, ge=0)
-    metrics: dict[str, float] = Field(min_length=1)
-    ts: float | None = Field(default=None, description="Unix time; default: when received.")
+    step: int | None = Field(
+        default=None,
+        ge=0,
+        le=rules.MAX_STEP,
+        strict=True,
+        description="Default: one more than the job's previous step.",
+    )
+    metrics: dict[MetricName, FiniteNumber] = Field(min_length=1)
+    ts: FiniteNumber | None = Field(default=None, description="Unix time; default: when received.")
 
 
 class MetricsIngest(InputSchema):

@@ -42,8 +42,14 @@ def submit(
     the job's end reaches their handler through ``runtime.events``."""
     largest = engine.capacity()
     if data.gpu_count > largest:
+        hint = (
+            " (no GPUs were found on this machine; set SPARKTRAINER_GPUS=4 for a virtual "
+            "inventory, or SPARKTRAINER_GPUS=4x80GB to give each GPU's memory)"
+            if largest == 0
+            else ""
+        )
         raise BadRequest(
-            f"gpu_count {data.gpu_count} exceeds the largest node, which has {largest} GPUs"
+            f"gpu_count {data.gpu_count} exceeds the largest node, which has {largest} GPUs{hint}"
         )
     if data.working_dir is not None and not Path(data.working_dir).is_dir():
         raise BadRequest(f"working_dir '{data.working_dir}' is not a directory")
@@ -197,6 +203,16 @@ def _tail_start(handle: BinaryIO, size: int, lines: int) -> int:
 
 
 # --- metrics ingestion ----------------------------------------------------------------
+
+
+def job_for_token(session: Session, job_id: str, credential: str) -> Job:
+    """The job a job token belongs to. An unknown job and a wrong token answer the same
+    401, so a caller without the token learns nothing about which job ids exist."""
+    job = session.get(Job, job_id)
+    if job is None:
+        raise Unauthorized("Invalid job token")
+    check_job_token(job, credential)
+    return job
 
 
 def check_job_token(job: Job, credential: str) -> None:

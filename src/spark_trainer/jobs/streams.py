@@ -16,11 +16,12 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 
 from spark_trainer.context import AppContext
-from spark_trainer.deps import Context, DbSession, StreamUser
-from spark_trainer.errors import SparkTrainerError, Unauthorized
+from spark_trainer.deps import Context, DbSession, StreamUser, count_request
+from spark_trainer.errors import SparkTrainerError, Unauthorized, ValidationFailed
 from spark_trainer.identity import service as identity
 from spark_trainer.jobs import service
 from spark_trainer.jobs.subscription import job_messages
+from spark_trainer.kit.pagination import MAX_INT64
 from spark_trainer.metrics.frames import SSE_OPEN, SSE_PING, sse_end
 
 router = APIRouter(tags=["jobs"])
@@ -38,10 +39,12 @@ def stream_job(
     ctx: Context,
     session: DbSession,
     last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
-    after: Annotated[int | None, Query(ge=0, description="Resume after this event id")] = None,
+    after: Annotated[
+        int | None, Query(ge=0, le=MAX_INT64, description="Resume after this event id")
+    ] = None,
 ) -> StreamingResponse:
+    cursor = after if after is not None else _event_id(last_event_id, "Last-Event-ID")
     service.get_owned(session, user, job_id)
-    cursor = after if after is not None else _event_id(last_event_id)
     return StreamingResponse(
         _sse(ctx, job_id, cursor),
         media_type="text/event-stream",
@@ -49,11 +52,16 @@ def stream_job(
     )
 
 
-def _event_id(value: str | None) -> int:
-    try:
-        return max(0, int(value)) if value else 0
-    except ValueError:
+def _event_id(value: str | None, field: str) -> int:
+    if not value:
         return 0
+    try:
+        parsed = int(value)
+    except ValueError:
+        parsed = -1
+    if not 0 <= parsed <= MAX_INT64:
+        raise ValidationFailed(f"{field}: must be an event id from 0 to {MAX_INT64}")
+    return parsed
 
 
 async def _sse(ctx: AppContext, job_id: str, cursor: int) -> AsyncIterator[bytes]:
@@ -67,7 +75,9 @@ async def _sse(ctx: AppContext, job_id: str, cursor: int) -> AsyncIterator[bytes
             yield b"".join(frame.sse for frame in batch.frames)
 
 
-def _authorize_socket(ctx: AppContext, websocket: WebSocket, job_id: str) -> None:
+def _authorize_socket(ctx: AppContext, websocket: WebSocket, job_id: str) -> int:
+    """Authenticates and counts the connection like any request; answers the cursor."""
+    cursor = _event_id(websocket.query_params.get("after"), "after")
     credential = websocket.query_params.get("access_token")
     header = websocket.headers.get("authorization", "")
     if header.lower().startswith("bearer "):
@@ -76,24 +86,25 @@ def _authorize_socket(ctx: AppContext, websocket: WebSocket, job_id: str) -> Non
         raise Unauthorized("Missing access_token")
     with ctx.session_factory() as session:
         user = identity.authenticate(session, ctx.tokens.key, credential)
+        count_request(ctx, user)
         service.get_owned(session, user, job_id)
         session.commit()
+    return cursor
 
 
 @router.websocket("/ws/jobs/{job_id}/stream")
 async def stream_job_ws(websocket: WebSocket, job_id: str) -> None:
     ctx: AppContext = websocket.app.state.ctx
     try:
-        await run_in_threadpool(_authorize_socket, ctx, websocket, job_id)
+        cursor = await run_in_threadpool(_authorize_socket, ctx, websocket, job_id)
     except SparkTrainerError as exc:
-        # 1008 policy violation: the handshake is refused before any data is sent.
+        # 1008 policy violation: the handshake is refused before any data is sent (a
+        # rate-limited user too, with the limit's message as the reason).
         await websocket.close(code=1008, reason=exc.message[:120])
         return
     await websocket.accept()
     try:
-        async for batch in job_messages(
-            ctx, job_id, _event_id(websocket.query_params.get("after"))
-        ):
+        async for batch in job_messages(ctx, job_id, cursor):
             if batch.end is not None:
                 await websocket.send_text(batch.end)
                 await websocket.close(code=1000, reason="job ended")

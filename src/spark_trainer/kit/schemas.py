@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Annotated, Generic, Self, TypeVar
+from typing import Annotated, Any, Generic, Self, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, PlainSerializer
+from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, field_validator
 
 from spark_trainer.kit.pagination import Paging
+from spark_trainer.kit.text import check_text
 
 
 def _iso_z(value: datetime) -> str:
@@ -31,6 +32,26 @@ class InputSchema(BaseModel):
     """Request bodies: unknown fields are an error, not silently dropped."""
 
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _no_control_characters(cls, value: Any) -> Any:
+        # Every string of the body, including dict keys and list items; nested input
+        # schemas have checked their own fields already.
+        _check_strings(value)
+        return value
+
+
+def _check_strings(value: Any) -> None:
+    if isinstance(value, str):
+        check_text(value)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _check_strings(key)
+            _check_strings(item)
+    elif isinstance(value, list | tuple | set | frozenset):
+        for item in value:
+            _check_strings(item)
 
 
 class Page(Schema, Generic[T]):

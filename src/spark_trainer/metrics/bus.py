@@ -47,10 +47,16 @@ class EventBus(ABC):
                 logger.exception("handling a control message failed")
 
     @abstractmethod
-    def publish(self, job_id: str, frames: Sequence[Frame]) -> None: ...
+    def publish(self, job_id: str, frames: Sequence[Frame]) -> None:
+        """Never raises: the points are accepted (and stored) whether or not live
+        subscribers hear of them; a subscriber that misses them reads them back."""
 
     @abstractmethod
     def publish_end(self, job_id: str, end_payload: str) -> None: ...
+
+    def available(self) -> bool:
+        """Whether a publish would reach the other processes now."""
+        return True
 
     @abstractmethod
     def start(self) -> None:
@@ -85,13 +91,35 @@ class RedisBus(EventBus):
         self._pubsub = client.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
+        # Set by a failed publish, cleared by the next successful ping.
+        self._down = False
 
     def publish(self, job_id: str, frames: Sequence[Frame]) -> None:
         message = json.dumps({"frames": [[f.seq, f.data] for f in frames]})
-        self.client.publish(CHANNEL_PREFIX + job_id, message)
+        self._send(job_id, message)
 
     def publish_end(self, job_id: str, end_payload: str) -> None:
-        self.client.publish(CHANNEL_PREFIX + job_id, json.dumps({"end": end_payload}))
+        self._send(job_id, json.dumps({"end": end_payload}))
+
+    def _send(self, job_id: str, message: str) -> None:
+        try:
+            self.client.publish(CHANNEL_PREFIX + job_id, message)
+        except redis.RedisError as exc:
+            # What was published is already queued for storage; failing here would
+            # answer an error for points that are then stored anyway (and stored twice
+            # once the client retries). Marked down instead, so new work is refused.
+            self._down = True
+            logger.warning("redis bus: publish failed (%s)", exc, extra={"job_id": job_id})
+
+    def available(self) -> bool:
+        if not self._down:
+            return True
+        try:
+            self.client.ping()
+        except redis.RedisError:
+            return False
+        self._down = False
+        return True
 
     def publish_control(self, message: dict[str, Any]) -> None:
         self.client.publish(CONTROL_CHANNEL, json.dumps(message))
@@ -115,6 +143,7 @@ class RedisBus(EventBus):
                 if self._stopping.is_set():
                     return
                 logger.warning("redis bus: %s; retrying", exc)
+                self._down = True
                 subscribed = False
                 self._stopping.wait(1.0)
                 continue

@@ -26,9 +26,9 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,15 +37,13 @@ from typing import Any
 from sqlalchemy import Engine, case, select, text, update
 
 from spark_trainer.errors import ServiceUnavailable
-from spark_trainer.metrics import store
+from spark_trainer.metrics import rules, store
 from spark_trainer.metrics.bus import EventBus
 from spark_trainer.metrics.frames import Frame, encode_message
 from spark_trainer.models import Job, MetricPoint
 
 logger = logging.getLogger(__name__)
 
-MAX_NAME_LENGTH = 128
-RESERVED_NAMES = frozenset({"step"})
 MAX_READ_BYTES = 4 * 1024 * 1024
 SEQ_BLOCK = 1000
 MAX_ATTEMPTS = 3
@@ -76,21 +74,15 @@ def parse_point(raw: Mapping[str, Any], *, now: float) -> Point:
         raise InvalidPoint("'metrics' must be a non-empty object of name → number")
     values: dict[str, float] = {}
     for name, value in metrics.items():
-        if not isinstance(name, str) or not name or len(name) > MAX_NAME_LENGTH:
-            raise InvalidPoint(f"metric names must be 1-{MAX_NAME_LENGTH} characters")
-        if name in RESERVED_NAMES:
-            raise InvalidPoint(f"'{name}' is reserved; pass it as the point's step")
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise InvalidPoint(f"metric '{name}' must be a number")
-        if not math.isfinite(value):
-            raise InvalidPoint(f"metric '{name}' must be finite")
+        problem = rules.name_problem(name) or rules.value_problem(name, value)
+        if problem is not None:
+            raise InvalidPoint(problem)
         values[name] = float(value)
-    step = raw.get("step")
-    if step is not None and (isinstance(step, bool) or not isinstance(step, int) or step < 0):
-        raise InvalidPoint("'step' must be a non-negative integer")
-    ts = raw.get("ts")
-    wall_time = float(ts) if isinstance(ts, int | float) and not isinstance(ts, bool) else now
-    return Point(step=step, values=values, wall_time=wall_time)
+    step, ts = raw.get("step"), raw.get("ts")
+    problem = rules.step_problem(step) or rules.time_problem(ts)
+    if problem is not None:
+        raise InvalidPoint(problem)
+    return Point(step=step, values=values, wall_time=now if ts is None else float(ts))
 
 
 @dataclass(slots=True)
@@ -368,6 +360,8 @@ class FileTailer:
         # read from the same stored offset, or the lines between would be ingested twice.
         self._read_lock = threading.Lock()
         self._files: dict[str, Path] = {}
+        # Lines that were not a valid point, per job id.
+        self.skipped_lines: Counter[str] = Counter()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -433,8 +427,14 @@ class FileTailer:
             if not line.strip():
                 continue
             try:
-                points.append(parse_point(json.loads(line), now=now))
-            except (ValueError, TypeError) as exc:
+                raw = json.loads(line)
+                if not isinstance(raw, dict):
+                    raise InvalidPoint("a metrics line must be a JSON object")
+                points.append(parse_point(raw, now=now))
+            except (ValueError, TypeError, RecursionError) as exc:
+                # Skipped, never retried: the offset moves past it with the good lines.
+                with self._lock:
+                    self.skipped_lines[job_id] += 1
                 logger.warning(
                     "skipping a malformed metrics line", extra={"job_id": job_id, "error": str(exc)}
                 )

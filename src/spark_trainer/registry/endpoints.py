@@ -4,7 +4,6 @@ import re
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Query, Request, status
-from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import StreamingResponse
 from pydantic import ValidationError
@@ -17,8 +16,10 @@ from spark_trainer.deps import (
     Context,
     CurrentUser,
     DbSession,
+    UploadUser,
     authenticate_request,
     bearer_credential,
+    in_session,
 )
 from spark_trainer.errors import PayloadTooLarge, ValidationFailed
 from spark_trainer.jobs import service as jobs
@@ -132,15 +133,13 @@ ModelReader = Annotated[User, Depends(get_model_reader)]
         413: {"description": "The files exceed the upload limit"},
     },
 )
-async def register_model(
-    request: Request, user: CurrentUser, ctx: Context, session: DbSession
-) -> ModelDetail:
+async def register_model(request: Request, user: UploadUser, ctx: Context) -> ModelDetail:
+    # As for datasets: the body may take minutes, and no request session is held while it
+    # arrives (see deps.UploadUser); the rows are written in a short transaction after.
     kind, _ = parse_options_header(request.headers.get("content-type"))
     if kind != b"multipart/form-data":
         body = await _json_body(request, ctx.settings.max_request_bytes)
-        return await run_in_threadpool(_register_from_job, body, user, ctx, session)
-    # As for datasets: the body may take minutes; hold no pooled connection meanwhile.
-    await run_in_threadpool(session.commit)
+        return await in_session(ctx, lambda session: _register_from_job(body, user, ctx, session))
     upload = await receive_model(
         request,
         ctx.artifacts,
@@ -148,7 +147,7 @@ async def register_model(
         max_total_bytes=ctx.settings.max_upload_bytes,
         spool_dir=ctx.settings.data_dir / "uploads",
     )
-    return await run_in_threadpool(_record_upload, session, user, upload)
+    return await in_session(ctx, lambda session: _record_upload(session, user, upload))
 
 
 async def _json_body(request: Request, limit: int) -> RegisterFromJob:

@@ -698,7 +698,8 @@ class JobEngine:
 
     def _gpu_util(self, job_id: str) -> dict[str, float]:
         gpus = self._allocations.get(job_id)
-        if not gpus:
+        # A virtual GPU's zero readings come from no device: not a utilization to log.
+        if not gpus or self.inventory.virtual:
             return {}
         stamp, cache = self._gpu_cache
         if time.monotonic() - stamp > GPU_READING_TTL:

@@ -5,17 +5,19 @@
 
 A writer streams into a temporary file under ``<root>/tmp`` (the same filesystem as the
 blobs, so the final rename is atomic), fsyncs it, makes it read-only and renames it into
-place; the rename is the moment the blob becomes visible. Readers open blobs by path,
-so a blob stays readable to whoever holds it open even while another writer of the same
-content renames an identical file over it.
+place; the rename is the moment the blob becomes visible. A writer holds an exclusive
+``flock`` on its temporary file for as long as it lives; a ``.part`` file nobody holds
+locked belongs to no upload (its process died) and is removed when a store opens.
+Readers open blobs by path, so a blob stays readable to whoever holds it open even while
+another writer of the same content renames an identical file over it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
@@ -30,9 +32,6 @@ from spark_trainer.storage.base import (
 READ_CHUNK_BYTES = 1024 * 1024
 WRITE_BUFFER_BYTES = 1024 * 1024
 BLOB_MODE = 0o444
-# A .part file nobody has written to for this long belongs to a process that died
-# mid-upload (an upload in progress touches its file many times a second).
-STALE_TEMP_SECONDS = 3600.0
 
 
 def _fsync_dir(path: Path) -> None:
@@ -49,6 +48,8 @@ class _LocalWriter(BlobWriter):
         super().__init__()
         self._store = store
         fd, name = tempfile.mkstemp(dir=store.temp_dir, prefix="blob-", suffix=".part")
+        # Released by the kernel when the file closes, or when this process dies.
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         self._temp = Path(name)
         self._file: BinaryIO = os.fdopen(fd, "wb", buffering=WRITE_BUFFER_BYTES)
 
@@ -87,11 +88,21 @@ class LocalArtifactStore(ArtifactStore):
         self._remove_stale_temporaries()
 
     def _remove_stale_temporaries(self) -> None:
-        cutoff = time.time() - STALE_TEMP_SECONDS
+        """Removes every ``.part`` file no live writer holds, whatever its age (other
+        processes sharing this store keep theirs: they hold them locked)."""
         for leftover in self.temp_dir.glob("*.part"):
-            with contextlib.suppress(FileNotFoundError):
-                if leftover.stat().st_mtime < cutoff:
-                    leftover.unlink()
+            try:
+                fd = os.open(leftover, os.O_RDONLY)
+            except FileNotFoundError:
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue  # an upload in progress
+            else:
+                leftover.unlink(missing_ok=True)
+            finally:
+                os.close(fd)
 
     def blob_path(self, blob_hash: str) -> Path:
         check_hash(blob_hash)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -11,10 +13,25 @@ import psutil
 from spark_trainer.kit.time import utcnow
 
 # psutil.cpu_percent(interval=None) reports the CPU use since its previous call and answers
-# a meaningless 0.0 the first time. Priming it here makes the first snapshot real without
-# blocking a request for a sampling interval; each snapshot then covers the time since the
-# one before it.
+# a meaningless 0.0 the first time, or when the calls are too close together for the
+# kernel's counters to have moved. Priming it at import covers most first snapshots; one
+# that comes within MIN_CPU_SAMPLE_SECONDS of the previous sample waits out the rest of
+# that interval (on a worker thread) rather than answer 0.0.
+MIN_CPU_SAMPLE_SECONDS = 0.1
 psutil.cpu_percent(interval=None)
+_last_cpu_sample = time.monotonic()
+_cpu_lock = threading.Lock()
+
+
+def _cpu_percent() -> float:
+    global _last_cpu_sample
+    with _cpu_lock:
+        waited = time.monotonic() - _last_cpu_sample
+        if waited < MIN_CPU_SAMPLE_SECONDS:
+            time.sleep(MIN_CPU_SAMPLE_SECONDS - waited)
+        value = psutil.cpu_percent(interval=None)
+        _last_cpu_sample = time.monotonic()
+        return value
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,7 +59,7 @@ def system_snapshot(data_dir: Path) -> SystemMetrics:
     net = psutil.net_io_counters()
     return SystemMetrics(
         timestamp=utcnow(),
-        cpu_percent=psutil.cpu_percent(interval=None),
+        cpu_percent=_cpu_percent(),
         memory_percent=psutil.virtual_memory().percent,
         disk_usage=psutil.disk_usage(str(_existing(data_dir.absolute()))).percent,
         # psutil answers None on a machine with no network interface: nothing was sent.

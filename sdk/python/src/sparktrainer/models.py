@@ -5,7 +5,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, RootModel
+from pydantic import BaseModel, ConfigDict, Field, RootModel, StringConstraints
 
 
 class ApiKeyCreate(BaseModel):
@@ -38,11 +38,22 @@ class ApiKeyRead(BaseModel):
     last_used_at: Annotated[str | None, Field(title="Last Used At")]
 
 
-class Backend(StrEnum):
-    transformers = "transformers"
-    vllm = "vllm"
-    tgi = "tgi"
-    triton = "triton"
+class Backends(BaseModel):
+    database: Annotated[
+        str,
+        Field(description='"sqlite", or the PostgreSQL URL without credentials.', title="Database"),
+    ]
+    redis: Annotated[
+        str,
+        Field(
+            description='"in-process" (embedded), or the Redis URL without credentials.',
+            title="Redis",
+        ),
+    ]
+    celery: Annotated[
+        str,
+        Field(description='"in-process": jobs run on the API process\'s executor.', title="Celery"),
+    ]
 
 
 class Benchmark(StrEnum):
@@ -121,81 +132,6 @@ class DatasetVersionRef(BaseModel):
     name: Annotated[str, Field(title="Name")]
     version: Annotated[str, Field(title="Version")]
     hash: Annotated[str, Field(title="Hash")]
-
-
-class DeploymentCreate(BaseModel):
-    model_config = ConfigDict(
-        extra="forbid",
-    )
-    name: Annotated[
-        str,
-        Field(
-            description="Also the model name the endpoint serves under.",
-            pattern="^[A-Za-z0-9][A-Za-z0-9_.-]{0,199}$",
-            title="Name",
-        ),
-    ]
-    model_id: Annotated[
-        str, Field(description="A registered model version.", max_length=40, title="Model Id")
-    ]
-    backend: Annotated[
-        Backend,
-        Field(
-            description="transformers (built in, CPU or GPU), vllm, tgi or triton (executables on the node)."
-        ),
-    ]
-    replicas: Annotated[int | None, Field(ge=1, le=64, title="Replicas")] = 1
-    gpu_count: Annotated[
-        int | None,
-        Field(
-            description="GPUs of each replica (tensor parallel / shards).",
-            ge=0,
-            le=1024,
-            title="Gpu Count",
-        ),
-    ] = 1
-
-
-class DeploymentKeyCreate(BaseModel):
-    model_config = ConfigDict(
-        extra="forbid",
-    )
-    name: Annotated[str, Field(max_length=200, min_length=1, title="Name")]
-
-
-class DeploymentKeyCreated(BaseModel):
-    id: Annotated[str, Field(title="Id")]
-    name: Annotated[str, Field(title="Name")]
-    prefix: Annotated[str, Field(title="Prefix")]
-    created_at: Annotated[str, Field(title="Created At")]
-    revoked_at: Annotated[str | None, Field(title="Revoked At")]
-    key: Annotated[str, Field(description="The secret; shown once, never again.", title="Key")]
-
-
-class DeploymentKeyRead(BaseModel):
-    id: Annotated[str, Field(title="Id")]
-    name: Annotated[str, Field(title="Name")]
-    prefix: Annotated[str, Field(title="Prefix")]
-    created_at: Annotated[str, Field(title="Created At")]
-    revoked_at: Annotated[str | None, Field(title="Revoked At")]
-
-
-class DeploymentStatus(StrEnum):
-    pending = "pending"
-    starting = "starting"
-    running = "running"
-    stopping = "stopping"
-    stopped = "stopped"
-    failed = "failed"
-
-
-class DeploymentUpdate(BaseModel):
-    model_config = ConfigDict(
-        extra="forbid",
-    )
-    replicas: Annotated[
-        int, Field(description="Scale to this many replicas.", ge=1, le=64, title="Replicas")
-    ]
 
 
 class EvaluationCreate(BaseModel):
@@ -339,7 +275,7 @@ class GpuRead(BaseModel):
     virtual: Annotated[
         bool,
         Field(
-            description="Configured for scheduling on a machine without GPUs; readings are null.",
+            description="Configured for scheduling on a machine without GPUs (SPARKTRAINER_GPUS): memory_total is the configured size, the other readings are zero and come from no device.",
             title="Virtual",
         ),
     ]
@@ -538,15 +474,37 @@ class LoginRequest(BaseModel):
 
 
 class Step(RootModel[int]):
-    root: Annotated[int, Field(ge=0, title="Step")]
+    root: Annotated[
+        int,
+        Field(
+            description="Default: one more than the job's previous step.",
+            ge=0,
+            le=9223372036854776000,
+            title="Step",
+        ),
+    ]
 
 
 class MetricPointIn(BaseModel):
     model_config = ConfigDict(
         extra="forbid",
     )
-    step: Annotated[Step | None, Field(title="Step")] = None
-    metrics: Annotated[dict[str, float], Field(min_length=1, title="Metrics")]
+    step: Annotated[
+        Step | None,
+        Field(description="Default: one more than the job's previous step.", title="Step"),
+    ] = None
+    metrics: Annotated[
+        dict[
+            Annotated[
+                str,
+                StringConstraints(
+                    pattern=r"^[^\x00-\x1f\x7f-\x9f]+$", min_length=1, max_length=128
+                ),
+            ],
+            float,
+        ],
+        Field(title="Metrics"),
+    ]
     ts: Annotated[
         float | None, Field(description="Unix time; default: when received.", title="Ts")
     ] = None
@@ -650,20 +608,29 @@ class PageModelRead(BaseModel):
     offset: Annotated[int, Field(title="Offset")]
 
 
+class Status(StrEnum):
+    ready = "ready"
+    not_ready = "not ready"
+
+
+class Readiness(BaseModel):
+    status: Annotated[Status, Field(title="Status")]
+    database: Annotated[bool, Field(title="Database")]
+    redis: Annotated[
+        bool,
+        Field(description="Redis, or in embedded mode its in-process stand-in.", title="Redis"),
+    ]
+    celery: Annotated[
+        bool, Field(description="The job executor (in-process in embedded mode).", title="Celery")
+    ]
+    backends: Backends
+
+
 class RefreshRequest(BaseModel):
     model_config = ConfigDict(
         extra="forbid",
     )
     refresh_token: Annotated[str, Field(max_length=4096, min_length=1, title="Refresh Token")]
-
-
-class ReplicaState(StrEnum):
-    starting = "starting"
-    healthy = "healthy"
-    unhealthy = "unhealthy"
-    restarting = "restarting"
-    draining = "draining"
-    stopped = "stopped"
 
 
 class Role(StrEnum):
@@ -917,54 +884,6 @@ class PageUserRead(BaseModel):
     offset: Annotated[int, Field(title="Offset")]
 
 
-class ReplicaRead(BaseModel):
-    slot: Annotated[int, Field(title="Slot")]
-    job_id: Annotated[
-        str | None,
-        Field(description="The job running this replica's current process.", title="Job Id"),
-    ]
-    node: Annotated[str, Field(title="Node")]
-    port: Annotated[int | None, Field(title="Port")]
-    health: ReplicaState
-    reason: Annotated[str | None, Field(title="Reason")]
-    restart_count: Annotated[int, Field(title="Restart Count")]
-    last_exit: Annotated[
-        str | None, Field(description="How the previous process ended.", title="Last Exit")
-    ]
-    last_exit_code: Annotated[int | None, Field(title="Last Exit Code")]
-    last_exit_at: Annotated[str | None, Field(title="Last Exit At")]
-    healthy_since: Annotated[str | None, Field(title="Healthy Since")]
-
-
-class DeploymentRead(BaseModel):
-    id: Annotated[str, Field(title="Id")]
-    name: Annotated[str, Field(title="Name")]
-    model_id: Annotated[str, Field(title="Model Id")]
-    backend: Backend
-    status: DeploymentStatus
-    endpoint: Annotated[
-        str, Field(description="Completions URL of the deployment (proxied).", title="Endpoint")
-    ]
-    base_url: Annotated[
-        str, Field(description="OpenAI-style base URL (…/v1) of the endpoint.", title="Base Url")
-    ]
-    replicas: Annotated[int, Field(description="Replicas asked for.", title="Replicas")]
-    requests_per_second: Annotated[
-        float,
-        Field(
-            description="Requests through the endpoint per second, over a 10 s sliding window.",
-            title="Requests Per Second",
-        ),
-    ]
-    gpu_count: Annotated[int, Field(title="Gpu Count")]
-    status_reason: Annotated[str | None, Field(title="Status Reason")]
-    healthy_replicas: Annotated[int, Field(title="Healthy Replicas")]
-    replica_details: Annotated[list[ReplicaRead], Field(title="Replica Details")]
-    owner_id: Annotated[str, Field(title="Owner Id")]
-    created_at: Annotated[str, Field(title="Created At")]
-    stopped_at: Annotated[str | None, Field(title="Stopped At")]
-
-
 class JobDetail(BaseModel):
     id: Annotated[str, Field(title="Id")]
     name: Annotated[str, Field(title="Name")]
@@ -1001,13 +920,3 @@ class JobDetail(BaseModel):
         list[JobEventRead],
         Field(description="Every status transition, oldest first.", title="Events"),
     ]
-
-
-class PageDeploymentRead(BaseModel):
-    items: Annotated[list[DeploymentRead], Field(title="Items")]
-    total: Annotated[
-        int,
-        Field(description="Number of items matching the filters, ignoring paging.", title="Total"),
-    ]
-    limit: Annotated[int, Field(title="Limit")]
-    offset: Annotated[int, Field(title="Offset")]

@@ -1,0 +1,40 @@
+"""The data directory's permissions: only the server's own user may read it.
+
+It holds the embedded database (password hashes, key digests), the signing key and every
+job's logs and outputs. The directory is 0700, so nothing under it is reachable by other
+local users whatever its own mode; the database files are 0600 on top.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from sqlalchemy.engine import make_url
+
+from spark_trainer.settings import Settings
+
+DIR_MODE = 0o700
+FILE_MODE = 0o600
+# SQLite creates its journal files with the database file's mode.
+_SQLITE_SUFFIXES = ("", "-wal", "-shm", "-journal")
+
+
+def secure_data_dir(settings: Settings) -> None:
+    data_dir = settings.data_dir
+    data_dir.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
+    data_dir.chmod(DIR_MODE)
+    if settings.is_sqlite:
+        database = make_url(settings.effective_database_url).database
+        if database and database != ":memory:":
+            _secure_sqlite(Path(database))
+
+
+def _secure_sqlite(path: Path) -> None:
+    # Created here, empty and 0600, before SQLite creates it with the umask's 0644.
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, FILE_MODE)
+    os.close(fd)
+    for suffix in _SQLITE_SUFFIXES:
+        existing = path.with_name(path.name + suffix)
+        if existing.exists():
+            existing.chmod(FILE_MODE)
