@@ -73,6 +73,7 @@ TARGET_BATCHED = 50_000.0
 TARGET_SINGLE = 1_000.0
 TARGET_HISTORY_S = 0.5
 TARGET_DOWNSAMPLED_S = 0.2
+TARGET_VS_MLFLOW_BATCH = 10.0
 MLFLOW_BATCH = 1_000
 # MLflow figures measured on this kind of machine before (whose client count and MLflow version
 # are not recorded); printed, labelled as such, only when mlflow cannot be run here.
@@ -411,9 +412,23 @@ def _insert_history(b: Backend, engine: Any, job_id: str, count: int) -> float:
                     "count": count,
                 },
             )
+        if inspect(conn).has_table("metric_rollups"):
+            # What ingestion maintains as it stores points (see metrics/store.py).
+            conn.execute(
+                text(
+                    "INSERT INTO metric_rollups (job_id, name, block, min_step, max_step, "
+                    "min_value, max_value, min_wall, max_wall, count) SELECT job_id, name, "
+                    "step / 128, min(step), max(step), min(value), max(value), min(wall_time), "
+                    "max(wall_time), count(*) FROM metric_points WHERE job_id = :id "
+                    "GROUP BY job_id, name, step / 128"
+                ),
+                {"id": job_id},
+            )
     if b.name == "postgres":
         with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
             conn.execute(text("VACUUM ANALYZE metric_points"))
+            if inspect(conn).has_table("metric_rollups"):
+                conn.execute(text("VACUUM ANALYZE metric_rollups"))
     return time.perf_counter() - started
 
 
@@ -600,6 +615,13 @@ def _mlflow(backend: str, args: argparse.Namespace, ours: dict[str, float]) -> R
             f"  NOTE: history sizes differ (MLflow {their_points:,.0f}, SparkTrainer "
             f"{ours['history_points']:,.0f} points); the ratio compares unlike reads"
         )
+    for what, ratio in (("HTTP batches", batch), ("sparktrainer.log, 1 metric", file_ratio)):
+        print(
+            f"{NAME} {backend} batched ingestion vs MLflow log_batch ({label}), {what}: "
+            f"x{ratio:.1f} (target >= x{TARGET_VS_MLFLOW_BATCH:.0f}): "
+            f"{'met' if ratio >= TARGET_VS_MLFLOW_BATCH else 'MISSED'}",
+            flush=True,
+        )
     print(
         f"{NAME} {backend} vs MLflow ({label}): log_batch {theirs['batch_points_per_s']:,.0f} "
         f"points/s → SparkTrainer HTTP batches x{batch:.1f}, sparktrainer.log x{file_ratio:.1f} | "
@@ -623,7 +645,11 @@ def _mlflow(backend: str, args: argparse.Namespace, ours: dict[str, float]) -> R
             "ratio_single_one_client": single1,
             "ratio_history_speedup": history,
         },
-        {"mlflow": label, "mlflow_workers": str(args.mlflow_workers)},
+        {
+            "mlflow": label,
+            "mlflow_workers": str(args.mlflow_workers),
+            "met_batch_x10": str(min(batch, file_ratio) >= TARGET_VS_MLFLOW_BATCH).lower(),
+        },
     )
 
 
@@ -649,7 +675,11 @@ def _bench_backend(backend: str, args: argparse.Namespace, generator: str) -> li
             engine.dispose()
     results += [*file_results, http_batch, *single, *history]
     ours = {
-        "file_points_per_s": max(r.metrics.get("points_per_s", 0.0) for r in file_results),
+        # The honest case, one metric per point (a row per log() call), not the best one.
+        "file_points_per_s": next(
+            (r.metrics["points_per_s"] for r in file_results if r.case.endswith("x1")),
+            min(r.metrics.get("points_per_s", math.inf) for r in file_results),
+        ),
         "http_batch_points_per_s": http_batch.metrics["points_per_s"],
         "single_per_client_per_s": single[0].metrics["per_client_points_per_s"],
         "single1_points_per_s": single[-1].metrics["points_per_s"],

@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
-from fastapi import Depends, FastAPI
+from fastapi import APIRouter, Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.routing import APIRoute
 
@@ -16,6 +17,7 @@ from spark_trainer.datasets.endpoints import UPLOAD_ROUTES as DATASET_UPLOAD_ROU
 from spark_trainer.datasets.endpoints import router as datasets_router
 from spark_trainer.deployments.endpoints import router as deployments_router
 from spark_trainer.evaluations.endpoints import router as evaluations_router
+from spark_trainer.deps import one_hop_routes
 from spark_trainer.experiments.endpoints import router as experiments_router
 from spark_trainer.gpus.endpoints import router as gpus_router
 from spark_trainer.health.endpoints import router as health_router
@@ -40,6 +42,12 @@ def _operation_id(route: APIRoute) -> str:
     return f"{tag}-{route.name}"
 
 
+class _App(FastAPI):
+    def include_router(self, router: APIRouter, *args: Any, **kwargs: Any) -> None:
+        # Every plain ``def`` handler runs with its commit in one thread hop (deps.one_hop).
+        super().include_router(one_hop_routes(router), *args, **kwargs)
+
+
 def create_app(settings: Settings | None = None, context: AppContext | None = None) -> FastAPI:
     """Builds the API. The database must already be migrated (``bootstrap`` does it)."""
     settings = settings or Settings()
@@ -55,7 +63,7 @@ def create_app(settings: Settings | None = None, context: AppContext | None = No
             ctx.stop()
             ctx.close()
 
-    app = FastAPI(
+    app = _App(
         title="SparkTrainer API",
         version=__version__,
         description="Queue, run and track GPU training jobs on your own machines.",

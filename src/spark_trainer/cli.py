@@ -62,6 +62,7 @@ def serve(
     from spark_trainer.app import create_app
     from spark_trainer.gpus.inventory import NO_GPUS_HINT
     from spark_trainer.observability.logging import configure_logging
+    from spark_trainer.serving import StreamEndingServer
 
     settings = _settings(host=host, port=port, data_dir=data_dir)
     problem = settings.shared_services_problem()
@@ -81,7 +82,7 @@ def serve(
         )
     if not ctx.gpu_inventory.devices() and not ctx.gpu_inventory.virtual:
         err_console.print(f"[yellow]{NO_GPUS_HINT}[/yellow]", highlight=False)
-    uvicorn.Server(server_config(settings, create_app(settings, ctx))).run()
+    StreamEndingServer(server_config(settings, create_app(settings, ctx)), ctx).run()
 
 
 def server_config(settings: Settings, app: Any) -> uvicorn.Config:
@@ -100,6 +101,9 @@ def server_config(settings: Settings, app: Any) -> uvicorn.Config:
         # limiter). Forwarded headers count only from the proxies configured.
         proxy_headers=bool(settings.trusted_proxies),
         forwarded_allow_ips=list(settings.trusted_proxies) or [],
+        # The sans-I/O protocol writes each frame straight to the socket; the default
+        # one awaits a drain per message, which dominated fan-out to many subscribers.
+        ws="websockets-sansio",
     )
 
 

@@ -16,6 +16,8 @@ from spark_trainer.deployments.proxy import DeploymentProxy
 from spark_trainer.deployments.supervisor import ReplicaSupervisor
 from spark_trainer.evaluations.collector import ResultCollector, on_job_ended
 from spark_trainer.gpus.inventory import GpuInventory, build_inventory
+from spark_trainer.identity import service as identity
+from spark_trainer.identity.cache import UserCache
 from spark_trainer.identity.service import TokenConfig
 from spark_trainer.kit.gates import ConcurrencyGate
 from spark_trainer.metrics.bus import EventBus, LocalBus, RedisBus
@@ -54,6 +56,7 @@ class AppContext:
     deployment_proxy: DeploymentProxy
     # Uploads in progress per user (SPARKTRAINER_MAX_UPLOADS_PER_USER).
     uploads: ConcurrencyGate
+    users: UserCache
     redis: redis.Redis | None = field(default=None)
     running: bool = field(default=False)
     evaluations: ResultCollector | None = field(default=None)
@@ -88,6 +91,14 @@ class AppContext:
         )
         jobs = JobEngine(settings, session_factory, inventory, bus, pipeline, artifacts, handlers)
         tokens = TokenConfig.from_settings(settings)
+        users = UserCache(
+            session_factory,
+            lambda session, credential: identity.authenticate(session, tokens.key, credential),
+            key=tokens.key,
+            ttl=settings.user_cache_seconds,
+        )
+        users.broadcast = bus.publish_user_changed
+        bus.user_changed.append(users.invalidate)
         return cls(
             settings=settings,
             engine=engine,
@@ -96,6 +107,7 @@ class AppContext:
             uploads=ConcurrencyGate(settings.max_uploads_per_user),
             tokens=tokens,
             limiter=RateLimiter.from_url(settings.redis_url, settings.rate_limit_window_seconds),
+            users=users,
             gpu_inventory=inventory,
             hub=hub,
             bus=bus,

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import AsyncIterator, Callable
-from typing import Annotated, TypeVar
+import inspect
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextvars import ContextVar
+from typing import Annotated, ParamSpec, TypeVar
 
 import anyio
 import anyio.to_thread
-from fastapi import Depends, Request
+from fastapi import APIRouter, Depends, Request
+from fastapi.routing import APIRoute
 from fastapi.security import APIKeyQuery, HTTPAuthorizationCredentials, HTTPBearer
+from limits.storage import MemoryStorage
 from sqlalchemy.orm import Session
 
 from spark_trainer.context import AppContext
@@ -17,6 +21,8 @@ from spark_trainer.errors import RateLimited, Unauthorized
 from spark_trainer.identity import service as identity
 from spark_trainer.models import Tier, User
 
+P = ParamSpec("P")
+R = TypeVar("R")
 T = TypeVar("T")
 
 # Dependencies that do no I/O are ``async def``: FastAPI runs plain ``def`` dependencies in
@@ -34,11 +40,13 @@ Context = Annotated[AppContext, Depends(get_context)]
 async def get_session(ctx: Context) -> AsyncIterator[Session]:
     """One transaction per request: committed when the handler succeeds, else rolled back.
 
-    Creating a session does no I/O (it connects on first use), so only the commit or
-    rollback goes to a thread.
+    Creating a session does no I/O (it connects on first use). A plain ``def`` handler
+    commits in its own worker thread (see :func:`one_hop`), so by the time this resumes
+    there is usually nothing left to do but drop the session, which needs no thread.
     """
     async with ctx.session_slots:
         session = ctx.session_factory()
+        _request_session.set(session)
         try:
             yield session
         except BaseException:
@@ -51,7 +59,15 @@ async def get_session(ctx: Context) -> AsyncIterator[Session]:
         callback()
 
 
+# The request's session, for one_hop's wrapper: it runs in the request's own task, so it
+# sees only its own request's session.
+_request_session: ContextVar[Session | None] = ContextVar("request_session", default=None)
+
+
 async def _finish(session: Session, *, commit: bool) -> None:
+    if session.get_transaction() is None:
+        session.close()  # no connection is held: nothing to send to the database
+        return
     # A thread of its own, not one from the shared pool: this session holds a pooled
     # connection, and under load every shared worker thread may be waiting for one;
     # if ending it had to queue behind them, no connection would ever come back.
@@ -70,6 +86,84 @@ def _end(session: Session, *, commit: bool) -> None:
             session.rollback()
     finally:
         session.close()
+
+
+def one_hop(call: Callable[P, R]) -> Callable[P, Awaitable[R]]:
+    """Runs a plain ``def`` handler and its request's commit in one worker-thread hop.
+
+    FastAPI would otherwise hop to the thread pool for the handler, again to validate
+    its return value, and once more for the commit: under load each hop waits for the
+    GIL behind every other thread, and the hops, not the work, set the request's cost.
+    The wrapper is a coroutine function, so FastAPI validates and serializes the result
+    on the event loop (the commit has happened by then: ``expire_on_commit=False`` keeps
+    loaded attributes readable, and the session is closed afterwards).
+    """
+    if call.__dict__.get(_ON_LOOP):
+
+        @functools.wraps(call)
+        async def on_loop(*args: P.args, **kwargs: P.kwargs) -> R:
+            return _call_and_commit(_request_session.get(), call, *args, **kwargs)
+
+        on_loop.__dict__[_ONE_HOP] = True
+        return on_loop
+
+    @functools.wraps(call)
+    async def endpoint(*args: P.args, **kwargs: P.kwargs) -> R:
+        session = _request_session.get()
+        return await anyio.to_thread.run_sync(
+            functools.partial(_call_and_commit, session, call, *args, **kwargs)
+        )
+
+    endpoint.__dict__[_ONE_HOP] = True
+    return endpoint
+
+
+def read_on_loop(call: Callable[P, R]) -> Callable[P, R]:
+    """Marks a handler as a short indexed read, run on the event loop with no thread hop.
+
+    For the hottest reads (a page of at most 200 rows, a row by id): their queries take
+    tens of microseconds, less than a thread hop, and without hops there is no GIL convoy
+    between the loop and worker threads. Only for bounded reads that cannot wait on a lock
+    (SQLite's WAL and PostgreSQL's MVCC readers never do): anything slower would stall
+    every other request on this process while it runs.
+    """
+    call.__dict__[_ON_LOOP] = True
+    return call
+
+
+_ONE_HOP = "__spark_trainer_one_hop__"
+_ON_LOOP = "__spark_trainer_read_on_loop__"
+
+
+def _call_and_commit(
+    session: Session | None, call: Callable[P, R], /, *args: P.args, **kwargs: P.kwargs
+) -> R:
+    if session is None:
+        return call(*args, **kwargs)
+    try:
+        result = call(*args, **kwargs)
+    except BaseException:
+        session.rollback()
+        raise
+    session.commit()
+    return result
+
+
+def one_hop_routes(router: APIRouter) -> APIRouter:
+    """Wraps every plain ``def`` HTTP handler of ``router`` with :func:`one_hop`, in place.
+
+    Called on each router as the app includes it, so every domain's handlers get the
+    single hop without writing anything but ordinary ``def`` handlers. Idempotent.
+    """
+    for route in router.routes:
+        if (
+            isinstance(route, APIRoute)
+            and not inspect.iscoroutinefunction(route.endpoint)
+            and not route.endpoint.__dict__.get(_ONE_HOP)
+        ):
+            route.endpoint = one_hop(route.endpoint)
+            route.dependant.call = route.endpoint
+    return router
 
 
 # scope="function": the commit happens before the response is sent, so a client never
@@ -103,23 +197,37 @@ BearerHeader = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer_sc
 QueryToken = Annotated[str | None, Depends(_query_token_scheme)]
 
 
-def get_current_user(
-    request: Request, ctx: Context, session: DbSession, header: BearerHeader
-) -> User:
+async def get_current_user(request: Request, ctx: Context, header: BearerHeader) -> User:
     # A malformed or missing header is explained by bearer_credential's own message.
     credential = header.credentials if header else bearer_credential(request)
-    return authenticate_request(request, ctx, session, credential)
+    return await authenticate_request_async(request, ctx, credential)
 
 
-def get_stream_user(
-    request: Request, ctx: Context, session: DbSession, header: BearerHeader, token: QueryToken
+async def get_stream_user(
+    request: Request, ctx: Context, header: BearerHeader, token: QueryToken
 ) -> User:
     credential = header.credentials if header else token or bearer_credential(request)
-    return authenticate_request(request, ctx, session, credential)
+    return await authenticate_request_async(request, ctx, credential)
 
 
-def authenticate_request(request: Request, ctx: Context, session: Session, credential: str) -> User:
-    user = identity.authenticate(session, ctx.tokens.key, credential)
+async def authenticate_request_async(request: Request, ctx: Context, credential: str) -> User:
+    """The credential's user, rate-limited; on the event loop when nothing blocks.
+
+    A cached user and the in-memory limiter need no I/O, so the common request pays no
+    thread hop for authentication at all; a cache miss (or the Redis limiter) takes one.
+    """
+    user = ctx.users.cached(credential)
+    if user is not None and isinstance(ctx.limiter.storage, MemoryStorage):
+        return _rate_limited(request, ctx, user)
+    return await anyio.to_thread.run_sync(authenticate_request, request, ctx, credential)
+
+
+def authenticate_request(request: Request, ctx: Context, credential: str) -> User:
+    """The blocking form, for code already off the event loop."""
+    return _rate_limited(request, ctx, ctx.users.get(credential))
+
+
+def _rate_limited(request: Request, ctx: AppContext, user: User) -> User:
     request.state.rate_limit_headers = count_request(ctx, user)
     request.state.user_id = user.id
     return user
@@ -163,18 +271,12 @@ AdminUser = Annotated[User, Depends(get_admin_user)]
 # write their rows in another short session (``in_session``).
 
 
-def _authenticate_briefly(request: Request, ctx: AppContext, credential: str) -> User:
-    with ctx.session_factory.begin() as session:
-        return authenticate_request(request, ctx, session, credential)
-
-
 async def get_upload_user(
     request: Request, ctx: Context, header: BearerHeader
 ) -> AsyncIterator[User]:
     """The authenticated user, holding one of their upload places until the response."""
     credential = header.credentials if header else bearer_credential(request)
-    async with ctx.session_slots:
-        user = await anyio.to_thread.run_sync(_authenticate_briefly, request, ctx, credential)
+    user = await authenticate_request_async(request, ctx, credential)
     with ctx.uploads.hold(user.id) as admitted:
         if not admitted:
             raise RateLimited(

@@ -140,6 +140,14 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["json", "text"] = "json"
     graceful_shutdown_seconds: int = Field(default=30, ge=0)
+    user_cache_seconds: float = Field(
+        default=5.0,
+        ge=0,
+        le=300,
+        description="How long the user behind a token or API key is cached. A change to the "
+        "user (disabled, role, tier, password) or a revoked key takes effect at once in every "
+        "API process sharing SPARKTRAINER_REDIS_URL; this bounds it when that bus is down.",
+    )
 
     node_name: str = Field(
         default_factory=socket.gethostname,

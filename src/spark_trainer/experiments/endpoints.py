@@ -4,7 +4,7 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, status
 
-from spark_trainer.deps import CurrentUser, DbSession
+from spark_trainer.deps import CurrentUser, DbSession, read_on_loop
 from spark_trainer.experiments import service
 from spark_trainer.experiments.schemas import (
     ExperimentCreate,
@@ -19,6 +19,7 @@ router = APIRouter(prefix="/api/experiments", tags=["experiments"])
 
 
 @router.get("", response_model=Page[ExperimentRead], summary="List experiments, newest first")
+@read_on_loop
 def list_experiments(
     user: CurrentUser,
     session: DbSession,
@@ -55,6 +56,7 @@ def create_experiment(
 
 
 @router.get("/{experiment_id}", response_model=ExperimentDetail, summary="An experiment")
+@read_on_loop
 def get_experiment(experiment_id: str, user: CurrentUser, session: DbSession) -> ExperimentDetail:
     return service.detail(session, service.get_owned(session, user, experiment_id))
 
@@ -68,6 +70,7 @@ def get_experiment(experiment_id: str, user: CurrentUser, session: DbSession) ->
     "(default), `started_at`, `finished_at`, `name`, `status` or `metric:<name>`, which "
     "orders by the metric's best value, best first unless `order` says otherwise.",
 )
+@read_on_loop
 def list_runs(
     experiment_id: str,
     user: CurrentUser,

@@ -6,6 +6,7 @@ from typing import Any
 from sqlalchemy import and_, func, select
 from sqlalchemy.orm import Session, aliased
 
+from spark_trainer.kit.pagination import page_of
 from spark_trainer.models import Experiment, Job, MetricSummary, User
 
 RUN_SORT_COLUMNS: dict[str, Any] = {
@@ -50,13 +51,12 @@ class ExperimentRepository:
             query = query.where(Experiment.name.contains(name, autoescape=True))
         for key, value in tags.items():
             query = query.where(Experiment.tags[key].as_string() == value)
-        total = self.session.scalar(select(func.count()).select_from(query.subquery())) or 0
-        items = self.session.scalars(
-            query.order_by(Experiment.created_at.desc(), Experiment.id.desc())
-            .limit(limit)
-            .offset(offset)
-        ).all()
-        return items, total
+        return page_of(
+            self.session,
+            query.order_by(Experiment.created_at.desc(), Experiment.id.desc()),
+            limit=limit,
+            offset=offset,
+        )
 
     def runs(
         self,
@@ -70,7 +70,6 @@ class ExperimentRepository:
         offset: int,
     ) -> tuple[Sequence[Job], int]:
         query = select(Job).where(Job.experiment_id == experiment_id)
-        total = self.session.scalar(select(func.count()).select_from(query.subquery())) or 0
         if metric is not None:
             summary = aliased(MetricSummary)
             query = query.outerjoin(summary, and_(summary.job_id == Job.id, summary.name == metric))
@@ -80,10 +79,12 @@ class ExperimentRepository:
         else:
             column = RUN_SORT_COLUMNS[sort]
             ordering = [column.desc() if descending else column.asc()]
-        items = self.session.scalars(
-            query.order_by(*ordering, Job.created_at, Job.id).limit(limit).offset(offset)
-        ).all()
-        return items, total
+        return page_of(
+            self.session,
+            query.order_by(*ordering, Job.created_at, Job.id),
+            limit=limit,
+            offset=offset,
+        )
 
     def status_counts(self, experiment_id: str) -> dict[str, int]:
         rows = self.session.execute(

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request, status
 
-from spark_trainer.deps import AdminUser, Context, CurrentUser, DbSession
+from spark_trainer.deps import AdminUser, Context, CurrentUser, DbSession, read_on_loop
 from spark_trainer.errors import RateLimited
 from spark_trainer.identity import service
 from spark_trainer.identity.schemas import (
@@ -52,11 +52,13 @@ def logout(body: RefreshRequest, ctx: Context, session: DbSession) -> None:
 
 
 @auth_router.get("/me", response_model=UserRead, summary="The authenticated user")
+@read_on_loop
 def me(user: CurrentUser) -> UserRead:
     return UserRead.model_validate(user)
 
 
 @auth_router.get("/api-keys", response_model=list[ApiKeyRead], summary="Your active API keys")
+@read_on_loop
 def list_api_keys(user: CurrentUser, session: DbSession) -> list[ApiKeyRead]:
     return [ApiKeyRead.model_validate(k) for k in service.list_api_keys(session, user)]
 
@@ -82,6 +84,7 @@ def revoke_api_key(key_id: str, user: CurrentUser, session: DbSession) -> None:
 
 
 @users_router.get("", response_model=Page[UserRead], summary="List users (admin)")
+@read_on_loop
 def list_users(_: AdminUser, session: DbSession, paging: PagingParams) -> Page[UserRead]:
     users, total = service.list_users(session, limit=paging.limit, offset=paging.offset)
     return Page[UserRead].of([UserRead.model_validate(u) for u in users], total, paging)
@@ -95,6 +98,7 @@ def create_user(body: UserCreate, _: AdminUser, session: DbSession) -> UserRead:
 
 
 @users_router.get("/{user_id}", response_model=UserRead, summary="A user, by id or username")
+@read_on_loop
 def get_user(user_id: str, _: AdminUser, session: DbSession) -> UserRead:
     return UserRead.model_validate(service.get_user(session, user_id))
 

@@ -6,6 +6,7 @@ from datetime import datetime
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
+from spark_trainer.kit.pagination import page_of
 from spark_trainer.models import ApiKey, RefreshToken, User
 
 
@@ -23,10 +24,8 @@ class UserRepository:
         return self.session.scalar(select(func.count()).select_from(User)) or 0
 
     def page(self, *, limit: int, offset: int) -> tuple[Sequence[User], int]:
-        items = self.session.scalars(
-            select(User).order_by(User.created_at, User.id).limit(limit).offset(offset)
-        ).all()
-        return items, self.count()
+        query = select(User).order_by(User.created_at, User.id)
+        return page_of(self.session, query, limit=limit, offset=offset)
 
     def add(self, user: User) -> User:
         self.session.add(user)

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -12,6 +13,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response, StreamingResponse
 from sqlalchemy.orm import Session, sessionmaker
 
+from spark_trainer.context import AppContext
 from spark_trainer.deps import (
     BearerHeader,
     Context,
@@ -19,6 +21,7 @@ from spark_trainer.deps import (
     DbSession,
     authenticate_request,
     bearer_credential,
+    read_on_loop,
 )
 from spark_trainer.errors import BadRequest, ServiceUnavailable
 from spark_trainer.jobs import service
@@ -51,6 +54,7 @@ def submit_job(body: JobCreate, user: CurrentUser, ctx: Context, session: DbSess
 
 
 @router.get("", response_model=Page[JobRead], summary="List jobs, newest first")
+@read_on_loop
 def list_jobs(
     user: CurrentUser,
     session: DbSession,
@@ -64,6 +68,7 @@ def list_jobs(
 
 
 @router.get("/{job_id}", response_model=JobDetail, summary="A job, with its status history")
+@read_on_loop
 def get_job(job_id: str, user: CurrentUser, session: DbSession) -> JobDetail:
     return service.detail(session, service.get_owned(session, user, job_id))
 
@@ -115,14 +120,14 @@ def job_logs(
     if not follow:
         return Response(content, media_type="text/plain; charset=utf-8", headers=headers)
     return StreamingResponse(
-        _follow(ctx.session_factory, job_id, stream, content, start + len(content)),
+        _follow(ctx, job_id, stream, content, start + len(content)),
         media_type="text/plain; charset=utf-8",
         headers={**headers, "Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
 
 
 async def _follow(
-    session_factory: sessionmaker[Session],
+    ctx: AppContext,
     job_id: str,
     stream: service.LogStream,
     first: bytes,
@@ -130,8 +135,10 @@ async def _follow(
 ) -> AsyncIterator[bytes]:
     if first:
         yield first
-    while True:
-        job_path, finished = await run_in_threadpool(_log_state, session_factory, job_id, stream)
+    while not ctx.hub.closing.is_set():  # a shutdown ends the follow, cleanly
+        job_path, finished = await run_in_threadpool(
+            _log_state, ctx.session_factory, job_id, stream
+        )
         content, start, _ = await run_in_threadpool(
             service.read_log, job_path, offset=offset, tail_lines=None, max_bytes=MAX_LOG_BYTES
         )
@@ -141,7 +148,8 @@ async def _follow(
             continue
         if finished:
             return
-        await asyncio.sleep(service.LOG_POLL_SECONDS)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(ctx.hub.closing.wait(), service.LOG_POLL_SECONDS)
 
 
 def _log_state(
@@ -205,6 +213,9 @@ def job_metrics(
     "point is stored.",
     responses={409: {"description": "The job is not running"}},
 )
+# On the event loop: a read of the job by id and an in-memory hand-off to the pipeline
+# (whose writer thread stores the points later), so a single point costs no thread hop.
+@read_on_loop
 def ingest_metrics(
     job_id: str,
     body: MetricsIngest,
@@ -213,15 +224,15 @@ def ingest_metrics(
     session: DbSession,
     header: BearerHeader,
 ) -> MetricsAccepted:
-    # Authenticated before anything is looked up: an unknown job id and a job the caller
-    # may not see answer like any other failed authentication.
+    # A job token is checked before the job is looked up, and a user's credential before
+    # anything: an unknown job id answers like any failed authentication.
     credential = header.credentials if header else bearer_credential(request)
-    if credential.startswith(JOB_TOKEN_PREFIX):
-        job = service.job_for_token(session, job_id, credential)
-    else:
-        user = authenticate_request(request, ctx, session, credential)
-        job = service.get_owned(session, user, job_id)
-    service.ensure_running(job)
+    service.authorize_ingest(
+        session,
+        job_id,
+        credential,
+        lambda user_credential: authenticate_request(request, ctx, user_credential),
+    )
     now = time.time()
     try:
         points = [parse_point(p.model_dump(), now=now) for p in body.points]
@@ -230,5 +241,5 @@ def ingest_metrics(
     if not ctx.bus.available():
         # Refused before anything is queued: a client's retry then stores each point once.
         raise ServiceUnavailable("The event bus (Redis) is unavailable; retry shortly")
-    frames = ctx.jobs.pipeline.ingest(job.id, points)
+    frames = ctx.jobs.pipeline.ingest(job_id, points)
     return MetricsAccepted(accepted=len(frames), last_seq=frames[-1].seq)

@@ -2,10 +2,17 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import Row, bindparam, func, or_, select
 from sqlalchemy.orm import Session
 
+from spark_trainer.kit.pagination import page_of
 from spark_trainer.models import Job, JobEvent, JobStatus, User
+
+# Built once: a statement reused as is skips construction and cache-key generation, a
+# good part of a single metrics POST.
+_INGEST_STATE = select(Job.status, Job.owner_id, Job.ingest_token_digest).where(
+    Job.id == bindparam("job_id")
+)
 
 
 class JobRepository:
@@ -22,6 +29,11 @@ class JobRepository:
             )
         )
 
+    def ingest_state(self, job_id: str) -> Row[JobStatus, str, str | None] | None:
+        """(status, owner id, ingest token digest) of a job: what a metrics POST checks,
+        without loading the whole row."""
+        return self.session.execute(_INGEST_STATE, {"job_id": job_id}).one_or_none()
+
     def add(self, job: Job) -> Job:
         self.session.add(job)
         self.session.flush()
@@ -35,11 +47,12 @@ class JobRepository:
             query = query.where(Job.owner_id == user.id)
         if status is not None:
             query = query.where(Job.status == status)
-        total = self.session.scalar(select(func.count()).select_from(query.subquery())) or 0
-        items: Sequence[Job] = self.session.scalars(
-            query.order_by(Job.created_at.desc(), Job.id.desc()).limit(limit).offset(offset)
-        ).all()
-        return items, total
+        return page_of(
+            self.session,
+            query.order_by(Job.created_at.desc(), Job.id.desc()),
+            limit=limit,
+            offset=offset,
+        )
 
     def events(self, job_id: str) -> Sequence[JobEvent]:
         return self.session.scalars(

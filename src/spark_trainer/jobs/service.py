@@ -205,16 +205,6 @@ def _tail_start(handle: BinaryIO, size: int, lines: int) -> int:
 # --- metrics ingestion ----------------------------------------------------------------
 
 
-def job_for_token(session: Session, job_id: str, credential: str) -> Job:
-    """The job a job token belongs to. An unknown job and a wrong token answer the same
-    401, so a caller without the token learns nothing about which job ids exist."""
-    job = session.get(Job, job_id)
-    if job is None:
-        raise Unauthorized("Invalid job token")
-    check_job_token(job, credential)
-    return job
-
-
 def check_job_token(job: Job, credential: str) -> None:
     """A job's own token (``stj_…``) may report metrics for that job only, while it runs."""
     digest = job.ingest_token_digest
@@ -233,6 +223,34 @@ def job_token_owner(session: Session, credential: str) -> User:
     if owner is None or not owner.is_active:
         raise Unauthorized("Invalid job token")
     return owner
+
+
+def authorize_ingest(
+    session: Session, job_id: str, credential: str, authenticate: Callable[[str], User]
+) -> None:
+    """Whether ``credential`` may report metrics for this job now: the job's own token, or
+    its owner (``authenticate`` resolves a user's credential), while the job runs.
+
+    The credential is checked before the job's existence is revealed: a job token that
+    fits no job and an unknown job id are the same 401 to someone without an account.
+    """
+    repository = JobRepository(session)
+    if credential.startswith(JOB_TOKEN_PREFIX):
+        state = repository.ingest_state(job_id)
+        if (
+            state is None
+            or state[2] is None
+            or not hmac.compare_digest(state[2], api_key_digest(credential))
+        ):
+            raise Unauthorized("Invalid job token")
+    else:
+        user = authenticate(credential)
+        state = repository.ingest_state(job_id)
+        if state is None:
+            raise resource_not_found("Job", job_id)
+        identity.ensure_owner(user, state[1], "Job", job_id)
+    if state[0] != JobStatus.RUNNING:
+        raise Conflict(f"Job '{job_id}' is {state[0]}; metrics are accepted while it runs")
 
 
 def ensure_running(job: Job) -> None:

@@ -18,11 +18,10 @@ from fastapi.responses import StreamingResponse
 from spark_trainer.context import AppContext
 from spark_trainer.deps import Context, DbSession, StreamUser, count_request
 from spark_trainer.errors import SparkTrainerError, Unauthorized, ValidationFailed
-from spark_trainer.identity import service as identity
 from spark_trainer.jobs import service
 from spark_trainer.jobs.subscription import job_messages
 from spark_trainer.kit.pagination import MAX_INT64
-from spark_trainer.metrics.frames import SSE_OPEN, SSE_PING, sse_end
+from spark_trainer.metrics.frames import SSE_CLOSING, SSE_OPEN, SSE_PING, sse_end
 
 router = APIRouter(tags=["jobs"])
 
@@ -67,11 +66,16 @@ def _event_id(value: str | None, field: str) -> int:
 async def _sse(ctx: AppContext, job_id: str, cursor: int) -> AsyncIterator[bytes]:
     yield SSE_OPEN
     async for batch in job_messages(ctx, job_id, cursor):
-        if batch.keepalive:
+        if batch.closing:
+            # A clean end of the response; the browser reconnects after `retry`, with
+            # Last-Event-ID, and loses nothing.
+            yield SSE_CLOSING
+        elif batch.keepalive:
             yield SSE_PING
         elif batch.end is not None:
             yield sse_end(batch.end)
         else:
+            # Every frame of this wake-up in one write.
             yield b"".join(frame.sse for frame in batch.frames)
 
 
@@ -84,11 +88,10 @@ def _authorize_socket(ctx: AppContext, websocket: WebSocket, job_id: str) -> int
         credential = header[7:].strip()
     if not credential:
         raise Unauthorized("Missing access_token")
+    user = ctx.users.get(credential)
     with ctx.session_factory() as session:
-        user = identity.authenticate(session, ctx.tokens.key, credential)
         count_request(ctx, user)
         service.get_owned(session, user, job_id)
-        session.commit()
     return cursor
 
 
@@ -105,6 +108,10 @@ async def stream_job_ws(websocket: WebSocket, job_id: str) -> None:
     await websocket.accept()
     try:
         async for batch in job_messages(ctx, job_id, cursor):
+            if batch.closing:
+                # 1012 "service restart": clients reconnect (with ?after=<last seq>).
+                await websocket.close(code=1012, reason="server shutting down")
+                return
             if batch.end is not None:
                 await websocket.send_text(batch.end)
                 await websocket.close(code=1000, reason="job ended")

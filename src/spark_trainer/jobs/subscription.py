@@ -8,6 +8,7 @@ reconnecting client exactly where it left off.
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -17,6 +18,7 @@ from sqlalchemy import select
 from spark_trainer.context import AppContext
 from spark_trainer.metrics import store
 from spark_trainer.metrics.frames import Frame, end_payload
+from spark_trainer.metrics.hub import JobStream
 from spark_trainer.models import Job, JobStatus
 
 HISTORY_BATCH = 5_000
@@ -27,10 +29,13 @@ KEEPALIVE_SECONDS = 15.0
 class Batch:
     frames: list[Frame]
     end: str | None = None
+    # The server is shutting down: the stream ends here, without the job's end (a client
+    # reconnects, with its last event id, to another process or after the restart).
+    closing: bool = False
 
     @property
     def keepalive(self) -> bool:
-        return not self.frames and self.end is None
+        return not self.frames and self.end is None and not self.closing
 
 
 def _history(ctx: AppContext, job_id: str, after: int) -> list[Frame]:
@@ -48,11 +53,25 @@ def _final_end(ctx: AppContext, job_id: str) -> str | None:
     return end_payload(row.status, row.exit_code, row.status_reason)
 
 
+async def _quiet_end(ctx: AppContext, stream: JobStream, job_id: str) -> str | None:
+    """Whether a quiet job has ended out of our sight (on another process while the bus
+    was down): one database look per job and keep-alive period, whatever the number of
+    subscribers, so a subscriber holds no connection once its history is sent."""
+    now = time.monotonic()
+    if stream.quiet_check is None or now - stream.quiet_check[0] >= KEEPALIVE_SECONDS / 2:
+        stream.quiet_check = (now, None)  # claimed: the others reuse the last answer
+        stream.quiet_check = (now, await run_in_threadpool(_final_end, ctx, job_id))
+    return stream.quiet_check[1]
+
+
 async def job_messages(ctx: AppContext, job_id: str, after: int) -> AsyncIterator[Batch]:
     stream = ctx.hub.subscribe(job_id)
     cursor = after
     try:
         while True:
+            if ctx.hub.closing.is_set():
+                yield Batch([], closing=True)
+                return
             # Catch up from storage: at the start, and whenever this subscriber fell so far
             # behind that the live buffer no longer reaches back to it.
             while True:
@@ -64,6 +83,9 @@ async def job_messages(ctx: AppContext, job_id: str, after: int) -> AsyncIterato
                     break
             end = await run_in_threadpool(_final_end, ctx, job_id)
             while True:
+                if ctx.hub.closing.is_set():
+                    yield Batch([], closing=True)
+                    return
                 live, covered, live_end = stream.since(cursor)
                 if not covered:
                     break
@@ -86,8 +108,6 @@ async def job_messages(ctx: AppContext, job_id: str, after: int) -> AsyncIterato
                 live, _, live_end = stream.since(cursor)
                 if not live and live_end is None:
                     yield Batch([])
-                    # A quiet stream: make sure the job has not ended out of our sight
-                    # (say, on another process while the bus was down).
-                    end = await run_in_threadpool(_final_end, ctx, job_id)
+                    end = await _quiet_end(ctx, stream, job_id)
     finally:
         ctx.hub.unsubscribe(job_id, stream)

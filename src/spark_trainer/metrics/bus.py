@@ -28,12 +28,20 @@ CHANNEL_PREFIX = "sparktrainer:jobs:"
 CONTROL_CHANNEL = "sparktrainer:control"
 
 ControlHandler = Callable[[dict[str, Any]], None]
+# A user changed (disabled, role, tier, password, API key revoked): each process drops the
+# user from its credential cache.
+USERS_CHANNEL = "sparktrainer:users"
 
 
 class EventBus(ABC):
     def __init__(self, hub: StreamHub) -> None:
         self.hub = hub
         self.on_control: ControlHandler | None = None
+        # Called with the user's id when any process announces a change to that user.
+        self.user_changed: list[Callable[[str], None]] = []
+
+    def publish_user_changed(self, user_id: str) -> None:  # noqa: B027 - one process: no one
+        """Tells the other API processes; this process has already acted on it."""
 
     @abstractmethod
     def publish_control(self, message: dict[str, Any]) -> None:
@@ -124,6 +132,13 @@ class RedisBus(EventBus):
     def publish_control(self, message: dict[str, Any]) -> None:
         self.client.publish(CONTROL_CHANNEL, json.dumps(message))
 
+    def publish_user_changed(self, user_id: str) -> None:
+        try:
+            self.client.publish(USERS_CHANNEL, user_id)
+        except redis.RedisError as exc:
+            # The change is committed; other processes see it when their entry expires.
+            logger.warning("redis bus: user change not announced: %s", exc)
+
     def start(self) -> None:
         self._thread = threading.Thread(target=self._listen, name="redis-bus", daemon=True)
         self._thread.start()
@@ -136,7 +151,7 @@ class RedisBus(EventBus):
                     # (Re)subscribing here, not in start(): an API process must come up,
                     # and report not ready, while Redis is down.
                     self._pubsub.psubscribe(CHANNEL_PREFIX + "*")
-                    self._pubsub.subscribe(CONTROL_CHANNEL)
+                    self._pubsub.subscribe(CONTROL_CHANNEL, USERS_CHANNEL)
                     subscribed = True
                 message = self._pubsub.get_message(timeout=1.0)
             except redis.RedisError as exc:
@@ -147,15 +162,20 @@ class RedisBus(EventBus):
                 subscribed = False
                 self._stopping.wait(1.0)
                 continue
-            if message is not None and message.get("type") == "message":
-                self._control(json.loads(message["data"]))
-                continue
-            if message is None or message.get("type") != "pmessage":
+            if message is None or message.get("type") not in ("message", "pmessage"):
                 continue
             channel = message["channel"]
-            job_id = (channel.decode() if isinstance(channel, bytes) else channel).removeprefix(
-                CHANNEL_PREFIX
-            )
+            channel = channel.decode() if isinstance(channel, bytes) else channel
+            if channel == CONTROL_CHANNEL:
+                self._control(json.loads(message["data"]))
+                continue
+            if channel == USERS_CHANNEL:
+                data = message["data"]
+                user_id = data.decode() if isinstance(data, bytes) else data
+                for callback in self.user_changed:
+                    callback(user_id)
+                continue
+            job_id = channel.removeprefix(CHANNEL_PREFIX)
             payload = json.loads(message["data"])
             if "end" in payload:
                 self.hub.finish(job_id, payload["end"])

@@ -36,6 +36,7 @@ def sse_end(payload: str) -> bytes:
 
 
 SSE_PING = b": keep-alive\n\n"
+SSE_CLOSING = b": server shutting down\n\n"
 # First bytes of every SSE stream: how long a browser waits before reconnecting (with
 # Last-Event-ID), and a sign to any client that the subscription is in place.
 SSE_OPEN = b"retry: 2000\n\n"

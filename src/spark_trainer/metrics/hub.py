@@ -31,6 +31,9 @@ class JobStream:
         self._end: str | None = None
         self._event = asyncio.Event()
         self.subscribers = 0
+        # The last look at the database for a quiet stream (has the job ended out of our
+        # sight?), shared by every subscriber: (monotonic time, the end or None).
+        self.quiet_check: tuple[float, str | None] | None = None
 
     def append(self, frames: Sequence[Frame]) -> None:
         with self._lock:
@@ -77,10 +80,27 @@ class StreamHub:
         self._lock = threading.Lock()
         self._streams: dict[str, JobStream] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
+        # Set when the server starts shutting down: every open stream ends cleanly at once
+        # instead of holding the shutdown for its whole grace period.
+        self.closing = asyncio.Event()
 
     def bind(self, loop: asyncio.AbstractEventLoop) -> None:
         """Attaches the hub to the event loop its subscribers run on."""
         self._loop = loop
+        self.closing = asyncio.Event()
+
+    def shut_down(self) -> None:
+        """Ends every stream, now and for any subscriber still to come. Thread-safe, and
+        safe from a signal handler."""
+        if self._loop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self._close_all)
+
+    def _close_all(self) -> None:
+        self.closing.set()
+        with self._lock:
+            streams = list(self._streams.values())
+        for stream in streams:
+            stream._wake()
 
     def subscribe(self, job_id: str) -> JobStream:
         assert self._loop is not None, "StreamHub.bind() must run at startup"

@@ -11,14 +11,15 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
-from sqlalchemy import Connection, Table, and_, case, func, insert, literal, select, update
+from sqlalchemy import Connection, Table, and_, case, func, literal, select, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from spark_trainer.metrics.frames import Frame, encode_message
-from spark_trainer.models import Job, MetricPoint, MetricSummary
+from spark_trainer.models import ROLLUP_STEPS, Job, MetricPoint, MetricRollup, MetricSummary
 
 _points = cast(Table, MetricPoint.__table__)
+_rollups = cast(Table, MetricRollup.__table__)
 _jobs = cast(Table, Job.__table__)
 _summaries = cast(Table, MetricSummary.__table__)
 
@@ -44,13 +45,101 @@ def write_batch(
     ``progress`` holds (job id, last seq, metrics file offset or None).
     """
     if rows:
-        conn.execute(insert(_points), list(rows))
+        _insert_points(conn, rows)
         _update_summaries(conn, rows)
+        _update_rollups(conn, rows)
     for job_id, seq, offset in progress:
         values: dict[str, Any] = {"metrics_seq": seq}
         if offset is not None:
             values["metrics_offset"] = offset
         conn.execute(update(_jobs).where(_jobs.c.id == job_id).values(**values))
+
+
+_COPY_POINTS = "COPY metric_points (job_id, seq, name, step, value, wall_time) FROM STDIN"
+_INSERT_POINTS = (
+    "INSERT INTO metric_points (job_id, seq, name, step, value, wall_time) "
+    "VALUES (?, ?, ?, ?, ?, ?)"
+)
+
+
+def _insert_points(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
+    """The rows straight to the driver: COPY on PostgreSQL, executemany on SQLite.
+
+    SQLAlchemy's own executemany processes each parameter of each row in Python, which
+    cost more than the insert itself; these columns need no conversion.
+    """
+    values = [
+        (r["job_id"], r["seq"], r["name"], r["step"], r["value"], r["wall_time"]) for r in rows
+    ]
+    if conn.dialect.name == "postgresql":
+        raw: Any = conn.connection.driver_connection
+        with (
+            raw.cursor() as cursor,
+            cursor.copy(_COPY_POINTS) as copy,
+        ):
+            for row in values:
+                copy.write_row(row)
+        return
+    conn.exec_driver_sql(_INSERT_POINTS, values)
+
+
+def _update_rollups(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
+    blocks: dict[tuple[str, str, int], list[Any]] = {}
+    for row in rows:
+        step, value, wall = row["step"], row["value"], row["wall_time"]
+        key = (row["job_id"], row["name"], step // ROLLUP_STEPS)
+        block = blocks.get(key)
+        if block is None:
+            blocks[key] = [step, step, value, value, wall, wall, 1]
+            continue
+        if step < block[0]:
+            block[0] = step
+        if step > block[1]:
+            block[1] = step
+        if value < block[2]:
+            block[2] = value
+        if value > block[3]:
+            block[3] = value
+        if wall < block[4]:
+            block[4] = wall
+        if wall > block[5]:
+            block[5] = wall
+        block[6] += 1
+    dialect = conn.dialect.name
+    statement = (postgresql_insert if dialect == "postgresql" else sqlite_insert)(_rollups)
+    smaller, larger = (
+        (func.least, func.greatest) if dialect == "postgresql" else (func.min, func.max)
+    )
+    new, old = statement.excluded, _rollups.c
+    conn.execute(
+        statement.on_conflict_do_update(
+            index_elements=[old.job_id, old.name, old.block],
+            set_={
+                "min_step": smaller(old.min_step, new.min_step),
+                "max_step": larger(old.max_step, new.max_step),
+                "min_value": smaller(old.min_value, new.min_value),
+                "max_value": larger(old.max_value, new.max_value),
+                "min_wall": smaller(old.min_wall, new.min_wall),
+                "max_wall": larger(old.max_wall, new.max_wall),
+                "count": old.count + new.count,
+            },
+        ),
+        [
+            {
+                "job_id": job_id,
+                "name": name,
+                "block": block_no,
+                "min_step": b[0],
+                "max_step": b[1],
+                "min_value": b[2],
+                "max_value": b[3],
+                "min_wall": b[4],
+                "max_wall": b[5],
+                "count": b[6],
+            }
+            for (job_id, name, block_no), b in blocks.items()
+        ],
+    )
 
 
 def _update_summaries(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
@@ -160,7 +249,19 @@ def read_series(
             # count they would cost a scan of the whole series.
             lo = conn.scalar(select(func.min(_points.c.step)).where(*where))
             hi = conn.scalar(select(func.max(_points.c.step)).where(*where))
-            result.append(_downsampled(conn, name, where, lo, hi, max_points))
+            whole_series = step_min is None and step_max is None
+            rolled = (
+                _from_rollups(conn, job_id, name, lo, hi, max_points)
+                if whole_series and _bucket_steps(lo, hi, max_points) >= ROLLUP_STEPS
+                else None
+            )
+            # The blocks must account for every point (the summary's count, written in the
+            # same transaction): points written behind the store's back (raw SQL) are not
+            # in them, and then the points themselves are read.
+            if rolled is not None and rolled.count == _summary_count(conn, job_id, name):
+                result.append(rolled)
+            else:
+                result.append(_downsampled(conn, name, where, lo, hi, max_points))
         else:
             result.append(_full(conn, name, where))
     return result
@@ -187,6 +288,57 @@ def _full(conn: Connection, name: str, where: list[Any]) -> Series:
     return series
 
 
+def _summary_count(conn: Connection, job_id: str, name: str) -> int | None:
+    return conn.scalar(
+        select(_summaries.c.count).where(_summaries.c.job_id == job_id, _summaries.c.name == name)
+    )
+
+
+def _bucket_steps(lo: int, hi: int, max_points: int) -> int:
+    return max(1, math.ceil((hi - lo + 1) / max(1, max_points // 2)))
+
+
+def _from_rollups(
+    conn: Connection, job_id: str, name: str, lo: int, hi: int, max_points: int
+) -> Series:
+    """As :func:`_downsampled`, from the rollup blocks: each bucket is a whole number of
+    blocks, aligned on block boundaries, so its min and max are exact. One bucket more
+    than the points allow is lost to alignment, so the width is computed for one fewer."""
+    buckets = max(1, max_points // 2 - 1)
+    per_bucket = max(1, math.ceil((hi // ROLLUP_STEPS - lo // ROLLUP_STEPS + 1) / buckets))
+    bucket = (_rollups.c.block // literal(per_bucket)).label("bucket")
+    rows = conn.execute(
+        select(
+            bucket,
+            func.min(_rollups.c.min_step),
+            func.max(_rollups.c.max_step),
+            func.min(_rollups.c.min_value),
+            func.max(_rollups.c.max_value),
+            func.min(_rollups.c.min_wall),
+            func.max(_rollups.c.max_wall),
+            func.sum(_rollups.c.count),
+        )
+        .where(_rollups.c.job_id == job_id, _rollups.c.name == name)
+        .group_by(bucket)
+        .order_by(bucket)
+    ).all()
+    return _series_of_buckets(name, rows)
+
+
+def _series_of_buckets(name: str, rows: Sequence[Any]) -> Series:
+    series = Series(name=name, downsampled=True)
+    for _, first_step, last_step, vmin, vmax, t0, t1, in_bucket in rows:
+        series.count += int(in_bucket)
+        series.steps.append(int(first_step))
+        series.values.append(vmin)
+        series.wall_times.append(t0)
+        if last_step != first_step or vmax != vmin:
+            series.steps.append(int(last_step))
+            series.values.append(vmax)
+            series.wall_times.append(t1)
+    return series
+
+
 def _downsampled(
     conn: Connection,
     name: str,
@@ -202,8 +354,7 @@ def _downsampled(
     and off by at most one bucket's width in step, less than a pixel on a chart of
     ``max_points`` points.
     """
-    buckets = max(1, max_points // 2)
-    width = max(1, math.ceil((hi - lo + 1) / buckets))
+    width = _bucket_steps(lo, hi, max_points)
     bucket = ((_points.c.step - literal(lo)) // literal(width)).label("bucket")
     rows = conn.execute(
         select(
@@ -220,14 +371,4 @@ def _downsampled(
         .group_by(bucket)
         .order_by(bucket)
     ).all()
-    series = Series(name=name, downsampled=True)
-    for _, first_step, last_step, vmin, vmax, t0, t1, in_bucket in rows:
-        series.count += in_bucket
-        series.steps.append(int(first_step))
-        series.values.append(vmin)
-        series.wall_times.append(t0)
-        if last_step != first_step or vmax != vmin:
-            series.steps.append(int(last_step))
-            series.values.append(vmax)
-            series.wall_times.append(t1)
-    return series
+    return _series_of_buckets(name, rows)

@@ -23,11 +23,13 @@ from spark_trainer.models.job import (
     MetricPoint,
 )
 from spark_trainer.models.node import Lease, Node, NodeState
+from spark_trainer.models.metric_rollup import ROLLUP_STEPS, MetricRollup
 from spark_trainer.models.registry import ModelFile, ModelTag, ModelVersion
 from spark_trainer.models.user import ApiKey, RefreshToken, Role, Tier, User
 
 __all__ = [
     "FINAL_STATUSES",
+    "ROLLUP_STEPS",
     "ApiKey",
     "Base",
     "Benchmark",
@@ -49,6 +51,7 @@ __all__ = [
     "JobStatus",
     "Lease",
     "MetricPoint",
+    "MetricRollup",
     "MetricSummary",
     "ModelFile",
     "ModelTag",
