@@ -16,8 +16,8 @@ from spark_trainer.context import AppContext
 from spark_trainer.datasets.endpoints import UPLOAD_ROUTES as DATASET_UPLOAD_ROUTES
 from spark_trainer.datasets.endpoints import router as datasets_router
 from spark_trainer.deployments.endpoints import router as deployments_router
-from spark_trainer.evaluations.endpoints import router as evaluations_router
 from spark_trainer.deps import one_hop_routes
+from spark_trainer.evaluations.endpoints import router as evaluations_router
 from spark_trainer.experiments.endpoints import router as experiments_router
 from spark_trainer.gpus.endpoints import router as gpus_router
 from spark_trainer.health.endpoints import router as health_router

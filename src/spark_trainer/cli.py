@@ -57,7 +57,6 @@ def serve(
     data_dir: DataDirOption = None,
 ) -> None:
     """Start the API server (embedded SQLite unless SPARKTRAINER_DATABASE_URL is set)."""
-    import uvicorn
 
     from spark_trainer.app import create_app
     from spark_trainer.gpus.inventory import NO_GPUS_HINT

@@ -38,7 +38,6 @@ from spark_trainer.kit.schemas import Page
 from spark_trainer.metrics import store
 from spark_trainer.metrics.pipeline import InvalidPoint, parse_point
 from spark_trainer.models import Job, JobStatus
-from spark_trainer.runtime.jobfiles import JOB_TOKEN_PREFIX
 
 router = APIRouter(prefix="/api/jobs", tags=["jobs"])
 

@@ -96,7 +96,7 @@ class RedisBus(EventBus):
     def __init__(self, hub: StreamHub, client: redis.Redis) -> None:
         super().__init__(hub)
         self.client = client
-        self._pubsub = client.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
+        self._pubsub = client.pubsub(ignore_subscribe_messages=True)
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
         # Set by a failed publish, cleared by the next successful ping.

@@ -22,8 +22,8 @@ from spark_trainer.models.job import (
     JobStatus,
     MetricPoint,
 )
-from spark_trainer.models.node import Lease, Node, NodeState
 from spark_trainer.models.metric_rollup import ROLLUP_STEPS, MetricRollup
+from spark_trainer.models.node import Lease, Node, NodeState
 from spark_trainer.models.registry import ModelFile, ModelTag, ModelVersion
 from spark_trainer.models.user import ApiKey, RefreshToken, Role, Tier, User
 

@@ -112,7 +112,7 @@ def get_model_reader(
     credential = header.credentials if header else bearer_credential(request)
     if credential.startswith(JOB_TOKEN_PREFIX):
         return jobs.job_token_owner(session, credential)
-    return authenticate_request(request, ctx, session, credential)
+    return authenticate_request(request, ctx, credential)
 
 
 ModelReader = Annotated[User, Depends(get_model_reader)]
