@@ -38,6 +38,13 @@ class ApiKeyRead(BaseModel):
     last_used_at: Annotated[str | None, Field(title="Last Used At")]
 
 
+class Backend(StrEnum):
+    transformers = "transformers"
+    vllm = "vllm"
+    tgi = "tgi"
+    triton = "triton"
+
+
 class Backends(BaseModel):
     database: Annotated[
         str,
@@ -132,6 +139,81 @@ class DatasetVersionRef(BaseModel):
     name: Annotated[str, Field(title="Name")]
     version: Annotated[str, Field(title="Version")]
     hash: Annotated[str, Field(title="Hash")]
+
+
+class DeploymentCreate(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    name: Annotated[
+        str,
+        Field(
+            description="Also the model name the endpoint serves under.",
+            pattern="^[A-Za-z0-9][A-Za-z0-9_.-]{0,199}$",
+            title="Name",
+        ),
+    ]
+    model_id: Annotated[
+        str, Field(description="A registered model version.", max_length=40, title="Model Id")
+    ]
+    backend: Annotated[
+        Backend,
+        Field(
+            description="transformers (built in, CPU or GPU), vllm, tgi or triton (executables on the node)."
+        ),
+    ]
+    replicas: Annotated[int | None, Field(ge=1, le=64, title="Replicas")] = 1
+    gpu_count: Annotated[
+        int | None,
+        Field(
+            description="GPUs of each replica (tensor parallel / shards).",
+            ge=0,
+            le=1024,
+            title="Gpu Count",
+        ),
+    ] = 1
+
+
+class DeploymentKeyCreate(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    name: Annotated[str, Field(max_length=200, min_length=1, title="Name")]
+
+
+class DeploymentKeyCreated(BaseModel):
+    id: Annotated[str, Field(title="Id")]
+    name: Annotated[str, Field(title="Name")]
+    prefix: Annotated[str, Field(title="Prefix")]
+    created_at: Annotated[str, Field(title="Created At")]
+    revoked_at: Annotated[str | None, Field(title="Revoked At")]
+    key: Annotated[str, Field(description="The secret; shown once, never again.", title="Key")]
+
+
+class DeploymentKeyRead(BaseModel):
+    id: Annotated[str, Field(title="Id")]
+    name: Annotated[str, Field(title="Name")]
+    prefix: Annotated[str, Field(title="Prefix")]
+    created_at: Annotated[str, Field(title="Created At")]
+    revoked_at: Annotated[str | None, Field(title="Revoked At")]
+
+
+class DeploymentStatus(StrEnum):
+    pending = "pending"
+    starting = "starting"
+    running = "running"
+    stopping = "stopping"
+    stopped = "stopped"
+    failed = "failed"
+
+
+class DeploymentUpdate(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    replicas: Annotated[
+        int, Field(description="Scale to this many replicas.", ge=1, le=64, title="Replicas")
+    ]
 
 
 class EvaluationCreate(BaseModel):
@@ -633,6 +715,15 @@ class RefreshRequest(BaseModel):
     refresh_token: Annotated[str, Field(max_length=4096, min_length=1, title="Refresh Token")]
 
 
+class ReplicaState(StrEnum):
+    starting = "starting"
+    healthy = "healthy"
+    unhealthy = "unhealthy"
+    restarting = "restarting"
+    draining = "draining"
+    stopped = "stopped"
+
+
 class Role(StrEnum):
     admin = "admin"
     user = "user"
@@ -884,6 +975,54 @@ class PageUserRead(BaseModel):
     offset: Annotated[int, Field(title="Offset")]
 
 
+class ReplicaRead(BaseModel):
+    slot: Annotated[int, Field(title="Slot")]
+    job_id: Annotated[
+        str | None,
+        Field(description="The job running this replica's current process.", title="Job Id"),
+    ]
+    node: Annotated[str, Field(title="Node")]
+    port: Annotated[int | None, Field(title="Port")]
+    health: ReplicaState
+    reason: Annotated[str | None, Field(title="Reason")]
+    restart_count: Annotated[int, Field(title="Restart Count")]
+    last_exit: Annotated[
+        str | None, Field(description="How the previous process ended.", title="Last Exit")
+    ]
+    last_exit_code: Annotated[int | None, Field(title="Last Exit Code")]
+    last_exit_at: Annotated[str | None, Field(title="Last Exit At")]
+    healthy_since: Annotated[str | None, Field(title="Healthy Since")]
+
+
+class DeploymentRead(BaseModel):
+    id: Annotated[str, Field(title="Id")]
+    name: Annotated[str, Field(title="Name")]
+    model_id: Annotated[str, Field(title="Model Id")]
+    backend: Backend
+    status: DeploymentStatus
+    endpoint: Annotated[
+        str, Field(description="Completions URL of the deployment (proxied).", title="Endpoint")
+    ]
+    base_url: Annotated[
+        str, Field(description="OpenAI-style base URL (…/v1) of the endpoint.", title="Base Url")
+    ]
+    replicas: Annotated[int, Field(description="Replicas asked for.", title="Replicas")]
+    requests_per_second: Annotated[
+        float,
+        Field(
+            description="Requests through the endpoint per second, over a 10 s sliding window.",
+            title="Requests Per Second",
+        ),
+    ]
+    gpu_count: Annotated[int, Field(title="Gpu Count")]
+    status_reason: Annotated[str | None, Field(title="Status Reason")]
+    healthy_replicas: Annotated[int, Field(title="Healthy Replicas")]
+    replica_details: Annotated[list[ReplicaRead], Field(title="Replica Details")]
+    owner_id: Annotated[str, Field(title="Owner Id")]
+    created_at: Annotated[str, Field(title="Created At")]
+    stopped_at: Annotated[str | None, Field(title="Stopped At")]
+
+
 class JobDetail(BaseModel):
     id: Annotated[str, Field(title="Id")]
     name: Annotated[str, Field(title="Name")]
@@ -920,3 +1059,13 @@ class JobDetail(BaseModel):
         list[JobEventRead],
         Field(description="Every status transition, oldest first.", title="Events"),
     ]
+
+
+class PageDeploymentRead(BaseModel):
+    items: Annotated[list[DeploymentRead], Field(title="Items")]
+    total: Annotated[
+        int,
+        Field(description="Number of items matching the filters, ignoring paging.", title="Total"),
+    ]
+    limit: Annotated[int, Field(title="Limit")]
+    offset: Annotated[int, Field(title="Offset")]
