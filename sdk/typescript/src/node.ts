@@ -36,8 +36,9 @@ export class NodeDatasets extends Datasets {
 
   /**
    * Downloads a version to `destination`. Bytes go to `<destination>.part` first; an
-   * interrupted download (this call's or an earlier process's) continues with a `Range`
-   * request. Answers the destination.
+   * interrupted download (a dropped connection during this call, or an earlier process)
+   * continues with a `Range` request, and the whole file is checked against the server's
+   * md5 before it is renamed into place. Answers the destination.
    */
   async downloadToFile(
     datasetId: string,
@@ -45,32 +46,58 @@ export class NodeDatasets extends Datasets {
     params: { version?: string; onProgress?: ProgressCallback; signal?: AbortSignal } = {},
   ): Promise<string> {
     const part = `${destination}.part`;
+    let failures = 0;
+    for (;;) {
+      try {
+        const expected = await this.downloadPart(datasetId, part, params);
+        if (expected !== null && (await md5(part)) !== expected) {
+          await unlink(part);
+          throw new StreamError(`${basename(destination)}: content does not match the server's md5`);
+        }
+        await rename(part, destination);
+        return destination;
+      } catch (error) {
+        // A connection lost midway (fetch's TypeError): continue from what the part file has.
+        const delay = error instanceof TypeError ? this.t.retry.delay(++failures) : null;
+        if (delay === null || params.signal?.aborted) {
+          if (delay === null && error instanceof TypeError) {
+            throw new StreamError(`download of ${basename(destination)} lost: ${error.message}`, { cause: error });
+          }
+          throw error;
+        }
+        await new Promise((wake) => setTimeout(wake, delay * 1000));
+      }
+    }
+  }
+
+  /** Appends the rest of the file to `part`; answers the file's md5 when the server said. */
+  private async downloadPart(
+    datasetId: string,
+    part: string,
+    params: { version?: string; onProgress?: ProgressCallback; signal?: AbortSignal },
+  ): Promise<string | null> {
     const have = await stat(part).then((s) => s.size, () => 0);
     let download;
     try {
       download = await this.open(datasetId, { version: params.version, offset: have, signal: params.signal });
     } catch (error) {
       if (!(error instanceof RangeNotSatisfiableError)) throw error;
-      // The part file is already whole or longer than the file: start over.
+      // The part file is already whole, or longer than the file: start over.
       await unlink(part);
       download = await this.open(datasetId, { version: params.version, signal: params.signal });
     }
+    const total = download.total;
     let done = download.resumed ? have : 0;
-    const out = createWriteStream(part, { flags: download.resumed ? "a" : "w" });
     const counting = new TransformStream<Uint8Array, Uint8Array>({
       transform(chunk, controller) {
         done += chunk.byteLength;
-        params.onProgress?.(done, download.total);
+        params.onProgress?.(done, total);
         controller.enqueue(chunk);
       },
     });
+    const out = createWriteStream(part, { flags: download.resumed ? "a" : "w" });
     await download.body.pipeThrough(counting).pipeTo(Writable.toWeb(out));
-    if (download.md5 !== null && (await md5(part)) !== download.md5) {
-      await unlink(part);
-      throw new StreamError(`${basename(destination)}: content does not match the server's md5`);
-    }
-    await rename(part, destination);
-    return destination;
+    return download.md5;
   }
 }
 

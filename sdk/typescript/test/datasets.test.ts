@@ -5,7 +5,10 @@ import { join } from "node:path";
 import { describe, expect, test } from "vitest";
 
 import { NotFoundError } from "../src/index.js";
-import { adminClient, unique } from "./helpers.js";
+import { SparkTrainerClient } from "../src/node.js";
+import { adminClient, unique, url } from "./helpers.js";
+import { Proxy } from "./proxy.js";
+import { inject } from "vitest";
 
 const md5 = (bytes: Uint8Array): string => createHash("md5").update(bytes).digest("hex");
 
@@ -51,6 +54,43 @@ describe("datasets", () => {
     expect(md5(await readFile(target))).toBe(md5(bytes));
     // Only the rest was fetched: the first progress report is already past the part file.
     expect(seen[0]).toBeGreaterThan(have);
+  });
+
+  test("a download cut midway resumes within the same call", async () => {
+    const dir = await mkdtemp(join(tmpdir(), "st-ds-"));
+    const bytes = randomBytes(16 * 1024 * 1024);
+    const dataset = await adminClient().datasets.upload(new Blob([bytes]), { name: unique("cut") });
+    const proxy = new Proxy(new URL(url()));
+    try {
+      const requests: (string | null)[] = [];
+      const observed: typeof fetch = (input, init) => {
+        requests.push(new Headers(init?.headers).get("Range"));
+        return fetch(input, init);
+      };
+      const client = new SparkTrainerClient({
+        baseUrl: await proxy.start(),
+        apiKey: inject("adminApiKey"),
+        fetch: observed,
+        retry: { backoffBase: 0.05 },
+      });
+      const target = join(dir, "data.bin");
+      let cut = false;
+      await client.datasets.downloadToFile(dataset.id, target, {
+        onProgress: (done) => {
+          if (!cut && done >= 1024 * 1024) {
+            cut = true;
+            proxy.cut();
+          }
+        },
+      });
+      expect(md5(await readFile(target))).toBe(md5(bytes));
+      // The second request asked for the rest only.
+      expect(requests).toHaveLength(2);
+      expect(requests[0]).toBeNull();
+      expect(requests[1]).toMatch(/^bytes=\d+-$/);
+    } finally {
+      await proxy.close();
+    }
   });
 
   test("versions, download into memory, list; unknown ids are NotFoundError", async () => {

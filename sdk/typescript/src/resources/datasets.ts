@@ -34,7 +34,9 @@ export class Datasets extends Resource {
     return this.t
       .json<DatasetDetail>("POST", "/api/datasets", {
         headers: { "Content-Type": multipart.contentType },
-        body: () => (streamed ? multipart.stream(progress) : multipart.blob()),
+        body: (touch) => (streamed ? multipart.stream(progress, touch) : multipart.blob()),
+        // A body sent whole says nothing of its progress: no limit on the wait for its answer.
+        timeout: streamed ? undefined : null,
         signal: params.signal,
       })
       .then((dataset) => {

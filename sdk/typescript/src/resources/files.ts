@@ -45,8 +45,11 @@ export class Multipart {
     return new Blob([this.head, this.file, this.tail]);
   }
 
-  /** The body as a stream, read from the file as it is sent; `progress` counts file bytes. */
-  stream(progress?: ProgressCallback): ReadableStream<Uint8Array> {
+  /**
+   * The body as a stream, read from the file as it is sent; `progress` counts file bytes,
+   * `touch` is called as each chunk goes.
+   */
+  stream(progress?: ProgressCallback, touch?: () => void): ReadableStream<Uint8Array> {
     const total = this.file.size;
     const parts = [this.head, this.file, this.tail];
     let index = 0;
@@ -54,6 +57,7 @@ export class Multipart {
     let sent = 0;
     return new ReadableStream<Uint8Array>({
       pull: async (controller) => {
+        touch?.();
         for (;;) {
           const part = parts[index];
           if (part === undefined) {
