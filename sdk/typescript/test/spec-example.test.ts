@@ -66,4 +66,13 @@ describe("the spec's TypeScript example", () => {
       "",
     ]);
   });
+
+  test("the same from @sparktrainer/sdk/node, streaming over the ws package's WebSocket", async () => {
+    const code = (await specExample())
+      .replace("from '@sparktrainer/sdk'", "from '@sparktrainer/sdk/node'")
+      .replace("'python train.py'", JSON.stringify(loggingJob(2)))
+      .replace("client.jobs.streamMetrics(job.id, (metrics) => {", "const stop = client.jobs.streamMetrics(job.id, (metrics) => {")
+      .concat("\nawait stop.done;\nconsole.log(stop.via);\n");
+    expect((await run(code)).split("\n")).toEqual(["Step 0: loss=1", "Step 1: loss=0.5", "websocket", ""]);
+  });
 });
