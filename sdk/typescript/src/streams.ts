@@ -116,7 +116,10 @@ export function streamMetrics(
               end = readEnd(message);
               return;
             }
-            if (deliver(Number(message.id), message.data as MetricPoint)) progressed = true;
+            // `?ids=true` wraps each point with its id; a server without it sends bare points.
+            const id = typeof message.id === "number" ? message.id : null;
+            const point = (id === null ? message : message.data) as MetricPoint;
+            if (deliver(id, point)) progressed = true;
           } catch (error) {
             controller.signal.removeEventListener("abort", stop);
             socket.close(1000, "callback failed");
