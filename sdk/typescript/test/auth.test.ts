@@ -45,6 +45,26 @@ describe("authentication", () => {
     expect(client.accessToken).toBeNull();
   });
 
+  test("concurrent calls after an expiry share one refresh (a reused refresh token would revoke them all)", async () => {
+    const renewals: string[] = [];
+    const observed: typeof fetch = (input, init) => {
+      const path = new URL(String(input)).pathname;
+      if (path === "/api/auth/refresh" || path === "/api/auth/login") renewals.push(path);
+      return fetch(input, init);
+    };
+    const client = new SparkTrainerClient({
+      baseUrl: url(),
+      username: "admin",
+      password: inject("adminPassword"),
+      fetch: observed,
+    });
+    await client.login();
+    await wait(ACCESS_TTL * 1000 + 200);
+    const answers = await Promise.all(Array.from({ length: 6 }, () => client.users.me()));
+    expect(answers.map((u) => u.username)).toEqual(Array(6).fill("admin"));
+    expect(renewals).toEqual(["/api/auth/login", "/api/auth/refresh"]);
+  });
+
   test("API keys: create, use, list, revoke", async () => {
     const admin = adminClient();
     const created = await admin.apiKeys.create(unique("key"));
