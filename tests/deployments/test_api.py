@@ -164,17 +164,21 @@ def test_requests_per_second_counts_every_api_process(
     assert status == 201, body
     deployment_id = str(body["id"])
     first, second = RequestRate(ctx.session_factory), RequestRate(ctx.session_factory)
-    assert first.hit(deployment_id)  # the first request of a process asks for a flush
+    assert first.hit(deployment_id) == 0.0  # a process's first request: flush now
     for _ in range(29):
-        assert not first.hit(deployment_id)  # …and no more until that one is done
+        assert first.hit(deployment_id) is None  # …and no other until that one is done
     for _ in range(20):
         second.hit(deployment_id)
     first.flush()
+    # Once flushed, the next request schedules the next flush, at most a second later.
+    delay = first.hit(deployment_id)
+    assert delay is not None and 0.0 <= delay <= 1.0
     with ctx.session_factory() as session:
         assert second.rate(session, deployment_id) == 5.0  # 30 written + its own 20, over 10 s
-        assert first.rate(session, deployment_id) == 3.0  # the second's are not written yet
+        assert first.rate(session, deployment_id) == 3.1  # the second's are not written yet
     second.flush()
+    first.flush()
     with ctx.session_factory() as session:
-        assert RequestRate(ctx.session_factory).rate(session, deployment_id) == 5.0
+        assert RequestRate(ctx.session_factory).rate(session, deployment_id) == 5.1
     # The API's own process reads the same figure.
-    assert get_deployment(client, alice, deployment_id)["requests_per_second"] == 5.0
+    assert get_deployment(client, alice, deployment_id)["requests_per_second"] == 5.1

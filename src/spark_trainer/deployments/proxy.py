@@ -129,17 +129,19 @@ class RequestRate:
         # Taken for writing, not yet committed: still this process's to count.
         self._writing: dict[tuple[str, int], int] = {}
         self._next_flush = 0.0
-        self._flushing = False
+        self._scheduled = False
 
-    def hit(self, deployment_id: str) -> bool:
-        """Counts one request; True when a flush is due (the caller schedules it)."""
+    def hit(self, deployment_id: str) -> float | None:
+        """Counts one request. Returns in how many seconds the caller should flush (0: now)
+        when no flush is scheduled yet, else None: every count is written within about
+        ``flush_seconds``, also the last ones of a burst."""
         key = (deployment_id, int(time.time()))
         with self._lock:
             self._pending[key] = self._pending.get(key, 0) + 1
-            if self._flushing or time.monotonic() < self._next_flush:
-                return False
-            self._flushing = True
-            return True
+            if self._scheduled:
+                return None
+            self._scheduled = True
+            return max(0.0, self._next_flush - time.monotonic())
 
     def flush(self) -> None:
         with self._lock:
@@ -160,7 +162,7 @@ class RequestRate:
             with self._lock:
                 self._writing = {}
                 self._next_flush = time.monotonic() + self.flush_seconds
-                self._flushing = False
+                self._scheduled = False
 
     def rates(self, session: Session, deployment_ids: Sequence[str]) -> dict[str, float]:
         after = int(time.time()) - self.window
@@ -183,6 +185,7 @@ class DeploymentProxy:
         self.signing_key = signing_key
         self.rates = RequestRate(session_factory)
         self._flush_task: asyncio.Future[None] | None = None
+        self._flush_timer: asyncio.TimerHandle | None = None
         self._routes: dict[str, _Route] = {}
         self._loaded_at = float("-inf")
         self._refresh: asyncio.Lock | None = None
@@ -199,6 +202,8 @@ class DeploymentProxy:
 
     async def aclose(self) -> None:
         self._pool.close()
+        if self._flush_timer is not None:
+            self._flush_timer.cancel()
         if self._flush_task is not None:
             await self._flush_task
         await anyio.to_thread.run_sync(self.rates.flush)
@@ -213,9 +218,13 @@ class DeploymentProxy:
             raise not_found("Deployment", deployment_id)
         await self._authorize(credential, route)
         body = await request.body()
-        if self.rates.hit(deployment_id):
-            # Off the request path; the reference keeps the future from being collected.
-            self._flush_task = asyncio.get_running_loop().run_in_executor(None, self.rates.flush)
+        delay = self.rates.hit(deployment_id)
+        if delay is not None:
+            loop = asyncio.get_running_loop()
+            if delay > 0:
+                self._flush_timer = loop.call_later(delay, self._flush_counts, loop)
+            else:
+                self._flush_counts(loop)
         headers = [(k, v) for k in FORWARDED_REQUEST_HEADERS if (v := request.headers.get(k))]
         target = f"/{path}?{request.url.query}" if request.url.query else f"/{path}"
         tried: set[int] = set()
@@ -273,6 +282,10 @@ class DeploymentProxy:
         finally:
             response.release()
             self._release(port)
+
+    def _flush_counts(self, loop: asyncio.AbstractEventLoop) -> None:
+        # Off the request path, on a worker thread; the reference keeps the future alive.
+        self._flush_task = loop.run_in_executor(None, self.rates.flush)
 
     def _release(self, port: int) -> None:
         self._outstanding[port] = max(0, self._outstanding.get(port, 1) - 1)
