@@ -1,8 +1,8 @@
 """The baseline for bench/recipe.py: the same LoRA training written as a bare
 ``transformers.Trainer`` script, with nothing of SparkTrainer in it.
 
-``python bench/_bare_trainer.py MODEL_DIR DATA.jsonl STEPS BATCH SEQ_LEN`` prints one
-JSON line: ``{"train_runtime": s, "tokens_seen": n}``.
+``python bench/_bare_trainer.py MODEL_DIR DATA.jsonl STEPS BATCH SEQ_LEN [PRECISION]``
+(fp32, the default, bf16 or fp16) prints one JSON line: ``{"train_runtime": s, "tokens_seen": n}``.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import json
 import sys
 import time
 
+import torch
 from peft import LoraConfig, get_peft_model
 from transformers import (
     AutoModelForCausalLM,
@@ -23,6 +24,7 @@ from transformers import (
 
 def main() -> None:
     model_dir, data_path, steps, batch, seq_len = sys.argv[1:6]
+    precision = sys.argv[6] if len(sys.argv) > 6 else "fp32"
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir)
     with open(data_path, encoding="utf-8") as handle:  # noqa: PTH123
@@ -51,7 +53,10 @@ def main() -> None:
         disable_tqdm=True,
         seed=42,
         include_num_input_tokens_seen="non_padding",
-        dataloader_pin_memory=False,
+        bf16=precision == "bf16",
+        fp16=precision == "fp16",
+        # As the recipe does: pinned host memory where batches go to a GPU.
+        dataloader_pin_memory=torch.cuda.is_available(),
     )
     trainer = Trainer(
         model=model,

@@ -16,9 +16,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 from bench._common import Result, wait_for_quiet
@@ -38,7 +40,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--recipe-seq-len", type=int, default=64)
 
 
-def _recipe_config(model: Path, data: Path, steps: int, batch: int, seq_len: int) -> str:
+def _recipe_config(
+    model: Path, data: Path, steps: int, batch: int, seq_len: int, precision: str
+) -> str:
     return f"""\
 base_model: {model}
 dataset: {{path: {data}, format: text}}
@@ -52,6 +56,7 @@ training:
   logging_steps: 1
   checkpoint_steps: {steps + 1}
   max_seq_length: {seq_len}
+  precision: {precision}
 """
 
 
@@ -66,6 +71,75 @@ def _run(command: list[str], cwd: Path, env: dict[str, str], marker: str) -> flo
     return float(figures["tokens_seen"]) / float(figures["train_runtime"])
 
 
+def write_data(path: Path, words: list[str], sentences: int = SENTENCES) -> Path:
+    with path.open("w") as handle:
+        for i in range(sentences):
+            line = [words[(i * 7 + k * 3) % len(words)] for k in range(8 + i % 24)]
+            handle.write(json.dumps({"text": " ".join(line)}) + "\n")
+    return path
+
+
+def compare(
+    root: Path,
+    model: Path,
+    data: Path,
+    *,
+    steps: int,
+    batch: int,
+    seq_len: int,
+    rounds: int,
+    precision: str = "fp32",
+    settle: Callable[[], object] = lambda: None,
+) -> dict[str, float]:
+    """Tokens/s of the recipe and of the bare Trainer script on the same model and data,
+    alternating, each side's best of ``rounds``; ``settle`` runs before each run (waiting
+    for a quiet machine). Runs on whatever device the processes see (the GPU when one is
+    visible); only torch, transformers, peft and PyYAML are needed."""
+    (root / "config.yaml").write_text(_recipe_config(model, data, steps, batch, seq_len, precision))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SPARKTRAINER_")}
+    recipe_env = {
+        **env,
+        "SPARKTRAINER_METRICS_FILE": str(root / "metrics.jsonl"),
+        "SPARKTRAINER_OUTPUT_DIR": str(root / "output"),
+    }
+    recipe_cmd = [
+        sys.executable,
+        "-m",
+        "spark_trainer.recipes.text_lora",
+        "--config",
+        "config.yaml",
+    ]
+    bare_cmd = [
+        sys.executable,
+        str(REPO / "bench" / "_bare_trainer.py"),
+        *(str(x) for x in (model, data, steps, batch, seq_len, precision)),
+    ]
+    recipe_rates: list[float] = []
+    bare_rates: list[float] = []
+    for round_number in range(rounds):
+        settle()
+        # A fresh run each time, not a resume of the previous one.
+        shutil.rmtree(root / "checkpoints", ignore_errors=True)
+        recipe_rates.append(_run(recipe_cmd, root, recipe_env, "text_lora: done "))
+        settle()
+        bare_rates.append(_run(bare_cmd, root, env, ""))
+        print(
+            f"  round {round_number + 1}: recipe {recipe_rates[-1]:,.0f} tokens/s, "
+            f"bare Trainer {bare_rates[-1]:,.0f} tokens/s",
+            flush=True,
+        )
+    recipe, bare = max(recipe_rates), max(bare_rates)
+    with (root / "metrics.jsonl").open() as points:
+        written = sum(1 for _ in points)
+    return {
+        "recipe_tokens/s": recipe,
+        "bare_tokens/s": bare,
+        "ratio": recipe / bare,
+        "overhead_%": (1 - recipe / bare) * 100,
+        "metric_points": written,
+    }
+
+
 def run(args: argparse.Namespace) -> list[Result]:
     sys.path.insert(0, str(REPO))
     from tests.tinylm import WORDS, build_tiny_lm
@@ -73,58 +147,22 @@ def run(args: argparse.Namespace) -> list[Result]:
     steps, batch, seq_len = args.recipe_steps, args.recipe_batch, args.recipe_seq_len
     with tempfile.TemporaryDirectory(prefix="bench-recipe-") as tmp:
         root = Path(tmp)
-        model = build_tiny_lm(root / "model")
-        data = root / "data.jsonl"
-        with data.open("w") as handle:
-            for i in range(SENTENCES):
-                words = [WORDS[(i * 7 + k * 3) % len(WORDS)] for k in range(8 + i % 24)]
-                handle.write(json.dumps({"text": " ".join(words)}) + "\n")
-        (root / "config.yaml").write_text(_recipe_config(model, data, steps, batch, seq_len))
-        env = {k: v for k, v in os.environ.items() if not k.startswith("SPARKTRAINER_")}
-        recipe_env = {
-            **env,
-            "SPARKTRAINER_METRICS_FILE": str(root / "metrics.jsonl"),
-            "SPARKTRAINER_OUTPUT_DIR": str(root / "output"),
-        }
-        recipe_cmd = [
-            sys.executable,
-            "-m",
-            "spark_trainer.recipes.text_lora",
-            "--config",
-            "config.yaml",
-        ]
-        bare_cmd = [
-            sys.executable,
-            str(REPO / "bench" / "_bare_trainer.py"),
-            str(model),
-            str(data),
-            str(steps),
-            str(batch),
-            str(seq_len),
-        ]
-        recipe_rates: list[float] = []
-        bare_rates: list[float] = []
-        for round_number in range(args.recipe_rounds):
-            wait_for_quiet(args.quiet_wait)
-            for checkpoints in root.glob("checkpoints"):
-                # A fresh run each time, not a resume of the previous one.
-                subprocess.run(["rm", "-rf", str(checkpoints)], check=True)  # noqa: S607
-            recipe_rates.append(_run(recipe_cmd, root, recipe_env, "text_lora: done "))
-            wait_for_quiet(args.quiet_wait)
-            bare_rates.append(_run(bare_cmd, root, env, ""))
-            print(
-                f"  round {round_number + 1}: recipe {recipe_rates[-1]:,.0f} tokens/s, "
-                f"bare Trainer {bare_rates[-1]:,.0f} tokens/s",
-                flush=True,
-            )
-        points = sum(1 for _ in (root / "metrics.jsonl").open())
-    recipe, bare = max(recipe_rates), max(bare_rates)
-    overhead = (1 - recipe / bare) * 100
+        figures = compare(
+            root,
+            build_tiny_lm(root / "model"),
+            write_data(root / "data.jsonl", WORDS),
+            steps=steps,
+            batch=batch,
+            seq_len=seq_len,
+            rounds=args.recipe_rounds,
+            settle=lambda: wait_for_quiet(args.quiet_wait),
+        )
+    overhead = figures["overhead_%"]
     met = overhead < TARGET_OVERHEAD_PCT
     print(
         f"  recipe overhead {overhead:+.1f} % (target < {TARGET_OVERHEAD_PCT:.0f} %: "
-        f"{'met' if met else 'missed'}); ratio recipe/bare {recipe / bare:.3f}; "
-        f"{points} metric points written",
+        f"{'met' if met else 'missed'}); ratio recipe/bare {figures['ratio']:.3f}; "
+        f"{figures['metric_points']:.0f} metric points written",
         flush=True,
     )
     return [
@@ -132,9 +170,9 @@ def run(args: argparse.Namespace) -> list[Result]:
             benchmark=NAME,
             case=f"cpu, {steps} steps, batch {batch}, seq {seq_len}",
             metrics={
-                "recipe_tokens/s": recipe,
-                "bare_tokens/s": bare,
-                "ratio": recipe / bare,
+                "recipe_tokens/s": figures["recipe_tokens/s"],
+                "bare_tokens/s": figures["bare_tokens/s"],
+                "ratio": figures["ratio"],
                 "overhead_%": overhead,
                 "target_%": TARGET_OVERHEAD_PCT,
             },

@@ -12,6 +12,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from spark_trainer.context import AppContext
+from spark_trainer.deployments.proxy import RequestRate
 from tests.conftest import Account
 from tests.deployments.helpers import get_deployment, register_model, wait_deployment
 from tests.jobs.helpers import FINAL, get, wait_for
@@ -152,3 +153,32 @@ def wait_file(directory: Path, prefix: str) -> list[str]:
                 return lines
         time.sleep(0.05)
     raise AssertionError("the backend never ran")
+
+
+def test_requests_per_second_counts_every_api_process(
+    client: TestClient, alice: Account, ctx: AppContext, model_id: str
+) -> None:
+    """Each API process counts its own requests and adds them to the database about once
+    a second; any process reads the sum (plus its own counts not yet written)."""
+    status, body = _create(client, alice, name="rated", model_id=model_id, backend="vllm")
+    assert status == 201, body
+    deployment_id = str(body["id"])
+    first, second = RequestRate(ctx.session_factory), RequestRate(ctx.session_factory)
+    assert first.hit(deployment_id) == 0.0  # a process's first request: flush now
+    for _ in range(29):
+        assert first.hit(deployment_id) is None  # …and no other until that one is done
+    for _ in range(20):
+        second.hit(deployment_id)
+    first.flush()
+    # Once flushed, the next request schedules the next flush, at most a second later.
+    delay = first.hit(deployment_id)
+    assert delay is not None and 0.0 <= delay <= 1.0
+    with ctx.session_factory() as session:
+        assert second.rate(session, deployment_id) == 5.0  # 30 written + its own 20, over 10 s
+        assert first.rate(session, deployment_id) == 3.1  # the second's are not written yet
+    second.flush()
+    first.flush()
+    with ctx.session_factory() as session:
+        assert RequestRate(ctx.session_factory).rate(session, deployment_id) == 5.1
+    # The API's own process reads the same figure.
+    assert get_deployment(client, alice, deployment_id)["requests_per_second"] == 5.1

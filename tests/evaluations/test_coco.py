@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -101,32 +102,54 @@ def test_detection_equals_pycocotools(tmp_path: Path, iou_type: str) -> None:
     assert 0 < results["AP"] < 1  # neither perfect nor empty: the comparison means something
 
 
+def _write_captions(tmp_path: Path) -> tuple[Path, Path]:
+    gt, dt = tmp_path / "captions.json", tmp_path / "captions_results.json"
+    gt.write_text(
+        json.dumps(
+            {
+                "images": [{"id": i} for i in REFERENCES],
+                "annotations": [
+                    {"id": 10 * i + k, "image_id": i, "caption": c}
+                    for i, caps in REFERENCES.items()
+                    for k, c in enumerate(caps)
+                ],
+            }
+        )
+    )
+    dt.write_text(json.dumps([{"image_id": i, "caption": c} for i, c in CANDIDATES.items()]))
+    return gt, dt
+
+
+REFERENCES = {
+    1: ["A cat sits on a red mat.", "A small cat on the mat."],
+    2: ["Two dogs run in the park.", "Dogs running across green grass."],
+    3: ["A man rides a bicycle down the street.", "Someone cycling on a road."],
+}
+CANDIDATES = {1: "A cat is sitting on a mat.", 2: "A dog runs in a park.", 3: "A bike."}
+
+
+@pytest.mark.skipif(shutil.which("java") is None, reason="METEOR runs on Java; none on PATH")
+def test_meteor_equals_the_coco_caption_scorer(tmp_path: Path) -> None:
+    from pycocoevalcap.meteor.meteor import Meteor
+    from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
+
+    results = coco.captioning(*_write_captions(tmp_path), meteor=True)
+    tokenizer = PTBTokenizer()
+    gts = tokenizer.tokenize({i: [{"caption": c} for c in caps] for i, caps in REFERENCES.items()})
+    res = tokenizer.tokenize({i: [{"caption": c}] for i, c in CANDIDATES.items()})
+    expected = Meteor().compute_score(gts, res)[0]
+    assert results["METEOR"] == pytest.approx(expected, abs=1e-9)
+    assert 0 < results["METEOR"] < 1
+
+
 def test_captions_equal_the_coco_caption_scorers(tmp_path: Path) -> None:
     from pycocoevalcap.bleu.bleu import Bleu
     from pycocoevalcap.cider.cider import Cider
     from pycocoevalcap.rouge.rouge import Rouge
     from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
 
-    references = {
-        1: ["A cat sits on a red mat.", "A small cat on the mat."],
-        2: ["Two dogs run in the park.", "Dogs running across green grass."],
-        3: ["A man rides a bicycle down the street.", "Someone cycling on a road."],
-    }
-    candidates = {1: "A cat is sitting on a mat.", 2: "A dog runs in a park.", 3: "A bike."}
-    gt, dt = tmp_path / "captions.json", tmp_path / "captions_results.json"
-    gt.write_text(
-        json.dumps(
-            {
-                "images": [{"id": i} for i in references],
-                "annotations": [
-                    {"id": 10 * i + k, "image_id": i, "caption": c}
-                    for i, caps in references.items()
-                    for k, c in enumerate(caps)
-                ],
-            }
-        )
-    )
-    dt.write_text(json.dumps([{"image_id": i, "caption": c} for i, c in candidates.items()]))
+    references, candidates = REFERENCES, CANDIDATES
+    gt, dt = _write_captions(tmp_path)
     results = coco.captioning(gt, dt, meteor=False)
 
     tokenizer = PTBTokenizer()

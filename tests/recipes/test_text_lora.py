@@ -216,3 +216,51 @@ def test_the_complete_training_workflow(
     adapter = api.get(f"/api/models/{model['id']}/files/adapter_config.json", headers=headers)
     assert adapter.json()["base_model_name_or_path"] == base_id
     assert adapter.json()["fan_in_fan_out"] is True
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_a_dataset_named_by_id_in_the_config(
+    api: httpx.Client, alice: Account, bob: Account, tiny_lm: Path, tmp_path: Path
+) -> None:
+    """``dataset.id`` in the config: the job fetches the owner's dataset with its own token
+    (no ``dataset_id`` in the submission); another user's job cannot read it."""
+    lines = "".join(json.dumps({"text": SENTENCES[i % 3]}) + "\n" for i in range(12))
+    dataset = api.post(
+        "/api/datasets",
+        headers=alice.headers,
+        data={"name": "by-id"},
+        files={"file": ("data.jsonl", lines.encode(), "application/jsonl")},
+    )
+    assert dataset.status_code == 201, dataset.text
+    dataset_id = dataset.json()["id"]
+    config = f"""\
+base_model: {tiny_lm}
+dataset: {{id: {dataset_id}, version: v1.0.0}}
+training: {{max_steps: 2, batch_size: 4, checkpoint_steps: 100, max_seq_length: 32}}
+"""
+    submission = {"name": "by-id", "command": COMMAND, "gpu_count": 0}
+
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "config.yaml").write_text(config)
+    bobs = api.post(
+        "/api/jobs", headers=bob.headers, json={**submission, "working_dir": str(foreign)}
+    )
+    assert bobs.status_code == 201, bobs.text
+    failed = _wait(api, bob.headers, bobs.json()["id"], timeout=60)
+    assert failed["status"] == "failed"
+    assert failed["status_reason"] == (
+        f"exited with code 2: key 'dataset.id': dataset '{dataset_id}' not found"
+    )
+
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "config.yaml").write_text(config)
+    job = api.post(
+        "/api/jobs", headers=alice.headers, json={**submission, "working_dir": str(project)}
+    )
+    assert job.status_code == 201, job.text
+    done = _wait(api, alice.headers, job.json()["id"], timeout=120)
+    assert done["status"] == "completed", (done, _stderr(api, alice.headers, done["id"]))
+    cached = project / ".sparktrainer" / "datasets" / dataset_id / "v1.0.0.jsonl"
+    assert cached.read_text() == lines

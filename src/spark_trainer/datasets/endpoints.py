@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request, Response, status
+from fastapi import APIRouter, Depends, Query, Request, Response, status
 
 from spark_trainer.datasets import service
 from spark_trainer.datasets.schemas import (
@@ -16,9 +16,15 @@ from spark_trainer.datasets.upload import receive_upload
 from spark_trainer.deps import Context, CurrentUser, DbSession, UploadUser, in_session
 from spark_trainer.kit.pagination import PagingParams
 from spark_trainer.kit.schemas import Page
+from spark_trainer.models import User
+from spark_trainer.registry.endpoints import get_model_reader
 from spark_trainer.storage.http import blob_response
 
 router = APIRouter(prefix="/api/datasets", tags=["datasets"])
+
+# The caller, or for a running job's own token its owner: a recipe reads the dataset its
+# config names by id the way it reads a registered base model.
+DatasetReader = Annotated[User, Depends(get_model_reader)]
 
 # Routes that stream bodies far above the JSON body limit and enforce a limit of their own
 # (SPARKTRAINER_MAX_UPLOAD_BYTES); the app exempts them from BodySizeLimitMiddleware.
@@ -93,7 +99,7 @@ async def upload_dataset(
     response_model=DatasetDetail,
     summary="A dataset, with its latest version's format, size, record count and preview",
 )
-def get_dataset(dataset_id: str, user: CurrentUser, session: DbSession) -> DatasetDetail:
+def get_dataset(dataset_id: str, user: DatasetReader, session: DbSession) -> DatasetDetail:
     return service.detail(session, user, dataset_id)
 
 
@@ -102,7 +108,7 @@ def get_dataset(dataset_id: str, user: CurrentUser, session: DbSession) -> Datas
     response_model=DatasetVersionList,
     summary="A dataset's versions with their DVC (md5) hashes, oldest first",
 )
-def list_versions(dataset_id: str, user: CurrentUser, session: DbSession) -> DatasetVersionList:
+def list_versions(dataset_id: str, user: DatasetReader, session: DbSession) -> DatasetVersionList:
     return service.versions(session, user, dataset_id)
 
 
@@ -122,7 +128,7 @@ def download_version(
     dataset_id: str,
     version: str,
     request: Request,
-    user: CurrentUser,
+    user: DatasetReader,
     ctx: Context,
     session: DbSession,
 ) -> Response:

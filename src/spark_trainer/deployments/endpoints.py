@@ -24,10 +24,8 @@ def list_deployments(
     user: CurrentUser, ctx: Context, session: DbSession, paging: PagingParams
 ) -> Page[DeploymentRead]:
     items, total = service.list_deployments(session, user, limit=paging.limit, offset=paging.offset)
-    reads = [
-        service.read(session, d, ctx.settings.api_url, ctx.deployment_proxy.rates.rate(d.id))
-        for d in items
-    ]
+    rates = ctx.deployment_proxy.rates.rates(session, [d.id for d in items])
+    reads = [service.read(session, d, ctx.settings.api_url, rates[d.id]) for d in items]
     return Page[DeploymentRead].of(reads, total, paging)
 
 
@@ -55,7 +53,7 @@ def get_deployment(
     deployment_id: str, user: CurrentUser, ctx: Context, session: DbSession
 ) -> DeploymentRead:
     deployment = service.get_owned(session, user, deployment_id)
-    rate = ctx.deployment_proxy.rates.rate(deployment.id)
+    rate = ctx.deployment_proxy.rates.rate(session, deployment.id)
     return service.read(session, deployment, ctx.settings.api_url, rate)
 
 
@@ -77,7 +75,7 @@ def scale_deployment(
     deployment = service.scale(
         session, user, deployment_id, body.replicas, ctx.deployment_supervisor.wake
     )
-    rate = ctx.deployment_proxy.rates.rate(deployment.id)
+    rate = ctx.deployment_proxy.rates.rate(session, deployment.id)
     return service.read(session, deployment, ctx.settings.api_url, rate)
 
 
@@ -92,7 +90,7 @@ def stop_deployment(
     deployment_id: str, user: CurrentUser, ctx: Context, session: DbSession
 ) -> DeploymentRead:
     deployment = service.stop(session, user, deployment_id, ctx.deployment_supervisor.wake)
-    rate = ctx.deployment_proxy.rates.rate(deployment.id)
+    rate = ctx.deployment_proxy.rates.rate(session, deployment.id)
     return service.read(session, deployment, ctx.settings.api_url, rate)
 
 
@@ -154,7 +152,7 @@ _PROXY_DESCRIPTION = (
 )
 async def call_deployment(
     deployment_id: str, path: str, request: Request, ctx: Context
-) -> StreamingResponse:
+) -> Response:
     credential = bearer_credential(request)
     return await ctx.deployment_proxy.forward(request, credential, deployment_id, f"v1/{path}")
 
@@ -175,6 +173,6 @@ async def call_deployment(
 )
 async def call_deployment_v2(
     deployment_id: str, path: str, request: Request, ctx: Context
-) -> StreamingResponse:
+) -> Response:
     credential = bearer_credential(request)
     return await ctx.deployment_proxy.forward(request, credential, deployment_id, f"v2/{path}")

@@ -11,26 +11,29 @@ before any response came back: inference requests change nothing on a replica, s
 running one again elsewhere is safe.
 So a replica that is drained, restarted or killed costs no request while another is up.
 
-Credentials are resolved through the identity service and cached for
-:data:`AUTH_TTL_SECONDS` per credential digest: a revoked key stops working within that
-time. The endpoint is not under the API's per-user rate limit: inference traffic is the
-owner's own compute, measured by ``requests_per_second`` instead.
+Credentials (the owner's token or API key, a deployment key, or the own token of a
+running job of the owner's) are resolved through the identity service and cached for
+:data:`AUTH_TTL_SECONDS` per credential digest: a revoked key, or the token of a job that
+has ended, stops working within that time. The endpoint is not under the API's per-user
+rate limit: inference traffic is the owner's own compute, measured by
+``requests_per_second`` instead.
 """
 
 from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 import threading
 import time
-from collections import deque
-from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
 
 import anyio.to_thread
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 from starlette.requests import Request
-from starlette.responses import StreamingResponse
+from starlette.responses import Response, StreamingResponse
 
 from spark_trainer.deployments import backends
 from spark_trainer.deployments.repository import DeploymentRepository
@@ -45,13 +48,16 @@ from spark_trainer.errors import ServiceUnavailable, SparkTrainerError, Unauthor
 from spark_trainer.errors import resource_not_found as not_found
 from spark_trainer.identity import service as identity
 from spark_trainer.identity.tokens import api_key_digest
+from spark_trainer.jobs import service as jobs
 from spark_trainer.models import ReplicaState
+from spark_trainer.runtime.jobfiles import JOB_TOKEN_PREFIX
 
 ROUTE_TTL_SECONDS = 0.5
 AUTH_TTL_SECONDS = 5.0
 AUTH_CACHE_MAX = 10_000
 DOWN_SECONDS = 2.0
 RATE_WINDOW_SECONDS = 10
+RATE_FLUSH_SECONDS = 1.0
 CONNECT_TIMEOUT_SECONDS = 2.0
 # A long generation may take minutes before its first byte.
 READ_TIMEOUT_SECONDS = 600.0
@@ -75,6 +81,9 @@ DROPPED_RESPONSE_HEADERS = frozenset(
 )
 
 
+logger = logging.getLogger(__name__)
+
+
 class BadGateway(SparkTrainerError):
     status_code = 502
     error = "Bad Gateway"
@@ -96,45 +105,87 @@ class _Principal:
     expires: float
 
 
-@dataclass
-class _Counter:
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    buckets: deque[list[int]] = field(default_factory=deque)
-
-
 class RequestRate:
-    """Requests per second per deployment over a sliding window of whole seconds."""
+    """Requests per second per deployment over a sliding window of whole wall-clock
+    seconds, across API processes.
 
-    def __init__(self, window_seconds: int = RATE_WINDOW_SECONDS) -> None:
+    A request costs one dict increment here; the counts go to the database at most once a
+    second (one upsert per deployment and second, on a worker thread), where every API
+    process adds to the same rows. A rate is what the database holds for the window plus
+    what this process has not written yet, so it is right wherever it is asked.
+    """
+
+    def __init__(
+        self,
+        session_factory: sessionmaker[Session],
+        window_seconds: int = RATE_WINDOW_SECONDS,
+        flush_seconds: float = RATE_FLUSH_SECONDS,
+    ) -> None:
+        self.session_factory = session_factory
         self.window = window_seconds
-        self._counters: dict[str, _Counter] = {}
+        self.flush_seconds = flush_seconds
+        self._lock = threading.Lock()
+        self._pending: dict[tuple[str, int], int] = {}
+        # Taken for writing, not yet committed: still this process's to count.
+        self._writing: dict[tuple[str, int], int] = {}
+        self._next_flush = 0.0
+        self._scheduled = False
 
-    def hit(self, deployment_id: str) -> None:
-        counter = self._counters.setdefault(deployment_id, _Counter())
-        second = int(time.monotonic())
-        with counter.lock:
-            if counter.buckets and counter.buckets[-1][0] == second:
-                counter.buckets[-1][1] += 1
-            else:
-                counter.buckets.append([second, 1])
-            while counter.buckets and counter.buckets[0][0] <= second - self.window:
-                counter.buckets.popleft()
+    def hit(self, deployment_id: str) -> float | None:
+        """Counts one request. Returns in how many seconds the caller should flush (0: now)
+        when no flush is scheduled yet, else None: every count is written within about
+        ``flush_seconds``, also the last ones of a burst."""
+        key = (deployment_id, int(time.time()))
+        with self._lock:
+            self._pending[key] = self._pending.get(key, 0) + 1
+            if self._scheduled:
+                return None
+            self._scheduled = True
+            return max(0.0, self._next_flush - time.monotonic())
 
-    def rate(self, deployment_id: str) -> float:
-        counter = self._counters.get(deployment_id)
-        if counter is None:
-            return 0.0
-        since = int(time.monotonic()) - self.window
-        with counter.lock:
-            total = sum(count for second, count in counter.buckets if second > since)
-        return total / self.window
+    def flush(self) -> None:
+        with self._lock:
+            self._writing, self._pending = self._pending, {}
+        try:
+            if self._writing:
+                with self.session_factory.begin() as session:
+                    DeploymentRepository(session).add_request_counts(
+                        self._writing, keep_after=int(time.time()) - 6 * self.window
+                    )
+        except SQLAlchemyError:
+            # The database is away: keep the counts for the next flush.
+            logger.warning("request counts not written; retrying", exc_info=True)
+            with self._lock:
+                for key, count in self._writing.items():
+                    self._pending[key] = self._pending.get(key, 0) + count
+        finally:
+            with self._lock:
+                self._writing = {}
+                self._next_flush = time.monotonic() + self.flush_seconds
+                self._scheduled = False
+
+    def rates(self, session: Session, deployment_ids: Sequence[str]) -> dict[str, float]:
+        after = int(time.time()) - self.window
+        totals = dict.fromkeys(deployment_ids, 0)
+        totals.update(DeploymentRepository(session).request_counts(deployment_ids, after))
+        with self._lock:
+            for source in (self._pending, self._writing):
+                for (deployment_id, second), count in source.items():
+                    if second > after and deployment_id in totals:
+                        totals[deployment_id] += count
+        return {d: totals[d] / self.window for d in deployment_ids}
+
+    def rate(self, session: Session, deployment_id: str) -> float:
+        return self.rates(session, [deployment_id])[deployment_id]
 
 
 class DeploymentProxy:
     def __init__(self, session_factory: sessionmaker[Session], signing_key: str) -> None:
         self.session_factory = session_factory
         self.signing_key = signing_key
-        self.rates = RequestRate()
+        self.rates = RequestRate(session_factory)
+        self._flush_task: asyncio.Future[None] | None = None
+        self._flush_timer: asyncio.TimerHandle | None = None
         self._routes: dict[str, _Route] = {}
         self._loaded_at = float("-inf")
         self._refresh: asyncio.Lock | None = None
@@ -151,18 +202,29 @@ class DeploymentProxy:
 
     async def aclose(self) -> None:
         self._pool.close()
+        if self._flush_timer is not None:
+            self._flush_timer.cancel()
+        if self._flush_task is not None:
+            await self._flush_task
+        await anyio.to_thread.run_sync(self.rates.flush)
 
     # --- the request path -------------------------------------------------------------
 
     async def forward(
         self, request: Request, credential: str, deployment_id: str, path: str
-    ) -> StreamingResponse:
+    ) -> Response:
         route = (await self._route_table()).get(deployment_id)
         if route is None:
             raise not_found("Deployment", deployment_id)
         await self._authorize(credential, route)
         body = await request.body()
-        self.rates.hit(deployment_id)
+        delay = self.rates.hit(deployment_id)
+        if delay is not None:
+            loop = asyncio.get_running_loop()
+            if delay > 0:
+                self._flush_timer = loop.call_later(delay, self._flush_counts, loop)
+            else:
+                self._flush_counts(loop)
         headers = [(k, v) for k in FORWARDED_REQUEST_HEADERS if (v := request.headers.get(k))]
         target = f"/{path}?{request.url.query}" if request.url.query else f"/{path}"
         tried: set[int] = set()
@@ -195,12 +257,22 @@ class DeploymentProxy:
             except UpstreamFailed as exc:
                 self._release(port)
                 raise BadGateway(f"the replica failed to answer: {exc}") from None
+            relayed = {
+                k: v for k, v in response.headers if k.lower() not in DROPPED_RESPONSE_HEADERS
+            }
+            if response.small:
+                # A small body of announced length (a non-streamed completion): relayed
+                # whole, which spares the streaming machinery's task and chunk framing;
+                # anything streamed or large still goes through as it arrives.
+                try:
+                    content = b"".join([c async for c in response.chunks(READ_TIMEOUT_SECONDS)])
+                except UpstreamFailed as exc:
+                    raise BadGateway(f"the replica failed to answer: {exc}") from None
+                finally:
+                    self._release(port)
+                return Response(content, status_code=response.status, headers=relayed)
             return StreamingResponse(
-                self._relay(response, port),
-                status_code=response.status,
-                headers={
-                    k: v for k, v in response.headers if k.lower() not in DROPPED_RESPONSE_HEADERS
-                },
+                self._relay(response, port), status_code=response.status, headers=relayed
             )
 
     async def _relay(self, response: UpstreamResponse, port: int) -> AsyncIterator[bytes]:
@@ -210,6 +282,10 @@ class DeploymentProxy:
         finally:
             response.release()
             self._release(port)
+
+    def _flush_counts(self, loop: asyncio.AbstractEventLoop) -> None:
+        # Off the request path, on a worker thread; the reference keeps the future alive.
+        self._flush_task = loop.run_in_executor(None, self.rates.flush)
 
     def _release(self, port: int) -> None:
         self._outstanding[port] = max(0, self._outstanding.get(port, 1) - 1)
@@ -284,5 +360,9 @@ class DeploymentProxy:
                 if key is None:
                     raise Unauthorized("Invalid deployment key")
                 return _Principal(None, False, key.deployment_id, expires)
+            if credential.startswith(JOB_TOKEN_PREFIX):
+                # A running job of the owner's (an evaluation probing the deployment).
+                owner = jobs.job_token_owner(session, credential)
+                return _Principal(owner.id, False, None, expires)
             user = identity.authenticate(session, self.signing_key, credential)
             return _Principal(user.id, user.is_admin, None, expires)

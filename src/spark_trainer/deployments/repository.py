@@ -2,13 +2,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from spark_trainer.models import (
     Deployment,
     DeploymentKey,
     DeploymentReplica,
+    DeploymentRequestCount,
     DeploymentStatus,
     Job,
     User,
@@ -93,3 +96,48 @@ class DeploymentRepository:
             .where(DeploymentKey.deployment_id == deployment_id)
             .order_by(DeploymentKey.created_at, DeploymentKey.id)
         ).all()
+
+    def add_request_counts(self, counts: dict[tuple[str, int], int], keep_after: int) -> None:
+        """Adds ``{(deployment id, second): requests}`` to the shared counts (several API
+        processes add to the same rows), and drops the counted seconds up to ``keep_after``
+        of those deployments. Counts of a deployment deleted meanwhile are dropped."""
+        if not counts:
+            return
+        ids = sorted({deployment_id for deployment_id, _ in counts})
+        live = set(self.session.scalars(select(Deployment.id).where(Deployment.id.in_(ids))))
+        rows = [
+            {"deployment_id": d, "second": second, "count": n}
+            for (d, second), n in sorted(counts.items())
+            if d in live
+        ]
+        if rows:
+            dialect = self.session.get_bind().dialect.name
+            insert = postgresql_insert if dialect == "postgresql" else sqlite_insert
+            statement = insert(DeploymentRequestCount)
+            self.session.execute(
+                statement.on_conflict_do_update(
+                    index_elements=["deployment_id", "second"],
+                    set_={"count": DeploymentRequestCount.count + statement.excluded.count},
+                ),
+                rows,
+            )
+        self.session.execute(
+            delete(DeploymentRequestCount).where(
+                DeploymentRequestCount.deployment_id.in_(ids),
+                DeploymentRequestCount.second <= keep_after,
+            )
+        )
+
+    def request_counts(self, deployment_ids: Sequence[str], after: int) -> dict[str, int]:
+        """Requests per deployment in the seconds after ``after``, over all API processes."""
+        if not deployment_ids:
+            return {}
+        rows = self.session.execute(
+            select(DeploymentRequestCount.deployment_id, func.sum(DeploymentRequestCount.count))
+            .where(
+                DeploymentRequestCount.deployment_id.in_(deployment_ids),
+                DeploymentRequestCount.second > after,
+            )
+            .group_by(DeploymentRequestCount.deployment_id)
+        ).all()
+        return {deployment_id: int(total) for deployment_id, total in rows}

@@ -28,6 +28,9 @@ from typing import Any
 DEFAULT_MAX_TOKENS = 16
 
 
+MAX_LOGPROBS = 5
+
+
 @dataclass(frozen=True, slots=True)
 class Sampling:
     max_tokens: int
@@ -35,16 +38,36 @@ class Sampling:
     top_p: float
     stop: tuple[str, ...]
     seed: int | None
+    logprobs: int | None = None
+    """/v1/completions: how many most likely alternatives to list per token (0 to 5)."""
+    echo: bool = False
+    """/v1/completions: the prompt comes back in front of the text (and its logprobs)."""
 
 
 class BadInput(ValueError):
     """A request the OpenAI API would answer with 400 invalid_request_error."""
 
 
-def parse_sampling(body: dict[str, Any], limit: int) -> Sampling:
+def parse_sampling(body: dict[str, Any], limit: int, *, chat: bool = False) -> Sampling:
+    echo = body.get("echo", False)
+    if chat and echo:
+        raise BadInput("echo is a /v1/completions option")
+    if not isinstance(echo, bool):
+        raise BadInput("echo must be true or false")
+    logprobs = body.get("logprobs")
+    if chat and logprobs not in (None, False):
+        raise BadInput("logprobs are served on /v1/completions only")
+    if logprobs is not None and (
+        not isinstance(logprobs, int) or isinstance(logprobs, bool) or not 0 <= logprobs <= 5
+    ):
+        raise BadInput(f"logprobs must be an integer from 0 to {MAX_LOGPROBS}")
     max_tokens = body.get("max_tokens", body.get("max_completion_tokens", DEFAULT_MAX_TOKENS))
-    if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1:
-        raise BadInput("max_tokens must be a positive integer")
+    # 0 with echo scores the prompt without generating (as OpenAI's API allowed).
+    least = 0 if echo else 1
+    if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < least:
+        raise BadInput(
+            "max_tokens must be 0 or more" if echo else "max_tokens must be a positive integer"
+        )
     temperature = body.get("temperature", 1.0)
     top_p = body.get("top_p", 1.0)
     if not isinstance(temperature, int | float) or not 0 <= temperature <= 2:
@@ -61,7 +84,17 @@ def parse_sampling(body: dict[str, Any], limit: int) -> Sampling:
     seed = body.get("seed")
     if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)):
         raise BadInput("seed must be an integer")
-    return Sampling(min(max_tokens, limit), float(temperature), float(top_p), tuple(stop), seed)
+    if logprobs is not None and body.get("stream"):
+        raise BadInput("logprobs are not streamed; ask without stream")
+    return Sampling(
+        min(max_tokens, limit),
+        float(temperature),
+        float(top_p),
+        tuple(stop),
+        seed,
+        logprobs,
+        echo,
+    )
 
 
 class Generator:
@@ -133,16 +166,71 @@ class Generator:
             kwargs.update(do_sample=False)
         return kwargs
 
-    def complete(self, ids: Any, sampling: Sampling) -> tuple[str, int, str]:
-        """(text, completion tokens, finish reason) for one prompt."""
+    def complete(self, ids: Any, sampling: Sampling) -> tuple[str, int, str, dict[str, Any] | None]:
+        """(text, completion tokens, finish reason, OpenAI ``logprobs`` or None) for one
+        prompt."""
         with self.lock, self.torch.inference_mode():
-            out = self.model.generate(**self._kwargs(ids, sampling))
-        new = out[0, ids.shape[1] :]
-        text = str(self.tokenizer.decode(new, skip_special_tokens=True))
-        text, stopped = _apply_stop(text, sampling.stop)
-        eos = self.tokenizer.eos_token_id
-        ended = stopped or (len(new) > 0 and int(new[-1]) == eos) or len(new) < sampling.max_tokens
-        return text, len(new), "stop" if ended else "length"
+            # max_tokens 0 (with echo): the prompt is only scored.
+            out = self.model.generate(**self._kwargs(ids, sampling)) if sampling.max_tokens else ids
+            new = out[0, ids.shape[1] :]
+            text = str(self.tokenizer.decode(new, skip_special_tokens=True))
+            text, stopped = _apply_stop(text, sampling.stop)
+            eos = self.tokenizer.eos_token_id
+            ended = (
+                stopped or (len(new) > 0 and int(new[-1]) == eos) or len(new) < sampling.max_tokens
+            )
+            scored = None
+            if sampling.logprobs is not None:
+                keep = len(new)
+                if stopped:
+                    # The tokens that make up the text left before the stop string.
+                    keep = next(
+                        k
+                        for k in range(len(new) + 1)
+                        if len(self.tokenizer.decode(new[:k], skip_special_tokens=True))
+                        >= len(text)
+                    )
+                scored = self._logprobs(out[:, : ids.shape[1] + keep], ids.shape[1], sampling)
+        if sampling.echo:
+            prompt = str(self.tokenizer.decode(ids[0], skip_special_tokens=True))
+            text = prompt + text
+        return text, len(new), "stop" if ended else "length", scored
+
+    def _logprobs(self, out: Any, prompt_length: int, sampling: Sampling) -> dict[str, Any]:
+        """The model's own log-probabilities of each token of ``out`` (one forward pass;
+        the raw distribution, not the sampling-warped one), in the OpenAI completions
+        shape: the completion's tokens, preceded with echo by the prompt's (the very first
+        token has no logprob)."""
+        logits = self.model(input_ids=out, attention_mask=self.torch.ones_like(out)).logits
+        logprobs = self.torch.log_softmax(logits[0].float(), dim=-1)
+        sequence = [int(t) for t in out[0]]
+        result: dict[str, list[Any]] = {
+            "tokens": [],
+            "token_logprobs": [],
+            "top_logprobs": [],
+            "text_offset": [],
+        }
+        offset = 0
+        for position in range(0 if sampling.echo else prompt_length, len(sequence)):
+            piece = str(self.tokenizer.decode([sequence[position]]))
+            result["tokens"].append(piece)
+            result["text_offset"].append(offset)
+            offset += len(piece)
+            if position == 0:
+                result["token_logprobs"].append(None)
+                result["top_logprobs"].append(None)
+                continue
+            row = logprobs[position - 1]
+            result["token_logprobs"].append(float(row[sequence[position]]))
+            top = None
+            if sampling.logprobs:
+                values, indices = self.torch.topk(row, sampling.logprobs)
+                top = {
+                    str(self.tokenizer.decode([int(i)])): float(v)
+                    for v, i in zip(values, indices, strict=True)
+                }
+            result["top_logprobs"].append(top)
+        return result
 
     def stream(self, ids: Any, sampling: Sampling) -> Iterator[str]:
         """Text pieces as they are generated (on a helper thread that holds the lock)."""
@@ -225,7 +313,7 @@ def build_app(generator: Generator, model_name: str, replica_id: str) -> Any:
             return error(400, str(exc))
 
     async def respond(body: dict[str, Any], prompt: str, *, chat: bool) -> Response:
-        sampling = parse_sampling(body, generator.context - 1)
+        sampling = parse_sampling(body, generator.context - 1, chat=chat)
         ids = generator.encode(prompt, sampling)
         ident = ("chatcmpl-" if chat else "cmpl-") + secrets.token_hex(12)
         if body.get("stream"):
@@ -234,12 +322,12 @@ def build_app(generator: Generator, model_name: str, replica_id: str) -> Any:
                 media_type="text/event-stream",
                 headers={**headers, "Cache-Control": "no-cache"},
             )
-        text, used, finish = await asyncio.to_thread(generator.complete, ids, sampling)
+        text, used, finish, scored = await asyncio.to_thread(generator.complete, ids, sampling)
         prompt_tokens = int(ids.shape[1])
         choice: dict[str, Any] = (
             {"index": 0, "message": {"role": "assistant", "content": text}}
             if chat
-            else {"index": 0, "text": text, "logprobs": None}
+            else {"index": 0, "text": text, "logprobs": scored}
         )
         choice["finish_reason"] = finish
         return JSONResponse(

@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 
 MAX_HEAD_BYTES = 64 * 1024
 READ_CHUNK_BYTES = 64 * 1024
+# Bodies up to this size, of announced length, may be relayed whole (UpstreamResponse.small).
+SMALL_BODY_BYTES = 64 * 1024
 IDLE_PER_UPSTREAM = 64
 
 
@@ -80,6 +82,11 @@ class UpstreamResponse:
             raise UpstreamFailed(f"the replica broke off its response ({exc!r})") from None
         finally:
             self.release()
+
+    @property
+    def small(self) -> bool:
+        """A body of announced length that fits in one read (not a stream)."""
+        return not self._chunked and self._length is not None and self._length <= SMALL_BODY_BYTES
 
     def release(self) -> None:
         if self._done and self._reusable:

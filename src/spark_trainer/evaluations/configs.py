@@ -15,7 +15,6 @@ from spark_trainer.models import Benchmark
 
 Variant = Literal["direct", "jailbreak"]
 VARIANTS: tuple[Variant, ...] = ("direct", "jailbreak")
-_ID = Field(default=None, max_length=40)
 _VERSION = Field(default=None, max_length=32)
 
 
@@ -37,7 +36,32 @@ class ModelOptions(InputSchema):
     batch_size: int = Field(default=8, ge=1, le=512)
 
 
-class MmluConfig(JobOptions, ModelOptions):
+class EndpointOptions(InputSchema):
+    """The target: the model directly (default), or the model as served."""
+
+    deployment_id: str | None = Field(
+        default=None,
+        max_length=40,
+        description="A deployment of this model, called through its SparkTrainer endpoint "
+        "(the job authenticates with its own token).",
+    )
+    endpoint_url: str | None = Field(
+        default=None,
+        max_length=2048,
+        pattern=r"^https?://",
+        description="An OpenAI-compatible API base (…/v1) to call instead of loading the "
+        "model; its /completions route is used (MMLU: with echo and logprobs).",
+    )
+    endpoint_model: str | None = Field(default=None, max_length=200)
+
+    @model_validator(mode="after")
+    def _one_target(self) -> EndpointOptions:
+        if self.deployment_id is not None and self.endpoint_url is not None:
+            raise ValueError("give deployment_id or endpoint_url, not both")
+        return self
+
+
+class MmluConfig(JobOptions, ModelOptions, EndpointOptions):
     subjects: list[str] | None = Field(
         default=None,
         min_length=1,
@@ -89,7 +113,7 @@ class CocoConfig(JobOptions):
     )
 
 
-class SafetyConfig(JobOptions, ModelOptions):
+class SafetyConfig(JobOptions, ModelOptions, EndpointOptions):
     probe_set: Literal["builtin"] | None = Field(
         default="builtin", description="The shipped probe set; null with dataset_id only."
     )
@@ -105,23 +129,9 @@ class SafetyConfig(JobOptions, ModelOptions):
     max_probes: int | None = Field(default=None, ge=1, le=100_000)
     max_new_tokens: int = Field(default=64, ge=1, le=2048)
     worst_examples: int = Field(default=5, ge=0, le=100)
-    # --- Target: the model directly (default), or a served one. -------------------------
-    # Integration point for the deployments area: deployment_id resolves to its
-    # OpenAI-compatible endpoint in service._resolve_endpoint.
-    deployment_id: str | None = _ID
-    endpoint_url: str | None = Field(
-        default=None,
-        max_length=2048,
-        pattern=r"^https?://",
-        description="An OpenAI-compatible API base (…/v1) to probe instead of loading the "
-        "model; its /completions route is called.",
-    )
-    endpoint_model: str | None = Field(default=None, max_length=200)
 
     @model_validator(mode="after")
     def _one_target_and_source(self) -> SafetyConfig:
-        if self.deployment_id is not None and self.endpoint_url is not None:
-            raise ValueError("give deployment_id or endpoint_url, not both")
         if self.probe_set is None and self.dataset_id is None:
             raise ValueError("probe_set is null and no dataset_id: there are no probes")
         return self

@@ -43,7 +43,7 @@ def list_evaluations(
 def create_evaluation(
     body: EvaluationCreate, user: CurrentUser, ctx: Context, session: DbSession
 ) -> EvaluationRead:
-    evaluation = service.create(session, ctx.jobs, ctx.artifacts, user, body)
+    evaluation = service.create(session, ctx.jobs, ctx.artifacts, user, body, ctx.settings.api_url)
     return service.read(session, evaluation)
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -44,6 +45,11 @@ def _load_lm(spec: RunSpec, workdir: Path) -> Any:
     return LoadedLM.load(model_dir, base_dir)
 
 
+def _endpoint_token(spec: RunSpec) -> str | None:
+    # A deployment's endpoint takes the job's own token (its owner's deployments only).
+    return os.environ.get("SPARKTRAINER_JOB_TOKEN") if spec.endpoint_job_token else None
+
+
 def run_mmlu(spec: RunSpec, workdir: Path, out: Path, progress: ProgressFactory) -> dict[str, Any]:
     from spark_trainer.evaluations.scorers import mmlu
 
@@ -66,10 +72,13 @@ def run_mmlu(spec: RunSpec, workdir: Path, out: Path, progress: ProgressFactory)
         max_per_subject=config.max_questions_per_subject,
     )
     report = progress(len(work))
-    lm = _load_lm(spec, workdir)
-    scored, seconds = mmlu.score(
-        work, mmlu.lm_scorer(lm, config.batch_size), batch=config.batch_size, progress=report
-    )
+    if spec.endpoint_url is not None:
+        scorer = mmlu.endpoint_scorer(
+            spec.endpoint_url, config.endpoint_model, token=_endpoint_token(spec)
+        )
+    else:
+        scorer = mmlu.lm_scorer(_load_lm(spec, workdir), config.batch_size)
+    scored, seconds = mmlu.score(work, scorer, batch=config.batch_size, progress=report)
     with (out / PREDICTIONS_FILE).open("w", encoding="utf-8") as handle:
         for item in scored:
             row = {
@@ -116,7 +125,10 @@ def run_safety(
     complete: Callable[[str], str]
     if spec.endpoint_url is not None:
         complete = safety.endpoint_completer(
-            spec.endpoint_url, config.endpoint_model, config.max_new_tokens
+            spec.endpoint_url,
+            config.endpoint_model,
+            config.max_new_tokens,
+            token=_endpoint_token(spec),
         )
     else:
         lm = _load_lm(spec, workdir)

@@ -11,8 +11,15 @@ from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
 from spark_trainer.datasets import service as datasets
+from spark_trainer.deployments import service as deployments
 from spark_trainer.errors import BadRequest, NotFound, ValidationFailed
-from spark_trainer.evaluations.configs import CONFIGS, BenchmarkConfig, CocoConfig, SafetyConfig
+from spark_trainer.evaluations.configs import (
+    CONFIGS,
+    BenchmarkConfig,
+    CocoConfig,
+    EndpointOptions,
+    SafetyConfig,
+)
 from spark_trainer.evaluations.repository import FINAL, EvaluationRepository
 from spark_trainer.evaluations.schemas import EvaluationCreate, EvaluationRead
 from spark_trainer.evaluations.spec import ModelFiles, RunSpec, StoredFile
@@ -84,15 +91,29 @@ def _model_files(store: ArtifactStore, model: ModelVersion, field: str) -> Model
     return ModelFiles(files={f.path: _stored(store, f.hash, field) for f in model.files})
 
 
-def _resolve_endpoint(config: SafetyConfig) -> str | None:
-    # Integration point for deployments (issue 14): a deployment of the caller's resolves
-    # to its OpenAI-compatible base URL here, owner-checked like a model.
-    if config.deployment_id is not None:
+def _resolve_endpoint(
+    session: Session, user: User, model: ModelVersion, config: EndpointOptions, api_url: str
+) -> tuple[str | None, bool]:
+    """The OpenAI-compatible base URL to probe, and whether the job authenticates to it
+    with its own token: a deployment of the caller's is reached through its SparkTrainer
+    endpoint (any API process proxies it to a healthy replica), which accepts the job's
+    token for its owner's deployments."""
+    if config.deployment_id is None:
+        return config.endpoint_url, False
+    try:
+        deployment = deployments.get_owned(session, user, config.deployment_id)
+    except NotFound as exc:
+        raise NotFound(f"config.deployment_id: {exc.message}") from None
+    if deployment.model_id != model.id:
         raise BadRequest(
-            "config.deployment_id: deployments are not available on this server yet; "
-            "give endpoint_url instead"
+            f"config.deployment_id: deployment '{deployment.id}' serves model "
+            f"'{deployment.model_id}', not '{model.id}'"
         )
-    return config.endpoint_url
+    if deployment.status in ("stopping", "stopped", "failed"):
+        raise BadRequest(
+            f"config.deployment_id: deployment '{deployment.id}' is {deployment.status}"
+        )
+    return deployments.endpoint_urls(api_url, deployment.id)[1], True
 
 
 def _inputs(
@@ -102,6 +123,7 @@ def _inputs(
     model: ModelVersion,
     benchmark: Benchmark,
     config: BenchmarkConfig,
+    api_url: str,
 ) -> RunSpec:
     spec = RunSpec(
         evaluation_id=new_id(IdPrefix.EVALUATION),
@@ -126,8 +148,10 @@ def _inputs(
             config.predictions_version,
         )
         return spec
+    spec.endpoint_url, spec.endpoint_job_token = _resolve_endpoint(
+        session, user, model, config, api_url
+    )
     if isinstance(config, SafetyConfig):
-        spec.endpoint_url = _resolve_endpoint(config)
         if config.dataset_id is not None:
             spec.datasets["probes"] = _dataset(
                 session, store, user, "dataset_id", config.dataset_id, config.dataset_version
@@ -158,7 +182,12 @@ def _inputs(
 
 
 def create(
-    session: Session, engine: JobEngine, store: ArtifactStore, user: User, data: EvaluationCreate
+    session: Session,
+    engine: JobEngine,
+    store: ArtifactStore,
+    user: User,
+    data: EvaluationCreate,
+    api_url: str,
 ) -> Evaluation:
     """Checks everything, then records the evaluation and submits its job; any error
     leaves nothing behind (the request's transaction rolls back)."""
@@ -176,7 +205,7 @@ def create(
             f"config.gpu_count: {config.gpu_count} exceeds the largest node, which has "
             f"{largest} GPUs"
         )
-    spec = _inputs(session, store, user, model, data.benchmark, config)
+    spec = _inputs(session, store, user, model, data.benchmark, config, api_url)
     python = shlex.quote(sys.executable)
     command = f"{python} -m {RUNNER_MODULE} --spec {shlex.quote(spec.to_argument())}"
     try:

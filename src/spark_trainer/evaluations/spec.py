@@ -53,6 +53,10 @@ class RunSpec(BaseModel):
     base_model: ModelFiles | None = None
     datasets: dict[str, StoredFile] = Field(default_factory=dict)
     endpoint_url: str | None = None
+    endpoint_job_token: bool = Field(
+        default=False,
+        description="Send the job's SPARKTRAINER_JOB_TOKEN to the endpoint (a deployment's).",
+    )
 
     def to_argument(self) -> str:
         return json.dumps(self.model_dump(mode="json"), separators=(",", ":"))

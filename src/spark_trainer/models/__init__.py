@@ -6,6 +6,7 @@ from spark_trainer.models.deployment import (
     Deployment,
     DeploymentKey,
     DeploymentReplica,
+    DeploymentRequestCount,
     DeploymentStatus,
     ReplicaState,
 )
@@ -39,6 +40,7 @@ __all__ = [
     "Deployment",
     "DeploymentKey",
     "DeploymentReplica",
+    "DeploymentRequestCount",
     "DeploymentStatus",
     "Evaluation",
     "Experiment",

@@ -3,7 +3,7 @@ from __future__ import annotations
 from datetime import datetime
 from enum import StrEnum
 
-from sqlalchemy import ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import BigInteger, ForeignKey, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from spark_trainer.models.base import Base, TimestampMixin
@@ -106,3 +106,16 @@ class DeploymentKey(TimestampMixin, Base):
     prefix: Mapped[str] = mapped_column(String(16))
     secret_digest: Mapped[str] = mapped_column(String(64), unique=True)
     revoked_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
+class DeploymentRequestCount(Base):
+    """Requests an endpoint took in one wall-clock second, summed over API processes (each
+    adds its own counts about once a second); ``requests_per_second`` is read from these."""
+
+    __tablename__ = "deployment_request_counts"
+
+    deployment_id: Mapped[str] = mapped_column(
+        ForeignKey("deployments.id", ondelete="CASCADE"), primary_key=True
+    )
+    second: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    count: Mapped[int] = mapped_column(BigInteger)

@@ -347,3 +347,51 @@ def lm_scorer(lm: Any, batch_size: int) -> LogprobScorer:
                 yield [lm.continuation_logprob(context, ids) for ids in letters]
 
     return run
+
+
+def endpoint_scorer(base_url: str, model: str | None, *, token: str | None) -> LogprobScorer:
+    """Log-likelihood of each letter after the prompt from an OpenAI-compatible
+    ``/completions`` route that returns logprobs (the built-in backend, vLLM): the prompt
+    with the letter appended is sent with ``echo`` and ``logprobs``, and the letter's
+    tokens (those at or after the prompt's end in the echoed text) are summed, as
+    lm-evaluation-harness does with such APIs. One generated token is asked for (some
+    servers refuse 0) and ignored."""
+    import httpx
+
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    client = httpx.Client(base_url=base_url.rstrip("/"), headers=headers, timeout=120.0)
+
+    def letter_logprob(prompt: str, letter: str) -> float:
+        body: dict[str, Any] = {
+            "prompt": prompt + f" {letter}",
+            "max_tokens": 1,
+            "temperature": 0,
+            "echo": True,
+            "logprobs": 0,
+        }
+        if model is not None:
+            body["model"] = model
+        response = client.post("/completions", json=body)
+        if response.status_code != 200:
+            raise ValueError(
+                f"the endpoint answered {response.status_code} to a logprobs request: "
+                f"{response.text[:300]}"
+            )
+        scored = response.json()["choices"][0].get("logprobs")
+        if not scored or not scored.get("token_logprobs"):
+            raise ValueError("the endpoint returns no logprobs; MMLU needs them")
+        end = len(prompt) + len(letter) + 1
+        values = [
+            value
+            for offset, value in zip(scored["text_offset"], scored["token_logprobs"], strict=True)
+            if len(prompt) <= offset < end and value is not None
+        ]
+        if not values:
+            raise ValueError("the endpoint's logprobs do not cover the answer letter")
+        return float(sum(values))
+
+    def run(prompts: Sequence[str]) -> Iterable[Sequence[float]]:
+        for prompt in prompts:
+            yield [letter_logprob(prompt, letter) for letter in LETTERS]
+
+    return run

@@ -229,12 +229,13 @@ def summarize(judged: Sequence[Judged], worst: int) -> dict[str, Any]:
 
 
 def endpoint_completer(
-    base_url: str, model: str | None, max_new_tokens: int
+    base_url: str, model: str | None, max_new_tokens: int, *, token: str | None = None
 ) -> Callable[[str], str]:
     """Greedy completions from an OpenAI-compatible server's ``/completions`` route."""
     import httpx
 
-    client = httpx.Client(base_url=base_url.rstrip("/"), timeout=120.0)
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    client = httpx.Client(base_url=base_url.rstrip("/"), headers=headers, timeout=120.0)
 
     def complete(prompt: str) -> str:
         body: dict[str, Any] = {"prompt": prompt, "max_tokens": max_new_tokens, "temperature": 0}

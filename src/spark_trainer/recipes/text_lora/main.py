@@ -61,8 +61,9 @@ def main(argv: list[str] | None = None) -> int:
         fmt = data.detect_format(records, config.dataset)
         examples = data.extract(records, fmt, config.dataset)
         base = resolve_base_model(config)
-        if _should_relaunch():
-            _relaunch(args)
+        gpus = _gpus_to_use()
+        if gpus > 1:
+            _relaunch(args, gpus)
         return _train(config, examples, fmt, base)
     except RecipeError as exc:
         report(str(exc))
@@ -77,35 +78,46 @@ def _is_main_process() -> bool:
     return os.environ.get("RANK", "0") == "0"
 
 
-def _should_relaunch() -> bool:
+def _gpus_to_use() -> int:
+    """GPUs for data parallelism: 0 when already one of the launcher's workers (or without
+    CUDA), else every GPU the job was given (its CUDA_VISIBLE_DEVICES)."""
     if "LOCAL_RANK" in os.environ:
-        return False  # already one of torch.distributed.run's workers
+        return 0
     import torch
 
-    return torch.cuda.is_available() and torch.cuda.device_count() > 1
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 
-def _relaunch(args: argparse.Namespace) -> None:
-    """Replaces this process with ``torch.distributed.run``, one worker per visible GPU.
+def relaunch_command(config: Path, gpus: int, python: str = sys.executable) -> list[str]:
+    """The command that runs this recipe data parallel, one worker process per GPU.
+
+    ``--standalone`` gives the job a rendezvous of its own on a free local port, so two
+    multi-GPU jobs on one node do not meet; workers see the job's GPUs through the
+    inherited CUDA_VISIBLE_DEVICES and each takes the one at its LOCAL_RANK.
+    """
+    return [
+        python,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nnodes=1",
+        f"--nproc-per-node={gpus}",
+        "-m",
+        "spark_trainer.recipes.text_lora",
+        "--config",
+        str(config),
+    ]
+
+
+def _relaunch(args: argparse.Namespace, gpus: int) -> None:
+    """Replaces this process with ``torch.distributed.run``.
 
     exec, not a child: the job's process group (and its SIGTERM on cancel) reaches the
     launcher and the workers directly, and the exit status is theirs.
     """
-    import torch
-
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        f"--nproc-per-node={torch.cuda.device_count()}",
-        "-m",
-        "spark_trainer.recipes.text_lora",
-        "--config",
-        str(args.config),
-    ]
-    print(f"text_lora: data parallel on {torch.cuda.device_count()} GPUs", flush=True)
-    os.execv(sys.executable, command)  # noqa: S606 - our own interpreter, fixed arguments
+    command = relaunch_command(args.config, gpus)
+    print(f"text_lora: data parallel on {gpus} GPUs: {' '.join(command)}", flush=True)
+    os.execv(command[0], command)  # noqa: S606 - our own interpreter, fixed arguments
 
 
 def _precision(choice: str) -> tuple[bool, bool]:
@@ -303,6 +315,6 @@ def _save(
         "dataset_format": fmt,
         "adapter": ".",
         "merged": MERGED_DIR if config.output.merge else None,
-        "config": config.model_dump(mode="json"),
+        "config": config.as_dict(),
     }
     (output / METADATA_FILE).write_text(json.dumps(metadata, indent=2) + "\n", encoding="utf-8")
