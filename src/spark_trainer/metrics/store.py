@@ -71,22 +71,20 @@ def _not_stored(conn: Connection, rows: Sequence[dict[str, Any]]) -> list[dict[s
     (job, name) over the batch's steps: empty in the usual case of new steps. A concurrent
     writer storing the same point in between makes the insert fail, and the retry finds it.
     """
-    unique: list[dict[str, Any]] = []
-    seen: set[tuple[str, str, int, float]] = set()
+    # Per (job, name): the lowest and highest step. While each series' steps only rise
+    # (the usual case) the batch cannot repeat a point, and no per-row key is needed.
     ranges: dict[tuple[str, str], list[int]] = {}
+    rising = True
     for row in rows:
-        key = (row["job_id"], row["name"], row["step"], row["value"])
-        if key in seen:
-            continue
-        seen.add(key)
-        unique.append(row)
-        span = ranges.get(key[:2])
+        step = row["step"]
+        span = ranges.get((row["job_id"], row["name"]))
         if span is None:
-            ranges[key[:2]] = [key[2], key[2]]
-        elif key[2] < span[0]:
-            span[0] = key[2]
-        elif key[2] > span[1]:
-            span[1] = key[2]
+            ranges[row["job_id"], row["name"]] = [step, step]
+        elif step > span[1]:
+            span[1] = step
+        else:
+            rising = False
+            span[0] = min(span[0], step)
     queries = [
         select(_points.c.job_id, _points.c.name, _points.c.step, _points.c.value).where(
             _points.c.job_id == job_id,
@@ -95,14 +93,20 @@ def _not_stored(conn: Connection, rows: Sequence[dict[str, Any]]) -> list[dict[s
         )
         for (job_id, name), (lo, hi) in ranges.items()
     ]
-    stored: set[tuple[str, str, int, float]] = set()
+    seen: set[tuple[Any, ...]] = set()
     for start in range(0, len(queries), _RANGES_PER_QUERY):
         chunk = queries[start : start + _RANGES_PER_QUERY]
         statement = chunk[0] if len(chunk) == 1 else union_all(*chunk)
-        stored.update(tuple(row) for row in conn.execute(statement))
-    if not stored:
-        return unique
-    return [r for r in unique if (r["job_id"], r["name"], r["step"], r["value"]) not in stored]
+        seen.update(tuple(row) for row in conn.execute(statement))
+    if rising and not seen:
+        return list(rows)
+    unique: list[dict[str, Any]] = []
+    for row in rows:
+        key = (row["job_id"], row["name"], row["step"], row["value"])
+        if key not in seen:
+            seen.add(key)
+            unique.append(row)
+    return unique
 
 
 _COPY_POINTS = "COPY metric_points (job_id, seq, name, step, value, wall_time) FROM STDIN"
