@@ -292,6 +292,9 @@ def run(args: argparse.Namespace) -> list[Result]:
         # Far above what the benchmark can reach, so the limiter never answers 429.
         "SPARKTRAINER_RATE_LIMIT_PREMIUM_PER_MINUTE": "100000000",
         "SPARKTRAINER_RATE_LIMIT_STANDARD_PER_MINUTE": "100000000",
+        # The seeded jobs need no GPU, but a machine without any registers no node to run
+        # them on; a virtual inventory gives them one.
+        "SPARKTRAINER_GPUS": "4",
     }
     if args.redis_url:
         base_env["SPARKTRAINER_REDIS_URL"] = args.redis_url

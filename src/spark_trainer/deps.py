@@ -13,13 +13,13 @@ import anyio.to_thread
 from fastapi import APIRouter, Depends, Request
 from fastapi.routing import APIRoute
 from fastapi.security import APIKeyQuery, HTTPAuthorizationCredentials, HTTPBearer
-from limits.storage import MemoryStorage
 from sqlalchemy.orm import Session
 
 from spark_trainer.context import AppContext
 from spark_trainer.errors import RateLimited, Unauthorized
 from spark_trainer.identity import service as identity
 from spark_trainer.models import Tier, User
+from spark_trainer.ratelimit import LocalWindows
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -217,7 +217,7 @@ async def authenticate_request_async(request: Request, ctx: Context, credential:
     thread hop for authentication at all; a cache miss (or the Redis limiter) takes one.
     """
     user = ctx.users.cached(credential)
-    if user is not None and isinstance(ctx.limiter.storage, MemoryStorage):
+    if user is not None and isinstance(ctx.limiter.storage, LocalWindows):
         return _rate_limited(request, ctx, user)
     return await anyio.to_thread.run_sync(authenticate_request, request, ctx, credential)
 

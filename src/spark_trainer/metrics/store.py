@@ -11,7 +11,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
-from sqlalchemy import Connection, Table, and_, case, func, literal, select, update
+from sqlalchemy import Connection, Table, and_, case, func, literal, select, union_all, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
@@ -42,8 +42,12 @@ def write_batch(
     """Inserts points, folds them into the per-metric summaries and records each job's
     ingestion progress, all in the caller's transaction.
 
+    A row whose (job, name, step, value) is already stored, or repeated in ``rows``, is
+    left out: that is a point sent again (a retried POST), stored once.
+
     ``progress`` holds (job id, last seq, metrics file offset or None).
     """
+    rows = _not_stored(conn, rows)
     if rows:
         _insert_points(conn, rows)
         _update_summaries(conn, rows)
@@ -53,6 +57,56 @@ def write_batch(
         if offset is not None:
             values["metrics_offset"] = offset
         conn.execute(update(_jobs).where(_jobs.c.id == job_id).values(**values))
+
+
+# Below SQLite's limit on the terms of one compound SELECT (500).
+_RANGES_PER_QUERY = 200
+
+
+def _not_stored(conn: Connection, rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``rows`` less those already stored or repeated, the first copy kept.
+
+    The unique index on the natural key is the guarantee; checking first keeps the
+    summaries and rollups exact and the COPY path usable. Reads one index range per
+    (job, name) over the batch's steps: empty in the usual case of new steps. A concurrent
+    writer storing the same point in between makes the insert fail, and the retry finds it.
+    """
+    # Per (job, name): the lowest and highest step. While each series' steps only rise
+    # (the usual case) the batch cannot repeat a point, and no per-row key is needed.
+    ranges: dict[tuple[str, str], list[int]] = {}
+    rising = True
+    for row in rows:
+        step = row["step"]
+        span = ranges.get((row["job_id"], row["name"]))
+        if span is None:
+            ranges[row["job_id"], row["name"]] = [step, step]
+        elif step > span[1]:
+            span[1] = step
+        else:
+            rising = False
+            span[0] = min(span[0], step)
+    queries = [
+        select(_points.c.job_id, _points.c.name, _points.c.step, _points.c.value).where(
+            _points.c.job_id == job_id,
+            _points.c.name == name,
+            _points.c.step.between(lo, hi),
+        )
+        for (job_id, name), (lo, hi) in ranges.items()
+    ]
+    seen: set[tuple[Any, ...]] = set()
+    for start in range(0, len(queries), _RANGES_PER_QUERY):
+        chunk = queries[start : start + _RANGES_PER_QUERY]
+        statement = chunk[0] if len(chunk) == 1 else union_all(*chunk)
+        seen.update(tuple(row) for row in conn.execute(statement))
+    if rising and not seen:
+        return list(rows)
+    unique: list[dict[str, Any]] = []
+    for row in rows:
+        key = (row["job_id"], row["name"], row["step"], row["value"])
+        if key not in seen:
+            seen.add(key)
+            unique.append(row)
+    return unique
 
 
 _COPY_POINTS = "COPY metric_points (job_id, seq, name, step, value, wall_time) FROM STDIN"

@@ -105,7 +105,11 @@ class MetricPoint(Base):
     one row per name sharing a ``seq``, the event id its stream message carries."""
 
     __tablename__ = "metric_points"
-    __table_args__ = (Index("ix_metric_points_series", "job_id", "name", "step", "value"),)
+    # The natural key: a point sent again (a retried POST) is the same step and value, and
+    # is stored once; a different value at a step already logged is a new point.
+    __table_args__ = (
+        Index("ix_metric_points_series", "job_id", "name", "step", "value", unique=True),
+    )
 
     job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
     seq: Mapped[int] = mapped_column(BigInteger, primary_key=True)
