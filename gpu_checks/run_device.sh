@@ -7,7 +7,7 @@
 # GPU it runs the same steps smaller on the CPU.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export PYTHONPATH="src:sdk/python/src:.${PYTHONPATH:+:$PYTHONPATH}"
+export PYTHONPATH="$PWD/src:$PWD/sdk/python/src:$PWD${PYTHONPATH:+:$PYTHONPATH}"
 export TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 PYTHON="${PYTHON:-python3}"
 if [ -n "${OUT:-}" ]; then
