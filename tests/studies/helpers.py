@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shlex
 import sys
 import time
@@ -105,3 +106,51 @@ def quadratic(params: dict[str, Any]) -> float:
     return float(
         (math.log10(params["learning_rate"]) + 4) ** 2 + (math.log2(params["batch_size"]) - 6) ** 2
     )
+
+
+# A quadratic of whatever parameters the trial has, around TARGET (JSON): the optimum is 0
+# at TARGET. Reports STEPS values counting down to the objective, SLOW_TRIALS sleep
+# STEP_SECONDS between steps, BAD_TRIALS report huge values (for the pruner).
+DISTANCE = """
+import json, os, time
+import sparktrainer
+
+params = json.loads(os.environ["SPARKTRAINER_TRIAL_PARAMS"])
+number = int(os.environ["SPARKTRAINER_TRIAL_NUMBER"])
+target = json.loads(os.environ["TARGET"])
+loss = sum((float(params[k]) - v) ** 2 for k, v in target.items())
+steps = int(os.environ.get("STEPS", "1"))
+bad = {int(n) for n in os.environ.get("BAD_TRIALS", "").split(",") if n}
+pause = float(os.environ.get("STEP_SECONDS", "0"))
+if number in bad:
+    loss, steps, pause = 1e6, 600, 0.5
+for step in range(steps):
+    sparktrainer.log({"loss": loss + (steps - 1 - step)}, step=step)
+    time.sleep(pause)
+open(os.path.join(os.environ["SPARKTRAINER_OUTPUT_DIR"], "done"), "w").close()
+"""
+
+
+def write_distance(directory: Path) -> Path:
+    path = directory / "distance.py"
+    path.write_text(DISTANCE)
+    return path
+
+
+def distance_body(script: Path, target: dict[str, float], **fields: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "name": "xy",
+        "objective": "minimize",
+        "search_space": {
+            "x": {"type": "float", "low": -10, "high": 10},
+            "y": {"type": "float", "low": -10, "high": 10},
+        },
+        "n_trials": 4,
+        "parallelism": 2,
+        "command": f"{PY} {shlex.quote(str(script))}",
+        "metric": "loss",
+        "gpu_count": 1,
+        "environment": {"TARGET": json.dumps(target)},
+    }
+    body.update(fields)
+    return body

@@ -68,6 +68,8 @@ PASS_INTERVAL_SECONDS = 0.25
 # with every trial: while a study runs it is recomputed at most this often.
 IMPORTANCE_MIN_TRIALS = 4
 IMPORTANCE_INTERVAL_SECONDS = 10.0
+# How many of the new points of one trial a pass asks the pruner about, at most.
+PRUNE_CHECKS = 50
 REASON_ATTR = "sparktrainer_reason"
 JOB_ATTR = "sparktrainer_job_id"
 
@@ -195,6 +197,10 @@ class StudyController:
                 continue
             trial_id = trial.optuna_trial_id
             if self.storage.get_trial(trial_id).state == OptunaState.RUNNING:
+                if study.pruner != "none" and trial.state == TrialState.COMPLETE:
+                    # The pruner compares running trials with completed ones step by step:
+                    # a trial that ran between two passes still needs its whole curve.
+                    self._feed(study, trial, row.job.id)
                 if trial.reason is not None:
                     self.storage.set_trial_user_attr(trial_id, REASON_ATTR, trial.reason)
                 state = _OPTUNA_STATES[TrialState(trial.state)]
@@ -240,6 +246,15 @@ class StudyController:
 
     # --- pruning --------------------------------------------------------------------
 
+    def _feed(self, study: Study, trial: StudyTrial, job_id: str) -> None:
+        with self.session_factory() as session:
+            points = StudyRepository(session).points_after(
+                job_id, study.metric, trial.reported_step
+            )
+        for step, value in points:
+            if math.isfinite(value):
+                self.storage.set_trial_intermediate_value(trial.optuna_trial_id, step, value)
+
     def _report(self, study: Study, ostudy: optuna.Study, row: TrialWithJob) -> bool:
         """Feeds new intermediate values to Optuna; True if the trial was pruned."""
         if row.trial.state != TrialState.RUNNING:
@@ -251,19 +266,31 @@ class StudyController:
         if not points:
             return False
         trial_id = row.trial.optuna_trial_id
-        last_step, last_value = points[-1]
-        for step, value in points:
-            if math.isfinite(value):
-                self.storage.set_trial_intermediate_value(trial_id, step, value)
+        frozen: FrozenTrial = self.storage.get_trial(trial_id)
+        # The pruner judges a trial at its last step. Points arrive in batches (the metrics
+        # pipeline, this pass's interval), so it is asked at each new step as if the
+        # values had come one by one (at most PRUNE_CHECKS of them a pass), else a trial
+        # already past the steps completed trials reached could never be compared.
+        checks = set(range(len(points) - 1, -1, -max(1, len(points) // PRUNE_CHECKS)))
+        pruned_at: tuple[int, float] | None = None
+        for index, (step, value) in enumerate(points):
+            if not math.isfinite(value):
+                continue
+            self.storage.set_trial_intermediate_value(trial_id, step, value)
+            frozen.intermediate_values[step] = value
+            if index in checks and ostudy.pruner.prune(ostudy, frozen):
+                pruned_at = (step, value)
+                break
+        last_step = pruned_at[0] if pruned_at is not None else points[-1][0]
         with self.session_factory.begin() as session:
             session.execute(
                 update(StudyTrial)
                 .where(StudyTrial.study_id == study.id, StudyTrial.number == row.trial.number)
                 .values(reported_step=last_step)
             )
-        frozen: FrozenTrial = self.storage.get_trial(trial_id)
-        if not ostudy.pruner.prune(ostudy, frozen):
+        if pruned_at is None:
             return False
+        last_value = pruned_at[1]
         reason = f"pruned by the {study.pruner} pruner at step {last_step}"
         with self.session_factory.begin() as session:
             # Compare-and-set: the job may have ended (and been recorded) meanwhile.
@@ -409,8 +436,12 @@ class StudyController:
                     .where(Study.id == study.id, Study.status == StudyStatus.PENDING)
                     .values(status=StudyStatus.RUNNING, started_at=min(started))
                 )
+        # A pruned trial's job may still be stopping: the study ends once it has.
         if len(rows) < current.n_trials or any(
-            r.trial.state == TrialState.RUNNING or not r.trial.optuna_told for r in rows
+            r.trial.state == TrialState.RUNNING
+            or not r.trial.optuna_told
+            or r.job.status not in FINAL_STATUSES
+            for r in rows
         ):
             return
         states = [r.trial.state for r in rows]
