@@ -31,7 +31,6 @@ from spark_trainer.runtime.events import HandlerRegistry
 from spark_trainer.settings import Settings
 from spark_trainer.storage.base import ArtifactStore
 from spark_trainer.storage.local import LocalArtifactStore
-from spark_trainer.studies import outcome as study_outcome
 from spark_trainer.studies.controller import StudyController
 
 # The job-end handler that registers a completed job's output as a model version. Domain
@@ -93,8 +92,9 @@ class AppContext:
             on_job_ended,
             kinds=[JobKind.EVALUATION],
         )
-        handlers.register(TRIAL_RESULTS, study_outcome.on_job_ended, kinds=[JobKind.TRIAL])
         jobs = JobEngine(settings, session_factory, inventory, bus, pipeline, artifacts, handlers)
+        studies = StudyController(settings, session_factory, jobs)
+        handlers.register(TRIAL_RESULTS, studies.on_trial_ended, kinds=[JobKind.TRIAL])
         tokens = TokenConfig.from_settings(settings)
         users = UserCache(
             session_factory,
@@ -122,7 +122,7 @@ class AppContext:
             deployment_proxy=DeploymentProxy(session_factory, tokens.key),
             redis=client,
             evaluations=ResultCollector(session_factory),
-            studies=StudyController(settings, session_factory, jobs),
+            studies=studies,
         )
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:

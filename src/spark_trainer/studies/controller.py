@@ -53,6 +53,7 @@ from spark_trainer.models import (
     User,
 )
 from spark_trainer.runtime.engine import JobEngine
+from spark_trainer.runtime.events import JobEnded
 from spark_trainer.runtime.leader import LeaderLoop
 from spark_trainer.settings import Settings
 from spark_trainer.studies import space
@@ -115,6 +116,13 @@ class StudyController:
 
     def wake(self) -> None:
         self.loop.wake()
+
+    def on_trial_ended(self, session: Session, event: JobEnded) -> None:
+        """The durable job-end handler for ``trial`` jobs (``runtime.events``): records the
+        outcome in the handler's transaction, and wakes this process's controller (which,
+        on the leader, then tells Optuna and asks for the next trial)."""
+        record_trial_end(session, event.job_id)
+        self.wake()
 
     @property
     def storage(self) -> RDBStorage:

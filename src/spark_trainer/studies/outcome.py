@@ -1,7 +1,7 @@
 """Recording a trial's outcome once its job has ended.
 
 :func:`record_trial_end` is an idempotent function of (session, job id), run in the
-caller's transaction: as the durable job-end handler for ``trial`` jobs (any process, at
+caller's transaction: by the durable job-end handler for ``trial`` jobs (any process, at
 least once) and by the controller's reconcile pass for ends whose event is still on its
 way. It writes only SparkTrainer's tables; the controller tells Optuna afterwards.
 """
@@ -15,7 +15,6 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from spark_trainer.models import Job, JobStatus, MetricSummary, Study, StudyTrial, TrialState
-from spark_trainer.runtime.events import JobEnded
 
 logger = logging.getLogger(__name__)
 
@@ -43,11 +42,6 @@ def record_trial_end(session: Session, job_id: str) -> bool:
         extra={"study_id": study.id, "trial": trial.number, "state": str(state), "job_id": job_id},
     )
     return True
-
-
-def on_job_ended(session: Session, event: JobEnded) -> None:
-    """The durable job-end handler (``runtime.events``) for ``trial`` jobs."""
-    record_trial_end(session, event.job_id)
 
 
 def _outcome(
