@@ -33,6 +33,7 @@ from optuna.storages import RDBStorage
 from optuna.trial import FrozenTrial
 from optuna.trial import TrialState as OptunaState
 from pydantic import TypeAdapter
+from sqlalchemy import event as sqlalchemy_event
 from sqlalchemy import update
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -121,8 +122,9 @@ class StudyController:
         """The durable job-end handler for ``trial`` jobs (``runtime.events``): records the
         outcome in the handler's transaction, and wakes this process's controller (which,
         on the leader, then tells Optuna and asks for the next trial)."""
-        record_trial_end(session, event.job_id)
-        self.wake()
+        if record_trial_end(session, event.job_id):
+            # Once committed: woken earlier, the pass would still see the trial open.
+            sqlalchemy_event.listen(session, "after_commit", lambda _: self.wake(), once=True)
 
     @property
     def storage(self) -> RDBStorage:
