@@ -33,6 +33,7 @@ from spark_trainer.middleware import (
 from spark_trainer.registry.endpoints import UPLOAD_ROUTES as MODEL_UPLOAD_ROUTES
 from spark_trainer.registry.endpoints import router as models_router
 from spark_trainer.settings import Settings
+from spark_trainer.studies.endpoints import router as studies_router
 from spark_trainer.validation import reject_control_characters
 
 
@@ -105,5 +106,6 @@ def create_app(settings: Settings | None = None, context: AppContext | None = No
     app.include_router(evaluations_router)
     app.include_router(leaderboard_router)
     app.include_router(deployments_router)
+    app.include_router(studies_router)
     docs.install(app)
     return app

@@ -31,11 +31,13 @@ from spark_trainer.runtime.events import HandlerRegistry
 from spark_trainer.settings import Settings
 from spark_trainer.storage.base import ArtifactStore
 from spark_trainer.storage.local import LocalArtifactStore
+from spark_trainer.studies.controller import StudyController
 
 # The job-end handler that registers a completed job's output as a model version. Domain
 # packages add theirs to ``AppContext.jobs.handlers`` in ``build`` (before ``start``).
 MODEL_REGISTRATION = "registry.register_completed_job"
 EVALUATION_RESULTS = "evaluations.record_outcome"
+TRIAL_RESULTS = "studies.record_trial_end"
 
 
 @dataclass
@@ -60,6 +62,7 @@ class AppContext:
     redis: redis.Redis | None = field(default=None)
     running: bool = field(default=False)
     evaluations: ResultCollector | None = field(default=None)
+    studies: StudyController | None = field(default=None)
 
     @classmethod
     def build(cls, settings: Settings) -> AppContext:
@@ -90,6 +93,8 @@ class AppContext:
             kinds=[JobKind.EVALUATION],
         )
         jobs = JobEngine(settings, session_factory, inventory, bus, pipeline, artifacts, handlers)
+        studies = StudyController(settings, session_factory, jobs)
+        handlers.register(TRIAL_RESULTS, studies.on_trial_ended, kinds=[JobKind.TRIAL])
         tokens = TokenConfig.from_settings(settings)
         users = UserCache(
             session_factory,
@@ -117,6 +122,7 @@ class AppContext:
             deployment_proxy=DeploymentProxy(session_factory, tokens.key),
             redis=client,
             evaluations=ResultCollector(session_factory),
+            studies=studies,
         )
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -128,15 +134,24 @@ class AppContext:
         self.deployment_supervisor.start()
         if self.evaluations is not None:
             self.evaluations.start()
+        if self.studies is not None:
+            self.studies.start()
         self.running = True
 
     def stop(self) -> None:
         self.running = False
+        if self.studies is not None:
+            self.studies.stop()
         if self.evaluations is not None:
             self.evaluations.stop()
         self.deployment_supervisor.stop()
         self.jobs.stop()
         self.bus.close()
+
+    def wake_studies(self) -> None:
+        """A shortcut for a study created here; the leader's controller polls anyway."""
+        if self.studies is not None:
+            self.studies.wake()
 
     def dependency_status(self) -> dict[str, bool]:
         """The spec's dependencies, and whether each answers right now.

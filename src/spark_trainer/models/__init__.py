@@ -26,9 +26,17 @@ from spark_trainer.models.job import (
 from spark_trainer.models.metric_rollup import ROLLUP_STEPS, MetricRollup
 from spark_trainer.models.node import Lease, Node, NodeState
 from spark_trainer.models.registry import ModelFile, ModelTag, ModelVersion
+from spark_trainer.models.study import (
+    ACTIVE_STUDY_STATUSES,
+    Study,
+    StudyStatus,
+    StudyTrial,
+    TrialState,
+)
 from spark_trainer.models.user import ApiKey, RefreshToken, Role, Tier, User
 
 __all__ = [
+    "ACTIVE_STUDY_STATUSES",
     "FINAL_STATUSES",
     "ROLLUP_STEPS",
     "ApiKey",
@@ -63,6 +71,10 @@ __all__ = [
     "RefreshToken",
     "ReplicaState",
     "Role",
+    "Study",
+    "StudyStatus",
+    "StudyTrial",
     "Tier",
+    "TrialState",
     "User",
 ]

@@ -16,7 +16,9 @@ import logging
 import os
 import secrets
 import socket
+import threading
 import time
+from collections.abc import Callable
 from datetime import timedelta
 
 from sqlalchemy import or_, update
@@ -94,3 +96,61 @@ class LeaderLease:
                 )
         except Exception:
             logger.exception("releasing the scheduling lease failed; it expires by itself")
+
+
+class LeaderLoop:
+    """Runs ``step`` on a thread of its own, every ``interval`` seconds or when woken,
+    only while ``is_leader()`` says this process holds the scheduling lease.
+
+    For work that must happen in one process at a time (a controller asking a sampler for
+    the next trial, say). Lease handover takes up to the lease's TTL, so a step must still
+    tolerate having run in the previous leader moments before: it reads its state from the
+    database each time rather than keeping it in memory.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        step: Callable[[], None],
+        *,
+        is_leader: Callable[[], bool],
+        interval: float,
+    ) -> None:
+        self.name = name
+        self.step = step
+        self.is_leader = is_leader
+        self.interval = interval
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._stopping.clear()
+        self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=15)
+            self._thread = None
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping.is_set()
+
+    def _run(self) -> None:
+        while not self._stopping.is_set():
+            self._wake.wait(self.interval)
+            self._wake.clear()
+            if self._stopping.is_set() or not self.is_leader():
+                continue
+            try:
+                self.step()
+            except Exception:
+                logger.exception("leader loop step failed", extra={"loop": self.name})
+                self._stopping.wait(1.0)

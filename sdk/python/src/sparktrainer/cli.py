@@ -50,6 +50,8 @@ models_app = typer.Typer(help="List and tag registered models.", no_args_is_help
 app.add_typer(jobs_app, name="jobs")
 app.add_typer(datasets_app, name="datasets")
 app.add_typer(models_app, name="models")
+hpo_app = typer.Typer(help="Create, inspect and cancel HPO studies.", no_args_is_help=True)
+app.add_typer(hpo_app, name="hpo")
 
 console = Console()
 err_console = Console(stderr=True)
@@ -401,6 +403,59 @@ def models_tag(model_id: str, tag: str, output: OutputOption = Output.table) -> 
         emit(model, output)
     else:
         console.print(f"{model.name} v{model.version} is tagged {', '.join(model.tags)}")
+
+
+# --- hpo ---------------------------------------------------------------------------
+
+
+@hpo_app.command("create")
+@failing
+def hpo_create(
+    spec: Annotated[
+        Path, typer.Argument(help="JSON file with the study's body (POST /api/hpo/studies)")
+    ],
+    output: OutputOption = Output.table,
+) -> None:
+    """Create a study from a JSON body: name, search_space, n_trials, command, ..."""
+    body = json.loads(spec.read_text(encoding="utf-8"))
+    if not isinstance(body, dict):
+        err_console.print(f"[red]{spec} does not hold a JSON object[/red]")
+        raise typer.Exit(2)
+    study = client().hpo.create(**body)
+    if output is Output.json:
+        emit(study, output)
+    else:
+        console.print(
+            f"Created [bold]{study.id}[/bold] ({study.name}, {study.n_trials_requested} trials)"
+        )
+
+
+@hpo_app.command("list")
+@failing
+def hpo_list(
+    limit: Annotated[int, typer.Option()] = 20, output: OutputOption = Output.table
+) -> None:
+    """List your studies, newest first."""
+    page = client().hpo.list(limit=limit)
+    table(page.items, ["id", "name", "status", "n_trials", "best_value", "created_at"], output)
+
+
+@hpo_app.command("get")
+@failing
+def hpo_get(study_id: str, output: OutputOption = Output.table) -> None:
+    """Show a study with its trials."""
+    emit(client().hpo.get(study_id), output)
+
+
+@hpo_app.command("cancel")
+@failing
+def hpo_cancel(study_id: str, output: OutputOption = Output.table) -> None:
+    """Cancel a study: its pending trials at once, its running ones stopped."""
+    study = client().hpo.cancel(study_id)
+    if output is Output.json:
+        emit(study, output)
+    else:
+        console.print(f"{study.id} is {study.status}")
 
 
 # --- entry point -----------------------------------------------------------------------

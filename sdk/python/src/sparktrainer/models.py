@@ -69,6 +69,16 @@ class Benchmark(StrEnum):
     safety = "safety"
 
 
+class CategoricalParam(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    type: Annotated[Literal["categorical"], Field(title="Type")]
+    choices: Annotated[
+        list[str | int | float | bool | None], Field(max_length=1000, title="Choices")
+    ]
+
+
 class DatasetFormat(StrEnum):
     jsonl = "jsonl"
     json = "json"
@@ -334,6 +344,21 @@ class ExperimentRef(BaseModel):
     name: Annotated[str, Field(title="Name")]
 
 
+class FloatParam(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    type: Annotated[Literal["float"], Field(title="Type")]
+    low: Annotated[float, Field(title="Low")]
+    high: Annotated[float, Field(title="High")]
+    log: Annotated[
+        bool | None, Field(description="Sample on a log scale (low must be > 0).", title="Log")
+    ] = False
+    step: Annotated[
+        float | None, Field(description="Discretize: low, low+step, ….", title="Step")
+    ] = None
+
+
 class GpuRead(BaseModel):
     id: Annotated[int, Field(description="Index of the GPU on its node.", title="Id")]
     name: Annotated[str, Field(title="Name")]
@@ -373,6 +398,17 @@ class GpuRead(BaseModel):
 
 class Healthy(BaseModel):
     status: Annotated[str | None, Field(title="Status")] = "healthy"
+
+
+class IntParam(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    type: Annotated[Literal["int"], Field(title="Type")]
+    low: Annotated[int, Field(title="Low")]
+    high: Annotated[int, Field(title="High")]
+    step: Annotated[int | None, Field(title="Step")] = 1
+    log: Annotated[bool | None, Field(title="Log")] = False
 
 
 class ExperimentId(RootModel[str]):
@@ -747,6 +783,162 @@ class RunRead(BaseModel):
     metrics: Annotated[dict[str, MetricSummaryRead], Field(title="Metrics")]
 
 
+class Objective(StrEnum):
+    minimize = "minimize"
+    maximize = "maximize"
+
+
+class MetricValue(StrEnum):
+    """
+    Which reported value counts: the last one, or the best one by objective.
+    """
+
+    last = "last"
+    best = "best"
+
+
+class Sampler(StrEnum):
+    tpe = "tpe"
+    random = "random"
+    grid = "grid"
+    cmaes = "cmaes"
+
+
+class Seed(RootModel[int]):
+    root: Annotated[int, Field(description="Sampler seed.", ge=0, le=4294967295, title="Seed")]
+
+
+class Pruner(StrEnum):
+    none = "none"
+    median = "median"
+    hyperband = "hyperband"
+
+
+class ExperimentId1(RootModel[str]):
+    root: Annotated[
+        str,
+        Field(
+            description="Run the trials in this experiment; default: one made for the study.",
+            max_length=40,
+            title="Experiment Id",
+        ),
+    ]
+
+
+class DatasetId1(RootModel[str]):
+    root: Annotated[str, Field(max_length=40, title="Dataset Id")]
+
+
+class DatasetVersion1(RootModel[str]):
+    root: Annotated[
+        str,
+        Field(
+            description="Default: the latest, pinned at creation.",
+            max_length=32,
+            title="Dataset Version",
+        ),
+    ]
+
+
+class TimeoutSeconds1(RootModel[int]):
+    root: Annotated[
+        int, Field(description="Per trial.", ge=1, le=31536000, title="Timeout Seconds")
+    ]
+
+
+class StudyCreate(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    name: Annotated[str, Field(max_length=160, min_length=1, title="Name")]
+    objective: Annotated[Objective | None, Field(title="Objective")] = Objective.minimize
+    search_space: Annotated[
+        dict[str, FloatParam | IntParam | CategoricalParam],
+        Field(
+            description="Parameter name → distribution: float (low, high, log, step), int (low, high, step, log) or categorical (choices).",
+            title="Search Space",
+        ),
+    ]
+    n_trials: Annotated[
+        int, Field(description="Trials to run in all.", ge=1, le=10000, title="N Trials")
+    ]
+    parallelism: Annotated[
+        int | None, Field(description="Trials running at once.", ge=1, le=256, title="Parallelism")
+    ] = 1
+    command: Annotated[
+        str,
+        Field(
+            description="Each trial's command (/bin/sh -c). `@@name@@` is replaced by the trial's value of parameter `name`, shell-quoted; the trial also gets its parameters as JSON in SPARKTRAINER_TRIAL_PARAMS and its number in SPARKTRAINER_TRIAL_NUMBER.",
+            max_length=100000,
+            min_length=1,
+            title="Command",
+        ),
+    ]
+    metric: Annotated[
+        str | None,
+        Field(
+            description="The metric (reported with sparktrainer.log) that is the objective.",
+            max_length=128,
+            min_length=1,
+            title="Metric",
+        ),
+    ] = "loss"
+    metric_value: Annotated[
+        MetricValue | None,
+        Field(
+            description="Which reported value counts: the last one, or the best one by objective.",
+            title="Metric Value",
+        ),
+    ] = MetricValue.last
+    gpu_count: Annotated[
+        int | None, Field(description="GPUs per trial.", ge=0, le=1024, title="Gpu Count")
+    ] = 1
+    sampler: Annotated[Sampler | None, Field(title="Sampler")] = Sampler.tpe
+    seed: Annotated[Seed | None, Field(description="Sampler seed.", title="Seed")] = None
+    pruner: Annotated[Pruner | None, Field(title="Pruner")] = Pruner.none
+    pruner_startup_trials: Annotated[
+        int | None,
+        Field(
+            description="Median pruner: trials that finish unpruned first.",
+            ge=0,
+            le=10000,
+            title="Pruner Startup Trials",
+        ),
+    ] = 5
+    pruner_warmup_steps: Annotated[
+        int | None,
+        Field(
+            description="Median pruner: steps of a trial that are never pruned.",
+            ge=0,
+            title="Pruner Warmup Steps",
+        ),
+    ] = 0
+    experiment_id: Annotated[
+        ExperimentId1 | None,
+        Field(
+            description="Run the trials in this experiment; default: one made for the study.",
+            title="Experiment Id",
+        ),
+    ] = None
+    dataset_id: Annotated[DatasetId1 | None, Field(title="Dataset Id")] = None
+    dataset_version: Annotated[
+        DatasetVersion1 | None,
+        Field(description="Default: the latest, pinned at creation.", title="Dataset Version"),
+    ] = None
+    environment: Annotated[dict[str, str] | None, Field(title="Environment")] = None
+    timeout_seconds: Annotated[
+        TimeoutSeconds1 | None, Field(description="Per trial.", title="Timeout Seconds")
+    ] = None
+
+
+class StudyStatus(StrEnum):
+    pending = "pending"
+    running = "running"
+    completed = "completed"
+    failed = "failed"
+    cancelled = "cancelled"
+
+
 class SystemMetricsRead(BaseModel):
     timestamp: Annotated[str, Field(title="Timestamp")]
     cpu_percent: Annotated[float, Field(title="Cpu Percent")]
@@ -784,6 +976,17 @@ class TokenPair(BaseModel):
     expires_in: Annotated[
         int, Field(description="Seconds until the access token expires.", title="Expires In")
     ]
+
+
+class TrialState(StrEnum):
+    """
+    Optuna's names for a trial's state, as told to Optuna.
+    """
+
+    RUNNING = "RUNNING"
+    COMPLETE = "COMPLETE"
+    PRUNED = "PRUNED"
+    FAIL = "FAIL"
 
 
 class UserCreate(BaseModel):
@@ -994,6 +1197,47 @@ class ReplicaRead(BaseModel):
     healthy_since: Annotated[str | None, Field(title="Healthy Since")]
 
 
+class StudyRead(BaseModel):
+    id: Annotated[str, Field(title="Id")]
+    name: Annotated[str, Field(title="Name")]
+    status: StudyStatus
+    status_reason: Annotated[str | None, Field(title="Status Reason")]
+    objective: Annotated[Objective, Field(title="Objective")]
+    metric: Annotated[str, Field(title="Metric")]
+    n_trials: Annotated[
+        int,
+        Field(description="Trials finished so far (complete, pruned or failed).", title="N Trials"),
+    ]
+    n_trials_requested: Annotated[int, Field(title="N Trials Requested")]
+    parallelism: Annotated[int, Field(title="Parallelism")]
+    best_value: Annotated[float | None, Field(title="Best Value")]
+    best_params: Annotated[dict[str, Any] | None, Field(title="Best Params")]
+    experiment_id: Annotated[str | None, Field(title="Experiment Id")]
+    optuna_study_name: Annotated[
+        str, Field(description="The study's name in Optuna's storage.", title="Optuna Study Name")
+    ]
+    owner_id: Annotated[str, Field(title="Owner Id")]
+    created_at: Annotated[str, Field(title="Created At")]
+    started_at: Annotated[str | None, Field(title="Started At")]
+    finished_at: Annotated[str | None, Field(title="Finished At")]
+
+
+class TrialRead(BaseModel):
+    number: Annotated[int, Field(title="Number")]
+    state: Annotated[
+        TrialState, Field(description="Optuna's state: RUNNING, COMPLETE, PRUNED or FAIL.")
+    ]
+    params: Annotated[dict[str, Any], Field(title="Params")]
+    value: Annotated[float | None, Field(title="Value")]
+    reason: Annotated[
+        str | None, Field(description="Why a trial failed or was pruned.", title="Reason")
+    ]
+    job_id: Annotated[str, Field(title="Job Id")]
+    job_status: JobStatus
+    started_at: Annotated[str | None, Field(title="Started At")]
+    finished_at: Annotated[str | None, Field(title="Finished At")]
+
+
 class DeploymentRead(BaseModel):
     id: Annotated[str, Field(title="Id")]
     name: Annotated[str, Field(title="Name")]
@@ -1069,3 +1313,49 @@ class PageDeploymentRead(BaseModel):
     ]
     limit: Annotated[int, Field(title="Limit")]
     offset: Annotated[int, Field(title="Offset")]
+
+
+class PageStudyRead(BaseModel):
+    items: Annotated[list[StudyRead], Field(title="Items")]
+    total: Annotated[
+        int,
+        Field(description="Number of items matching the filters, ignoring paging.", title="Total"),
+    ]
+    limit: Annotated[int, Field(title="Limit")]
+    offset: Annotated[int, Field(title="Offset")]
+
+
+class StudyDetail(BaseModel):
+    id: Annotated[str, Field(title="Id")]
+    name: Annotated[str, Field(title="Name")]
+    status: StudyStatus
+    status_reason: Annotated[str | None, Field(title="Status Reason")]
+    objective: Annotated[Objective, Field(title="Objective")]
+    metric: Annotated[str, Field(title="Metric")]
+    n_trials: Annotated[
+        int,
+        Field(description="Trials finished so far (complete, pruned or failed).", title="N Trials"),
+    ]
+    n_trials_requested: Annotated[int, Field(title="N Trials Requested")]
+    parallelism: Annotated[int, Field(title="Parallelism")]
+    best_value: Annotated[float | None, Field(title="Best Value")]
+    best_params: Annotated[dict[str, Any] | None, Field(title="Best Params")]
+    experiment_id: Annotated[str | None, Field(title="Experiment Id")]
+    optuna_study_name: Annotated[
+        str, Field(description="The study's name in Optuna's storage.", title="Optuna Study Name")
+    ]
+    owner_id: Annotated[str, Field(title="Owner Id")]
+    created_at: Annotated[str, Field(title="Created At")]
+    started_at: Annotated[str | None, Field(title="Started At")]
+    finished_at: Annotated[str | None, Field(title="Finished At")]
+    search_space: Annotated[dict[str, Any], Field(title="Search Space")]
+    sampler: Annotated[str, Field(title="Sampler")]
+    pruner: Annotated[str, Field(title="Pruner")]
+    trials: Annotated[list[TrialRead], Field(title="Trials")]
+    parameter_importance: Annotated[
+        dict[str, float] | None,
+        Field(
+            description="Optuna's fANOVA importance of each parameter, once enough trials completed.",
+            title="Parameter Importance",
+        ),
+    ]

@@ -407,6 +407,73 @@ class ApiKeys(AsyncResource):
         await self._t.request("DELETE", "/api/auth/api-keys/{key_id}", path={"key_id": key_id})
 
 
+class Hpo(AsyncResource):
+    """Hyperparameter studies: each trial runs ``command`` as a job, ``@@name@@`` replaced by
+    the trial's (shell-quoted) value of parameter ``name``."""
+
+    async def create(
+        self,
+        *,
+        name: str,
+        search_space: Mapping[str, Mapping[str, Any]],
+        n_trials: int,
+        command: str,
+        objective: str | None = None,
+        parallelism: int | None = None,
+        metric: str | None = None,
+        metric_value: str | None = None,
+        gpu_count: int | None = None,
+        sampler: str | None = None,
+        seed: int | None = None,
+        pruner: str | None = None,
+        pruner_startup_trials: int | None = None,
+        pruner_warmup_steps: int | None = None,
+        experiment_id: str | None = None,
+        dataset_id: str | None = None,
+        dataset_version: str | None = None,
+        environment: Mapping[str, str] | None = None,
+        timeout_seconds: int | None = None,
+    ) -> models.StudyDetail:
+        body = _body(
+            name=name,
+            search_space={k: dict(v) for k, v in search_space.items()},
+            n_trials=n_trials,
+            command=command,
+            objective=objective,
+            parallelism=parallelism,
+            metric=metric,
+            metric_value=metric_value,
+            gpu_count=gpu_count,
+            sampler=sampler,
+            seed=seed,
+            pruner=pruner,
+            pruner_startup_trials=pruner_startup_trials,
+            pruner_warmup_steps=pruner_warmup_steps,
+            experiment_id=experiment_id,
+            dataset_id=dataset_id,
+            dataset_version=dataset_version,
+            environment=dict(environment) if environment is not None else None,
+            timeout_seconds=timeout_seconds,
+        )
+        response = await self._t.request("POST", "/api/hpo/studies", json=body)
+        return models.StudyDetail.model_validate_json(response.content)
+
+    async def list(self, *, limit: int = 20, offset: int = 0) -> models.PageStudyRead:
+        params = {"limit": limit, "offset": offset}
+        return await self._get(models.PageStudyRead, "/api/hpo/studies", params=params)
+
+    async def get(self, study_id: str) -> models.StudyDetail:
+        return await self._get(
+            models.StudyDetail, "/api/hpo/studies/{study_id}", path={"study_id": study_id}
+        )
+
+    async def cancel(self, study_id: str) -> models.StudyDetail:
+        response = await self._t.request(
+            "POST", "/api/hpo/studies/{study_id}/cancel", path={"study_id": study_id}
+        )
+        return models.StudyDetail.model_validate_json(response.content)
+
+
 class AsyncSparkTrainerClient:
     """The SparkTrainer API.
 
@@ -446,6 +513,7 @@ class AsyncSparkTrainerClient:
         self.metrics = SystemMetrics(self._transport)
         self.users = Users(self._transport)
         self.api_keys = ApiKeys(self._transport)
+        self.hpo = Hpo(self._transport)
 
     @property
     def base_url(self) -> str:
