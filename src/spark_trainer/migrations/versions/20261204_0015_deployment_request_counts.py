@@ -1,7 +1,7 @@
 """deployment request counts: requests per endpoint and second, across API processes
 
 Revision ID: 0015
-Revises: 0012
+Revises: 0013
 Create Date: 2026-12-04 15:40:00
 """
 
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0015"
-down_revision: str | None = "0012"
+down_revision: str | None = "0013"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

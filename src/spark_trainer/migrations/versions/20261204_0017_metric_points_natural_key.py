@@ -1,7 +1,7 @@
 """metric points: (job, name, step, value) is unique, so a retried point is stored once
 
 Revision ID: 0017
-Revises: 0012
+Revises: 0015
 Create Date: 2026-12-04 15:30:00
 """
 
@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from alembic import op
 
 revision: str = "0017"
-down_revision: str | None = "0012"
+down_revision: str | None = "0015"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
