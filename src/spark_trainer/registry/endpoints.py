@@ -66,7 +66,8 @@ _REGISTER_BODY: dict[str, Any] = {
     "requestBody": {
         "required": True,
         "content": {
-            "application/json": {"schema": {"$ref": "#/components/schemas/RegisterFromJob"}},
+            # Inline: the handler reads the body itself, so FastAPI adds no component for it.
+            "application/json": {"schema": RegisterFromJob.model_json_schema()},
             "multipart/form-data": {
                 "schema": {
                     "type": "object",
@@ -129,7 +130,8 @@ ModelReader = Annotated[User, Depends(get_model_reader)]
     "`archive` (tar or zip) uploads a model you already have; it has no lineage.",
     openapi_extra=_REGISTER_BODY,
     responses={
-        409: {"description": "The job has not completed"},
+        404: {"description": "No such job"},
+        409: {"description": "The job has not completed, or the version exists"},
         413: {"description": "The files exceed the upload limit"},
     },
 )
