@@ -8,6 +8,7 @@ parametrizes each of them over both backends.
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -18,8 +19,10 @@ from pathlib import Path
 
 import httpx
 import pytest
+import redis
 
 from tests.conftest import SECRET_KEY
+from tests.jobs.helpers import wait_until
 
 ADMIN_PASSWORD = "admin-password-1"
 
@@ -62,6 +65,7 @@ def start_server(tmp_path: Path, database_url: str) -> Iterator[StartServer]:
     servers: list[Server] = []
 
     def start(**extra: str) -> Server:
+        """A server with the given settings (``NAME=""`` leaves NAME unset)."""
         port = free_port()
         env = {k: v for k, v in os.environ.items() if not k.startswith("SPARKTRAINER_")}
         env.update(
@@ -76,6 +80,8 @@ def start_server(tmp_path: Path, database_url: str) -> Iterator[StartServer]:
                 **extra,
             }
         )
+        for name in [name for name, value in extra.items() if value == ""]:
+            del env[name]  # "" unsets a default above
         log = tmp_path / f"server-{port}.log"
         with log.open("wb") as out:
             proc = subprocess.Popen(
@@ -102,3 +108,50 @@ def start_server(tmp_path: Path, database_url: str) -> Iterator[StartServer]:
         if server.proc.poll() is None:
             server.proc.kill()
             server.proc.wait()
+
+
+class PrivateRedis:
+    """A redis-server of the test's own, to stop and start (``password``: requirepass)."""
+
+    def __init__(self, port: int, workdir: Path, password: str | None = None) -> None:
+        self.port, self.workdir, self.password = port, workdir, password
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        auth = f":{self.password}@" if self.password else ""
+        return f"redis://{auth}127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        server = shutil.which("redis-server")
+        assert server is not None, "redis-server is not installed (scripts/services installs it)"
+        self.proc = subprocess.Popen(
+            [
+                *(server, "--bind", "127.0.0.1", "--port", str(self.port)),
+                *("--save", "", "--appendonly", "no", "--dir", str(self.workdir)),
+                *(("--requirepass", self.password) if self.password else ()),
+            ],
+            stdout=subprocess.DEVNULL,
+        )
+        wait_until(self._answers, 10, "redis-server to answer")
+
+    def _answers(self) -> bool:
+        try:
+            return bool(redis.Redis.from_url(self.url, socket_timeout=0.5).ping())
+        except redis.RedisError:
+            return False
+
+    def stop(self) -> None:
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait()
+        self.proc = None
+
+
+@pytest.fixture
+def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
+    redis_server = PrivateRedis(free_port(), tmp_path)
+    redis_server.start()
+    yield redis_server
+    if redis_server.proc is not None:
+        redis_server.stop()

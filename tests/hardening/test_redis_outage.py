@@ -9,66 +9,18 @@ stored exactly once.
 from __future__ import annotations
 
 import shlex
-import shutil
-import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
-import redis
 
-from tests.hardening.conftest import StartServer, free_port
+from tests.hardening.conftest import PrivateRedis, StartServer
 from tests.jobs.helpers import PY, blocker, wait_until
 
 TOKEN_SCRIPT = "import os,sys; open(sys.argv[1],'w').write(os.environ['SPARKTRAINER_JOB_TOKEN'])"
 STEPS = 60
 STOP_AT, RESTART_AFTER_503S = 20, 5
-
-
-class PrivateRedis:
-    def __init__(self, port: int, workdir: Path) -> None:
-        self.port, self.workdir = port, workdir
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        server = shutil.which("redis-server")
-        assert server is not None, "redis-server is not installed (scripts/services installs it)"
-        self.proc = subprocess.Popen(
-            [
-                *(server, "--bind", "127.0.0.1", "--port", str(self.port)),
-                *("--save", "", "--appendonly", "no", "--dir", str(self.workdir)),
-            ],
-            stdout=subprocess.DEVNULL,
-        )
-        wait_until(self._answers, 10, "redis-server to answer")
-
-    def _answers(self) -> bool:
-        try:
-            return bool(redis.Redis(port=self.port, socket_timeout=0.5).ping())
-        except redis.RedisError:
-            return False
-
-    def stop(self) -> None:
-        assert self.proc is not None
-        self.proc.kill()
-        self.proc.wait()
-        self.proc = None
-
-
-@pytest.fixture
-def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
-    redis_server = PrivateRedis(free_port(), tmp_path)
-    redis_server.start()
-    yield redis_server
-    if redis_server.proc is not None:
-        redis_server.stop()
 
 
 def _assert_error_json(response: httpx.Response, status: int) -> None:
