@@ -48,6 +48,17 @@ class _App(FastAPI):
         # Every plain ``def`` handler runs with its commit in one thread hop (deps.one_hop).
         super().include_router(one_hop_routes(router), *args, **kwargs)
 
+    _described: dict[str, Any] | None = None
+
+    def openapi(self) -> dict[str, Any]:
+        # FastAPI caches the document (and rebuilds it when routes change); each build
+        # gets its errors described once.
+        schema = super().openapi()
+        if schema is not self._described:
+            docs.describe_errors(self, schema)
+            self._described = schema
+        return schema
+
 
 def create_app(settings: Settings | None = None, context: AppContext | None = None) -> FastAPI:
     """Builds the API. The database must already be migrated (``bootstrap`` does it)."""

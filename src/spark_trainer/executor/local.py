@@ -85,7 +85,9 @@ class LocalExecutor(Executor):
                     close_fds=True,
                 )
         except OSError as exc:
-            raise LaunchError(f"could not start the command: {exc.strerror or exc}") from exc
+            # The file it names (a working directory gone since submission) is the reason.
+            where = f": {exc.filename}" if exc.filename else ""
+            raise LaunchError(f"could not start the command: {exc.strerror or exc}{where}") from exc
         except (ValueError, TypeError) as exc:
             # Popen's own checks, such as a NUL byte in the command or the environment.
             raise LaunchError(f"could not start the command: {exc}") from exc

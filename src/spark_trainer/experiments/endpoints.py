@@ -3,6 +3,7 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, status
+from pydantic import StringConstraints
 
 from spark_trainer.deps import CurrentUser, DbSession, read_on_loop
 from spark_trainer.experiments import service
@@ -12,6 +13,7 @@ from spark_trainer.experiments.schemas import (
     ExperimentRead,
     RunRead,
 )
+from spark_trainer.experiments.service import RUN_SORT_PATTERN, TAG_FILTER_PATTERN
 from spark_trainer.kit.pagination import PagingParams
 from spark_trainer.kit.schemas import Page
 
@@ -26,7 +28,8 @@ def list_experiments(
     paging: PagingParams,
     name: Annotated[str | None, Query(max_length=200, description="Name contains")] = None,
     tag: Annotated[
-        list[str] | None, Query(description="key:value; repeat to require several tags")
+        list[Annotated[str, StringConstraints(pattern=TAG_FILTER_PATTERN)]] | None,
+        Query(description="key:value; repeat to require several tags"),
     ] = None,
 ) -> Page[ExperimentRead]:
     experiments, total = service.list_experiments(
@@ -76,7 +79,7 @@ def list_runs(
     user: CurrentUser,
     session: DbSession,
     paging: PagingParams,
-    sort: Annotated[str, Query(max_length=140)] = "created_at",
+    sort: Annotated[str, Query(max_length=140, pattern=RUN_SORT_PATTERN)] = "created_at",
     order: Annotated[Literal["asc", "desc"] | None, Query()] = None,
 ) -> Page[RunRead]:
     experiment = service.get_owned(session, user, experiment_id)

@@ -22,6 +22,9 @@ from spark_trainer.kit.time import utcnow
 from spark_trainer.models import Experiment, Job, MetricSummary, User
 
 METRIC_SORT_PREFIX = "metric:"
+# Declared on the query parameters, so the OpenAPI document states what is enforced.
+RUN_SORT_PATTERN = "^(" + "|".join([*RUN_SORT_COLUMNS, METRIC_SORT_PREFIX + ".+"]) + ")$"
+TAG_FILTER_PATTERN = "^[^:]+:.*$"
 
 
 def create(session: Session, user: User, data: ExperimentCreate) -> Experiment:

@@ -23,7 +23,15 @@ auth_router = APIRouter(prefix="/api/auth", tags=["auth"])
 users_router = APIRouter(prefix="/api/users", tags=["users"])
 
 
-@auth_router.post("/login", response_model=TokenPair, summary="Log in with username and password")
+@auth_router.post(
+    "/login",
+    response_model=TokenPair,
+    summary="Log in with username and password",
+    responses={
+        401: {"description": "Wrong username or password"},
+        429: {"description": "Too many attempts for this username from this address"},
+    },
+)
 def login(body: LoginRequest, request: Request, ctx: Context, session: DbSession) -> TokenPair:
     client = request.client.host if request.client else "unknown"
     attempt = ctx.limiter.hit(
@@ -37,7 +45,12 @@ def login(body: LoginRequest, request: Request, ctx: Context, session: DbSession
     return service.login(session, ctx.tokens, body.username, body.password)
 
 
-@auth_router.post("/refresh", response_model=TokenPair, summary="Exchange a refresh token")
+@auth_router.post(
+    "/refresh",
+    response_model=TokenPair,
+    summary="Exchange a refresh token",
+    responses={401: {"description": "Invalid, expired or already used refresh token"}},
+)
 def refresh(body: RefreshRequest, ctx: Context, session: DbSession) -> TokenPair:
     return service.refresh(session, ctx.tokens, body.refresh_token)
 
@@ -46,6 +59,7 @@ def refresh(body: RefreshRequest, ctx: Context, session: DbSession) -> TokenPair
     "/logout",
     status_code=status.HTTP_204_NO_CONTENT,
     summary="Revoke a refresh token and every token rotated from it",
+    responses={401: {"description": "Invalid or expired refresh token"}},
 )
 def logout(body: RefreshRequest, ctx: Context, session: DbSession) -> None:
     service.logout(session, ctx.tokens, body.refresh_token)
@@ -91,7 +105,11 @@ def list_users(_: AdminUser, session: DbSession, paging: PagingParams) -> Page[U
 
 
 @users_router.post(
-    "", response_model=UserRead, status_code=status.HTTP_201_CREATED, summary="Create a user"
+    "",
+    response_model=UserRead,
+    status_code=status.HTTP_201_CREATED,
+    summary="Create a user",
+    responses={409: {"description": "The username is taken"}},
 )
 def create_user(body: UserCreate, _: AdminUser, session: DbSession) -> UserRead:
     return UserRead.model_validate(service.create_user(session, body))

@@ -45,7 +45,11 @@ MAX_LOG_BYTES = 8 * 1024 * 1024
 
 
 @router.post(
-    "", response_model=JobRead, status_code=status.HTTP_201_CREATED, summary="Submit a job"
+    "",
+    response_model=JobRead,
+    status_code=status.HTTP_201_CREATED,
+    summary="Submit a job",
+    responses={404: {"description": "No such experiment or dataset (version) of yours"}},
 )
 def submit_job(body: JobCreate, user: CurrentUser, ctx: Context, session: DbSession) -> JobRead:
     job = service.submit(session, ctx.jobs, user, body)
@@ -210,7 +214,10 @@ def job_metrics(
     "job's own token (`SPARKTRAINER_JOB_TOKEN`, `stj_…`) or as the job's owner. A 503 "
     "means nothing was accepted (the event bus is down): retry it. A 200 means every "
     "point is stored.",
-    responses={409: {"description": "The job is not running"}},
+    responses={
+        409: {"description": "The job is not running"},
+        503: {"description": "The event bus (Redis) is down; nothing was accepted"},
+    },
 )
 # On the event loop: a read of the job by id and an in-memory hand-off to the pipeline
 # (whose writer thread stores the points later), so a single point costs no thread hop.

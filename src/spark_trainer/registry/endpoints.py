@@ -131,7 +131,8 @@ ModelReader = Annotated[User, Depends(get_model_reader)]
     "`archive` (tar or zip) uploads a model you already have; it has no lineage.",
     openapi_extra=_REGISTER_BODY,
     responses={
-        409: {"description": "The job has not completed"},
+        404: {"description": "No such job"},
+        409: {"description": "The job has not completed, or the version exists"},
         413: {"description": "The files exceed the upload limit"},
     },
 )

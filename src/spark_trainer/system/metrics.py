@@ -7,31 +7,43 @@ import time
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import psutil
 
 from spark_trainer.kit.time import utcnow
 
-# psutil.cpu_percent(interval=None) reports the CPU use since its previous call and answers
-# a meaningless 0.0 the first time, or when the calls are too close together for the
-# kernel's counters to have moved. Priming it at import covers most first snapshots; one
-# that comes within MIN_CPU_SAMPLE_SECONDS of the previous sample waits out the rest of
-# that interval (on a worker thread) rather than answer 0.0.
+# The CPU use since the previous snapshot, from the kernel's counters. Not
+# psutil.cpu_percent(interval=None): it keeps its previous sample per thread, so the first
+# call on each of the thread pool's threads answers a meaningless 0.0. One sample for the
+# process, taken at import; a snapshot within MIN_CPU_SAMPLE_SECONDS of the previous one
+# waits out the rest of that interval (on a worker thread), when the counters have moved.
 MIN_CPU_SAMPLE_SECONDS = 0.1
-psutil.cpu_percent(interval=None)
-_last_cpu_sample = time.monotonic()
 _cpu_lock = threading.Lock()
+_last_cpu_times = psutil.cpu_times()
+_last_cpu_sample = time.monotonic()
+
+
+def _busy_and_total(times: Any) -> tuple[float, float]:
+    # As psutil counts them: guest time is already in user time, iowait is idle.
+    total = sum(times) - getattr(times, "guest", 0.0) - getattr(times, "guest_nice", 0.0)
+    return total - times.idle - getattr(times, "iowait", 0.0), total
 
 
 def _cpu_percent() -> float:
-    global _last_cpu_sample
+    global _last_cpu_times, _last_cpu_sample
     with _cpu_lock:
         waited = time.monotonic() - _last_cpu_sample
         if waited < MIN_CPU_SAMPLE_SECONDS:
             time.sleep(MIN_CPU_SAMPLE_SECONDS - waited)
-        value = psutil.cpu_percent(interval=None)
-        _last_cpu_sample = time.monotonic()
-        return value
+        now = psutil.cpu_times()
+        busy_before, total_before = _busy_and_total(_last_cpu_times)
+        busy_now, total_now = _busy_and_total(now)
+        _last_cpu_times, _last_cpu_sample = now, time.monotonic()
+    elapsed = total_now - total_before
+    if elapsed <= 0:
+        return 0.0
+    return round(min(100.0, max(0.0, (busy_now - busy_before) / elapsed * 100)), 1)
 
 
 @dataclass(frozen=True, slots=True)

@@ -1022,12 +1022,14 @@ class UserUpdate(BaseModel):
     password: Annotated[Password | None, Field(title="Password")] = None
 
 
-class ValidationError(BaseModel):
-    loc: Annotated[list[str | int], Field(title="Location")]
-    msg: Annotated[str, Field(title="Message")]
-    type: Annotated[str, Field(title="Error Type")]
-    input: Annotated[Any | None, Field(title="Input")] = None
-    ctx: Annotated[dict[str, Any] | None, Field(title="Context")] = None
+class Error(BaseModel):
+    """
+    Every error answer has this shape.
+    """
+
+    error: Annotated[str, Field(description="The HTTP reason phrase")]
+    message: Annotated[str, Field(description="What went wrong, for a person")]
+    status: Annotated[int, Field(description="The HTTP status code")]
 
 
 class DatasetDetail(BaseModel):
@@ -1058,10 +1060,6 @@ class DatasetVersionList(BaseModel):
     versions: Annotated[
         list[DatasetVersionRead], Field(description="Oldest first.", title="Versions")
     ]
-
-
-class HTTPValidationError(BaseModel):
-    detail: Annotated[list[ValidationError] | None, Field(title="Detail")] = None
 
 
 class JobEventRead(BaseModel):
