@@ -43,7 +43,7 @@ class LaunchSpec:
     uid: int | None = None
     gid: int | None = None
     # The interpreter for the local executor's stdlib-only shim (None: the server's).
-    shim_python: str | None = None
+    python: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -66,7 +66,7 @@ class LocalExecutor(Executor):
             ):
                 proc = subprocess.Popen(
                     [
-                        spec.shim_python or sys.executable,
+                        spec.python or sys.executable,
                         "-I",
                         "-S",
                         str(SHIM),

@@ -167,10 +167,11 @@ class JobEngine:
                 return
             self._job_user_ready = True
         self.jobs_dir.mkdir(parents=True, exist_ok=True)
-        self.job_user = self.job_user.checked()
+        # Protected first: the check runs as the job user inside the protected layout.
         self.job_user.protect_data_dir(
             self.settings.data_dir, self.jobs_dir, self.settings.sqlite_path
         )
+        self.job_user = self.job_user.checked(self.settings.data_dir, self.jobs_dir)
 
     def wake_scheduler(self) -> None:
         """After a submit: wakes this process and, through the bus, the leader elsewhere."""
@@ -423,6 +424,7 @@ class JobEngine:
             token=token,
             allow=self.settings.job_env_allowlist,
             home=work_dir if self.job_user.switches else None,
+            python=self.job_user.python,
         )
         environment["SPARKTRAINER_REASON_FILE"] = str(job_dir / REASON_FILE)
         if job.dataset_path is not None:
@@ -438,7 +440,7 @@ class JobEngine:
                 timeout_seconds=job.timeout_seconds,
                 uid=self.job_user.uid,
                 gid=self.job_user.gid,
-                shim_python=self.job_user.shim_python,
+                python=self.job_user.python,
             )
         )
 
