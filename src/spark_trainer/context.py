@@ -14,7 +14,7 @@ from spark_trainer.datadir import secure_data_dir
 from spark_trainer.db.engine import make_engine, make_session_factory, request_session_limit
 from spark_trainer.deployments.proxy import DeploymentProxy
 from spark_trainer.deployments.supervisor import ReplicaSupervisor
-from spark_trainer.evaluations.collector import ResultCollector, on_job_ended
+from spark_trainer.evaluations.collector import host_collector, on_job_ended
 from spark_trainer.gpus.inventory import GpuInventory, build_inventory
 from spark_trainer.identity import service as identity
 from spark_trainer.identity.cache import UserCache
@@ -59,7 +59,6 @@ class AppContext:
     users: UserCache
     redis: redis.Redis | None = field(default=None)
     running: bool = field(default=False)
-    evaluations: ResultCollector | None = field(default=None)
 
     @classmethod
     def build(cls, settings: Settings) -> AppContext:
@@ -90,6 +89,7 @@ class AppContext:
             kinds=[JobKind.EVALUATION],
         )
         jobs = JobEngine(settings, session_factory, inventory, bus, pipeline, artifacts, handlers)
+        host_collector(session_factory, jobs.leader_loops)
         tokens = TokenConfig.from_settings(settings)
         users = UserCache(
             session_factory,
@@ -116,26 +116,20 @@ class AppContext:
             deployment_supervisor=ReplicaSupervisor(settings, session_factory, jobs, artifacts),
             deployment_proxy=DeploymentProxy(session_factory, tokens.key),
             redis=client,
-            evaluations=ResultCollector(session_factory),
         )
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         """Starts the background parts: stream fan-out, event bus, scheduler, executor."""
         self.hub.bind(loop)
         self.bus.start()
-        self.jobs.start()
         self.deployment_supervisor.after_pass.append(self.deployment_proxy.invalidate)
-        self.deployment_supervisor.start()
-        if self.evaluations is not None:
-            self.evaluations.start()
+        self.jobs.start()
         self.running = True
 
     def stop(self) -> None:
         self.running = False
-        if self.evaluations is not None:
-            self.evaluations.stop()
-        self.deployment_supervisor.stop()
         self.jobs.stop()
+        self.deployment_supervisor.close()
         self.bus.close()
 
     def dependency_status(self) -> dict[str, bool]:

@@ -55,7 +55,7 @@ from spark_trainer.runtime.jobfiles import (
     REASON_FILE,
     WORK_DIR,
 )
-from spark_trainer.runtime.leader import LeaderLease
+from spark_trainer.runtime.leader import LeaderLease, LeaderLoops
 from spark_trainer.runtime.nodes import NodeHeartbeat
 from spark_trainer.runtime.repository import RuntimeRepository
 from spark_trainer.runtime.states import change_status, free_gpus
@@ -108,6 +108,8 @@ class JobEngine:
         self.jobs_dir = settings.data_dir / "jobs"
         self.job_user = JobUser.from_settings(settings)
         self.lease = LeaderLease(session_factory, ttl=settings.leader_lease_seconds)
+        # Domain loops that run on the scheduling leader only (see LeaderLoops).
+        self.leader_loops = LeaderLoops(lambda: self.lease.held)
         self.heartbeat = NodeHeartbeat(
             session_factory, inventory, self.node, interval=settings.node_heartbeat_seconds
         )
@@ -145,9 +147,11 @@ class JobEngine:
         self.events.start()
         self._thread = threading.Thread(target=self._loop, name="scheduler", daemon=True)
         self._thread.start()
+        self.leader_loops.start()
 
     def stop(self) -> None:
         """Stops scheduling and supervising. Job processes keep running for the next start."""
+        self.leader_loops.stop()
         self._stopping.set()
         self._wake.set()
         if self._thread is not None:

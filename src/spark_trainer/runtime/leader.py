@@ -16,7 +16,9 @@ import logging
 import os
 import secrets
 import socket
+import threading
 import time
+from collections.abc import Callable
 from datetime import timedelta
 
 from sqlalchemy import or_, update
@@ -94,3 +96,94 @@ class LeaderLease:
                 )
         except Exception:
             logger.exception("releasing the scheduling lease failed; it expires by itself")
+
+
+class LeaderLoop:
+    """One periodic task that runs only in the process holding the scheduler lease."""
+
+    def __init__(
+        self, name: str, work: Callable[[], object], every: float, is_leader: Callable[[], bool]
+    ) -> None:
+        self.name = name
+        self.work = work
+        self.every = every
+        self.is_leader = is_leader
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._stopping.clear()
+        self._thread = threading.Thread(target=self._loop, name=self.name, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+            self._thread = None
+
+    def wake(self) -> None:
+        """Runs the next pass now rather than at the next interval (leader only)."""
+        self._wake.set()
+
+    def _loop(self) -> None:
+        while not self._stopping.is_set():
+            self._wake.wait(self.every)
+            self._wake.clear()
+            if self._stopping.is_set() or not self.is_leader():
+                continue
+            try:
+                self.work()
+            except Exception:
+                logger.exception("leader loop pass failed", extra={"loop": self.name})
+                self._stopping.wait(self.every)
+
+
+class LeaderLoops:
+    """Periodic domain work hosted on the scheduling leader, so exactly one API process
+    does it however many share the database.
+
+    A feature whose reconcile pass must not run in every process (the deployments'
+    replica supervisor, the evaluations' result collector, an HPO study controller)
+    registers it before ``AppContext.start``::
+
+        loop = ctx.jobs.leader_loops.add("hpo.studies", controller.run_pass, every=1.0)
+        ...
+        loop.wake()  # after a change, to pass now rather than within `every`
+
+    ``work()`` runs on a thread of its own every ``every`` seconds while this process
+    holds the scheduler lease (see :class:`LeaderLease`), and not at all otherwise. It
+    must be a pass over database state that is idempotent and safe to interrupt: when
+    the leader dies, the next leader runs it within the lease's TTL plus ``every``, and
+    for an instant around a lease change two processes may both run it, so it must
+    still use compare-and-set (or row versions) for every change it makes. An exception
+    is logged and the pass retried after ``every``. ``wake()`` only shortens the wait of
+    this process's loop: a wake in a follower does nothing, the leader's next pass comes
+    within ``every`` anyway.
+    """
+
+    def __init__(self, is_leader: Callable[[], bool]) -> None:
+        self.is_leader = is_leader
+        self._loops: dict[str, LeaderLoop] = {}
+        self._started = False
+
+    def add(self, name: str, work: Callable[[], object], *, every: float) -> LeaderLoop:
+        if name in self._loops:
+            raise ValueError(f"a leader loop named {name!r} is already registered")
+        loop = LeaderLoop(name, work, every, self.is_leader)
+        self._loops[name] = loop
+        if self._started:
+            loop.start()
+        return loop
+
+    def start(self) -> None:
+        self._started = True
+        for loop in self._loops.values():
+            loop.start()
+
+    def stop(self) -> None:
+        self._started = False
+        for loop in self._loops.values():
+            loop.stop()
