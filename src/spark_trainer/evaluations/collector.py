@@ -24,7 +24,8 @@ from spark_trainer.kit.time import utcnow
 from spark_trainer.models import Evaluation, Job, JobStatus
 from spark_trainer.runtime.events import JobEnded
 from spark_trainer.runtime.jobfiles import OUTPUT_DIR
-from spark_trainer.runtime.leader import LeaderLoop, LeaderLoops
+from spark_trainer.runtime.leader import LeaderLoops
+from spark_trainer.runtime.periodic import PeriodicThread
 
 logger = logging.getLogger(__name__)
 
@@ -135,7 +136,7 @@ def run_pass(session_factory: sessionmaker[Session]) -> int:
     return recorded
 
 
-def host_collector(session_factory: sessionmaker[Session], loops: LeaderLoops) -> LeaderLoop:
+def host_collector(session_factory: sessionmaker[Session], loops: LeaderLoops) -> PeriodicThread:
     """Runs :func:`run_pass` every second on the scheduling leader: a safety net behind
     the job-end handler (:func:`on_job_ended`) that also fails evaluations whose job was
     deleted."""

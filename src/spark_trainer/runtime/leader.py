@@ -16,7 +16,6 @@ import logging
 import os
 import secrets
 import socket
-import threading
 import time
 from collections.abc import Callable
 from datetime import timedelta
@@ -27,6 +26,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from spark_trainer.kit.time import utcnow
 from spark_trainer.models import Lease
+from spark_trainer.runtime.periodic import PeriodicThread
 
 logger = logging.getLogger(__name__)
 
@@ -98,49 +98,6 @@ class LeaderLease:
             logger.exception("releasing the scheduling lease failed; it expires by itself")
 
 
-class LeaderLoop:
-    """One periodic task that runs only in the process holding the scheduler lease."""
-
-    def __init__(
-        self, name: str, work: Callable[[], object], every: float, is_leader: Callable[[], bool]
-    ) -> None:
-        self.name = name
-        self.work = work
-        self.every = every
-        self.is_leader = is_leader
-        self._wake = threading.Event()
-        self._stopping = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def start(self) -> None:
-        self._stopping.clear()
-        self._thread = threading.Thread(target=self._loop, name=self.name, daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stopping.set()
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-            self._thread = None
-
-    def wake(self) -> None:
-        """Runs the next pass now rather than at the next interval (leader only)."""
-        self._wake.set()
-
-    def _loop(self) -> None:
-        while not self._stopping.is_set():
-            self._wake.wait(self.every)
-            self._wake.clear()
-            if self._stopping.is_set() or not self.is_leader():
-                continue
-            try:
-                self.work()
-            except Exception:
-                logger.exception("leader loop pass failed", extra={"loop": self.name})
-                self._stopping.wait(self.every)
-
-
 class LeaderLoops:
     """Periodic domain work hosted on the scheduling leader, so exactly one API process
     does it however many share the database.
@@ -166,13 +123,13 @@ class LeaderLoops:
 
     def __init__(self, is_leader: Callable[[], bool]) -> None:
         self.is_leader = is_leader
-        self._loops: dict[str, LeaderLoop] = {}
+        self._loops: dict[str, PeriodicThread] = {}
         self._started = False
 
-    def add(self, name: str, work: Callable[[], object], *, every: float) -> LeaderLoop:
+    def add(self, name: str, work: Callable[[], object], *, every: float) -> PeriodicThread:
         if name in self._loops:
             raise ValueError(f"a leader loop named {name!r} is already registered")
-        loop = LeaderLoop(name, work, every, self.is_leader)
+        loop = PeriodicThread(name, work, every, when=self.is_leader)
         self._loops[name] = loop
         if self._started:
             loop.start()
