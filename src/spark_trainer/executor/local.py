@@ -26,7 +26,9 @@ from spark_trainer.executor.base import (
 
 logger = logging.getLogger(__name__)
 
-SHIM = Path(__file__).with_name("shim.py")
+# Passed as `-c` source, not as a path: a job user may be unable to read the server's
+# source tree (say, a clone under a 0700 home).
+SHIM_SOURCE = Path(__file__).with_name("shim.py").read_text(encoding="utf-8")
 EXIT_FILE = "exit_status.json"
 STDOUT_FILE = "stdout.log"
 STDERR_FILE = "stderr.log"
@@ -61,7 +63,8 @@ class LocalExecutor(LocalSupervisor[_Supervised]):
                         spec.python or sys.executable,
                         "-I",
                         "-S",
-                        str(SHIM),
+                        "-c",
+                        SHIM_SOURCE,
                         str(exit_file),
                         spec.command,
                     ],

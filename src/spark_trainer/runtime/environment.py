@@ -11,6 +11,7 @@ environment (database URLs, cloud keys, ``PGPASSWORD``) reaches it.
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 import pwd
@@ -202,8 +203,8 @@ class JobUser:
 def _layered_python(directory: Path) -> str | None:
     """Makes ``directory`` a virtual environment on a system interpreter of the server's
     Python version whose site directory adds the server's own, so it imports what the
-    server does (the same minor version keeps compiled extensions loadable). Returns its
-    ``python``, or None when there is no such interpreter.
+    server does (the same minor version keeps compiled extensions loadable), and holds a
+    copy of the SDK. Returns its ``python``, or None when there is no such interpreter.
     """
     version = f"python{sys.version_info.major}.{sys.version_info.minor}"
     base = shutil.which(version, path=SYSTEM_PATH)
@@ -223,6 +224,15 @@ def _layered_python(directory: Path) -> str | None:
         site_dir / "sparktrainer-server.pth",
         "".join(f"import site; site.addsitedir({path!r})\n" for path in site.getsitepackages()),
     )
+    # The SDK itself (small, standard library only for `log`) is copied: it then imports
+    # even where the server's site directory is out of the job user's reach too.
+    sdk = importlib.util.find_spec("sparktrainer")
+    if sdk is not None and sdk.origin is not None:
+        target = site_dir / "sparktrainer"
+        shutil.rmtree(target, ignore_errors=True)
+        shutil.copytree(
+            Path(sdk.origin).parent, target, ignore=shutil.ignore_patterns("__pycache__")
+        )
     for name in ("python", "python3", version):
         link = bin_dir / name
         tmp = bin_dir / f".{name}.tmp"
