@@ -90,8 +90,9 @@ class JobUser:
 
         Where nothing works, the message says what to do. The isolation stays: jobs still
         run as this user with any interpreter it can run (commands work; ones importing the
-        SDK fail until fixed). Only with no usable interpreter at all does the default user
-        give way to the server's own (logged); a configured one is then a start-up error.
+        SDK fail until fixed). Only where it cannot reach the job directories or run any
+        interpreter at all does the default user give way to the server's own (logged); a
+        configured one is then a start-up error.
         """
         if not self.switches:
             return self
@@ -105,7 +106,8 @@ class JobUser:
         if problem is None:
             return self
         layered = _layered_python(data_dir / JOB_PYTHON_DIR)
-        if layered is not None and self._probe(layered, SDK_PROBE) is None:
+        layered_problem = self._probe(layered, SDK_PROBE) if layered is not None else None
+        if layered is not None and layered_problem is None:
             logger.info(
                 "jobs run as %r with %s (the server's interpreter is out of its reach)",
                 self.name,
@@ -113,8 +115,13 @@ class JobUser:
             )
             return replace(self, python=layered)
         version = f"python{sys.version_info.major}.{sys.version_info.minor}"
+        stand_in = (
+            f"nor {layered_problem}"
+            if layered_problem is not None
+            else f"and no {version} it can run was found to stand in"
+        )
         fix = (
-            f"cannot {problem}, and no {version} it can run was found to stand in. Fix: "
+            f"cannot {problem}, {stand_in}. Fix: "
             "install SparkTrainer where that user can read it (a virtual environment outside "
             f"a 0700 home directory, e.g. under /opt), or install {version} system-wide, or set "
             "SPARKTRAINER_JOB_USER to a user that can run it."
