@@ -9,7 +9,7 @@ the POST, is the dispatch latency (one clock: same machine). Reported: p50/p99 o
 ``pending → running`` event (the server's clock): submit → placed (request + scheduler
 wake-up + pass) and placed → started (job dir, process spawn through the shim). As
 context, the cost of spawning a bare Python process here, and of the executor's own spawn
-chain (``python -I -S shim.py`` → ``/bin/sh -c 'date …'``) outside the server.
+chain (``python -I -S -c SHIM`` → ``/bin/sh -c 'date …'``) outside the server.
 
 (b) Scheduler pass time with ``--sched-pending`` (10,000) pending jobs, in-process: the
 schema is created with the server's migrations, a running job holds 6 of 8 virtual GPUs,
@@ -89,7 +89,7 @@ def _read_stamp(path: Path, timeout_s: float = 30) -> float:
 
 def _spawn_costs(work: Path, rounds: int = 20) -> dict[str, float]:
     """p50 ms of: a bare ``python -c pass`` run to exit; the shim chain to ``date``'s stamp."""
-    from spark_trainer.executor.local import SHIM
+    from spark_trainer.executor.local import SHIM_SOURCE
 
     bare: list[float] = []
     isolated: list[float] = []
@@ -106,7 +106,7 @@ def _spawn_costs(work: Path, rounds: int = 20) -> dict[str, float]:
         command = f"date +%s.%N > {shlex.quote(str(stamp))}"
         before = time.time()
         proc = subprocess.Popen(
-            [sys.executable, "-I", "-S", str(SHIM), str(exit_file), command],
+            [sys.executable, "-I", "-S", "-c", SHIM_SOURCE, str(exit_file), command],
             start_new_session=True,
         )
         chain.append(1000 * (_read_stamp(stamp) - before))

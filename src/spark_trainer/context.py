@@ -14,7 +14,7 @@ from spark_trainer.datadir import secure_data_dir
 from spark_trainer.db.engine import make_engine, make_session_factory, request_session_limit
 from spark_trainer.deployments.proxy import DeploymentProxy
 from spark_trainer.deployments.supervisor import ReplicaSupervisor
-from spark_trainer.evaluations.collector import ResultCollector, on_job_ended
+from spark_trainer.evaluations.collector import host_collector, on_job_ended
 from spark_trainer.gpus.inventory import GpuInventory, build_inventory
 from spark_trainer.identity import service as identity
 from spark_trainer.identity.cache import UserCache
@@ -59,10 +59,9 @@ class AppContext:
     # Uploads in progress per user (SPARKTRAINER_MAX_UPLOADS_PER_USER).
     uploads: ConcurrencyGate
     users: UserCache
+    studies: StudyController
     redis: redis.Redis | None = field(default=None)
     running: bool = field(default=False)
-    evaluations: ResultCollector | None = field(default=None)
-    studies: StudyController | None = field(default=None)
 
     @classmethod
     def build(cls, settings: Settings) -> AppContext:
@@ -95,6 +94,7 @@ class AppContext:
         jobs = JobEngine(settings, session_factory, inventory, bus, pipeline, artifacts, handlers)
         studies = StudyController(settings, session_factory, jobs)
         handlers.register(TRIAL_RESULTS, studies.on_trial_ended, kinds=[JobKind.TRIAL])
+        host_collector(session_factory, jobs.leader_loops)
         tokens = TokenConfig.from_settings(settings)
         users = UserCache(
             session_factory,
@@ -121,7 +121,6 @@ class AppContext:
             deployment_supervisor=ReplicaSupervisor(settings, session_factory, jobs, artifacts),
             deployment_proxy=DeploymentProxy(session_factory, tokens.key),
             redis=client,
-            evaluations=ResultCollector(session_factory),
             studies=studies,
         )
 
@@ -129,29 +128,20 @@ class AppContext:
         """Starts the background parts: stream fan-out, event bus, scheduler, executor."""
         self.hub.bind(loop)
         self.bus.start()
-        self.jobs.start()
         self.deployment_supervisor.after_pass.append(self.deployment_proxy.invalidate)
-        self.deployment_supervisor.start()
-        if self.evaluations is not None:
-            self.evaluations.start()
-        if self.studies is not None:
-            self.studies.start()
+        self.jobs.start()
         self.running = True
 
     def stop(self) -> None:
         self.running = False
-        if self.studies is not None:
-            self.studies.stop()
-        if self.evaluations is not None:
-            self.evaluations.stop()
-        self.deployment_supervisor.stop()
         self.jobs.stop()
+        self.deployment_supervisor.close()
+        self.studies.close()
         self.bus.close()
 
     def wake_studies(self) -> None:
         """A shortcut for a study created here; the leader's controller polls anyway."""
-        if self.studies is not None:
-            self.studies.wake()
+        self.studies.wake()
 
     def dependency_status(self) -> dict[str, bool]:
         """The spec's dependencies, and whether each answers right now.

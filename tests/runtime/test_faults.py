@@ -6,7 +6,6 @@ from __future__ import annotations
 import logging
 import shlex
 import subprocess
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -16,8 +15,8 @@ from sqlalchemy import create_engine, func, select, text
 from sqlalchemy.engine import make_url
 
 from spark_trainer.app import create_app
-from spark_trainer.context import AppContext
-from spark_trainer.models import GpuAllocation, Job, ModelFile, ModelVersion
+from spark_trainer.context import MODEL_REGISTRATION, AppContext
+from spark_trainer.models import GpuAllocation, Job, JobOutboxDelivery, ModelFile, ModelVersion
 from spark_trainer.settings import Settings
 from tests.conftest import Account
 from tests.jobs.helpers import FINAL, PY, blocker, submit, wait_for, wait_until
@@ -75,7 +74,13 @@ def test_an_exit_while_the_database_is_away_is_recorded_when_it_is_back(
                 timeout=30,
                 what="the exit to fail to record",
             )
-        time.sleep(2.5)  # a reconcile pass or two while the database is still away
+            # And the engine's next pass fails too, while the database is still away.
+            failed = caplog.text.count("scheduler pass failed")
+            wait_until(
+                lambda: caplog.text.count("scheduler pass failed") > failed,
+                timeout=30,
+                what="a pass while the database is away",
+            )
     finally:
         with admin_engine.connect() as conn:
             conn.execute(text(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true'))
@@ -111,7 +116,13 @@ def test_a_handler_killed_midway_completes_once_after_restart(
             timeout=60,
             what="the registration to complete after restart",
         )
-        time.sleep(1.5)  # further dispatcher passes must not register it again
+        # Recorded as delivered with the model, in its transaction: no later pass
+        # registers it again.
+        delivered = select(func.count()).where(
+            JobOutboxDelivery.handler == MODEL_REGISTRATION,
+            JobOutboxDelivery.delivered_at.is_not(None),
+        )
+        assert _count(database_url, delivered) == 1
         assert _count(database_url, select(func.count()).select_from(ModelVersion)) == 1
         assert _count(database_url, select(func.count()).select_from(ModelFile)) == FILES
         models = server.get("/api/models")

@@ -19,6 +19,7 @@ from spark_trainer.identity import tokens
 from spark_trainer.kit.ids import IdPrefix, new_id
 from spark_trainer.kit.time import utcnow
 from spark_trainer.models import User
+from spark_trainer.runtime.environment import JobUser, JobUserError
 from spark_trainer.settings import DEFAULT_JOB_ENV_ALLOWLIST, Settings
 from tests.conftest import PASSWORD, Account
 from tests.jobs.helpers import FINAL, logs, submit, wait_for
@@ -78,8 +79,9 @@ def test_a_job_cannot_read_the_servers_secrets(
     shutil.copyfile(database_url.removeprefix("sqlite:///"), data_dir / "sparktrainer.db")
     monkeypatch.setenv("PGPASSWORD", "must-not-leak")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "must-not-leak")
+    # The default job user: what `sparktrainer serve` as root does with no setting.
     settings = settings_factory(
-        data_dir=data_dir, database_url=None, secret_key=None, job_user="nobody"
+        data_dir=data_dir, database_url=None, secret_key=None, job_user=None
     )
     settings.signing_key  # noqa: B018 - generated into the data directory now
     ctx = AppContext.build(settings)
@@ -88,7 +90,7 @@ def test_a_job_cannot_read_the_servers_secrets(
         script = (
             'cat "$DATA/secret_key"; echo "secret: $?"; '
             'cat "$DATA/sparktrainer.db" > /dev/null; echo "database: $?"; '
-            "id -un; env"
+            "id -un; python -c 'import sparktrainer'; echo \"sdk: $?\"; env"
         )
         job = submit(client, owner.headers, command=script, environment={"DATA": str(data_dir)})
         done = wait_for(client, owner.headers, job["id"], FINAL)
@@ -99,7 +101,10 @@ def test_a_job_cannot_read_the_servers_secrets(
     assert err.count("Permission denied") == 2, err
     lines = out.splitlines()
     assert lines[2] == "nobody"
-    seen = {line.split("=", 1)[0] for line in lines[3:] if "=" in line}
+    # The job user's `python` imports the SDK, even where the server's own interpreter
+    # (and source tree) lie in a home directory that user cannot enter.
+    assert lines[3] == "sdk: 0", err
+    seen = {line.split("=", 1)[0] for line in lines[4:] if "=" in line}
     allowed = set(DEFAULT_JOB_ENV_ALLOWLIST) | PLATFORM | SHELL_OWN | {"DATA"}
     assert seen <= allowed, seen - allowed
     assert "PGPASSWORD" not in seen and "AWS_SECRET_ACCESS_KEY" not in seen
@@ -108,3 +113,19 @@ def test_a_job_cannot_read_the_servers_secrets(
     assert job_dir.stat().st_uid != 0
     assert stat.S_IMODE((data_dir / "secret_key").stat().st_mode) == 0o600
     assert stat.S_IMODE((data_dir / "sparktrainer.db").stat().st_mode) == 0o600
+
+
+def test_an_unreachable_data_dir_is_named_with_its_fix(
+    settings_factory: Callable[..., Settings], tmp_path: Path
+) -> None:
+    # pytest's tmp tree is 0700 root's: the job user cannot pass through it.
+    data_dir = tmp_path / "data"
+    jobs_dir = data_dir / "jobs"
+    jobs_dir.mkdir(parents=True)
+    configured = JobUser.from_settings(settings_factory(data_dir=data_dir, job_user="nobody"))
+    with pytest.raises(JobUserError, match=r"cannot enter .*jobs\. Fix: put SPARKTRAINER_DATA_DIR"):
+        configured.checked(data_dir, jobs_dir)
+    # The default user gives way to the server's own rather than failing every job.
+    default = JobUser.from_settings(settings_factory(data_dir=data_dir, job_user=None))
+    assert default.switches
+    assert not default.checked(data_dir, jobs_dir).switches

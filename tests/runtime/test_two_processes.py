@@ -22,6 +22,7 @@ from tests.runtime.servers import Server
 LEASE_SECONDS = 2.0
 # The documented takeover bound: the lease's TTL plus one scheduler pass.
 TAKEOVER_BOUND = LEASE_SECONDS + 1.0
+GPUS = 8
 
 
 Pair = tuple[Server, Server]
@@ -31,12 +32,12 @@ Pair = tuple[Server, Server]
 def make_pair(database_url: str, tmp_path: Path) -> Iterator[Callable[..., Pair]]:
     started: list[Server] = []
 
-    def make(**env: str) -> Pair:
+    def make(*, leader: str, gpus: int = 4, **env: str) -> Pair:
         common = {"SPARKTRAINER_LEADER_LEASE_SECONDS": str(LEASE_SECONDS), **env}
         gpu = Server(
             tmp_path / "gpu",
             database_url,
-            SPARKTRAINER_GPUS="4",
+            SPARKTRAINER_GPUS=str(gpus),
             SPARKTRAINER_NODE_NAME="gpu-node",
             **common,
         )
@@ -48,8 +49,9 @@ def make_pair(database_url: str, tmp_path: Path) -> Iterator[Callable[..., Pair]
             **common,
         )
         started.extend((gpu, api))
-        gpu.start()  # first: it migrates the database and becomes the leader
-        api.start()
+        # The first to start migrates the database and becomes the leader.
+        for server in (api, gpu) if leader == "api" else (gpu, api):
+            server.start()
         return gpu, api
 
     yield make
@@ -66,6 +68,13 @@ def _lease_holder(database_url: str) -> str | None:
         engine.dispose()
 
 
+def _alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
 def _holder_pid(holder: str | None) -> int | None:
     return int(holder.split(":")[1]) if holder else None
 
@@ -73,7 +82,8 @@ def _holder_pid(holder: str | None) -> int | None:
 def test_one_scheduler_across_processes(
     make_pair: Callable[..., Pair], database_url: str, tmp_path: Path
 ) -> None:
-    gpu, api = make_pair()
+    # The leader without GPUs: placement and supervision happen in different processes.
+    gpu, api = make_pair(leader="api")
     assert gpu.proc is not None and api.proc is not None
 
     # Submitted through the process without GPUs: accepted, placed and run on the GPU node.
@@ -85,45 +95,47 @@ def test_one_scheduler_across_processes(
     assert too_big.status_code == 400
     assert "largest node, which has 4 GPUs" in too_big.json()["message"]
 
-    # Cancel through the process that does not supervise the job.
-    pid_file = tmp_path / "job-pid"
-    victim = gpu.submit(f"echo $$ > {pid_file}; sleep 300")
+    # Cancel through the process that does not supervise the job: the job's whole real
+    # process tree (its shell and a child it started) is gone and it reads `cancelled`.
+    pids = tmp_path / "job-pids"
+    victim = gpu.submit(f"sleep 300 & echo $$ $! > {pids}.tmp; mv {pids}.tmp {pids}; wait")
     gpu.wait(victim, {"running"})
-    wait_until(lambda: pid_file.exists() and pid_file.read_text().strip() != "", what="pid")
-    pid = int(pid_file.read_text())
+    wait_until(pids.exists, what="the job's pids")
+    tree = [int(pid) for pid in pids.read_text().split()]
+    assert len(tree) == 2 and all(psutil.pid_exists(pid) for pid in tree)
     answered = api.post(f"/api/jobs/{victim}/cancel")
     assert answered.status_code == 200, answered.text
     assert answered.json()["status"] == "cancelled"
     assert answered.json()["status_reason"] == "cancelled by user"
     wait_until(
-        lambda: not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE,
+        lambda: not any(_alive(pid) for pid in tree),
         timeout=10,
-        what="the job's process to be gone",
+        what="the job's processes to be gone",
     )
 
     # Killing the leader moves scheduling to the other process within the bound.
-    assert _holder_pid(_lease_holder(database_url)) == gpu.proc.pid
-    gpu.kill()
+    assert _holder_pid(_lease_holder(database_url)) == api.proc.pid
+    api.kill()
     killed_at = time.monotonic()
     wait_until(
-        lambda: _holder_pid(_lease_holder(database_url)) == api.proc.pid,  # type: ignore[union-attr]
+        lambda: _holder_pid(_lease_holder(database_url)) == gpu.proc.pid,  # type: ignore[union-attr]
         timeout=TAKEOVER_BOUND + 5,
         what="the other process to take the lease",
     )
     assert time.monotonic() - killed_at <= TAKEOVER_BOUND + 1.0  # + polling slack
-    # The new leader places jobs on the GPU node once its process is back.
-    gpu.start()
-    after = api.submit("echo placed by the new leader")
-    done = api.wait(after, FINAL)
+    after = gpu.submit("echo placed by the new leader")
+    done = gpu.wait(after, FINAL)
     assert done["status"] == "completed", done
-    assert _holder_pid(_lease_holder(database_url)) == api.proc.pid
 
 
 def test_concurrent_submissions_never_share_a_gpu(
     make_pair: Callable[..., Pair], database_url: str
 ) -> None:
     # Simulated processes: what is under test is placement, not process spawning.
-    gpu, api = make_pair(SPARKTRAINER_EXECUTOR="fake")
+    # The GPU node leads: without Redis (no cross-process wake-up) a remote leader's
+    # placements would each wait for the node's next idle pass.
+    # Eight GPUs for jobs of 1-4: placements still contend, in half the serial rounds.
+    gpu, api = make_pair(leader="gpu", gpus=GPUS, SPARKTRAINER_EXECUTOR="fake")
     rng = random.Random(8)
     sizes = [rng.randint(1, 4) for _ in range(200)]
     engine = create_engine(database_url)
@@ -155,7 +167,7 @@ def test_concurrent_submissions_never_share_a_gpu(
             if not unfinished:
                 break
             assert time.monotonic() < deadline, f"{unfinished} jobs still unfinished"
-            time.sleep(0.1)
+            time.sleep(0.2)
         with engine.connect() as conn:
             jobs = conn.execute(
                 select(
@@ -177,7 +189,7 @@ def test_concurrent_submissions_never_share_a_gpu(
             held[job_id] = held.get(job_id, 0) + 1
         assert all(count == by_id[job_id].gpu_count for job_id, count in held.items())
     # And over the whole run: two jobs that shared a GPU never ran at the same time.
-    for gpu_index in range(4):
+    for gpu_index in range(GPUS):
         spans = sorted((job.started_at, job.finished_at) for job in jobs if gpu_index in job.gpus)
         for (_, end), (start, _) in itertools.pairwise(spans):
             assert end <= start, f"GPU {gpu_index} held twice"

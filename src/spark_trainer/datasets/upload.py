@@ -20,7 +20,7 @@ and its temporary file removed: nothing of the upload remains.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -257,6 +257,40 @@ def _boundary(content_type: str | None) -> bytes:
     return boundary
 
 
+async def feed_form(
+    request: Request,
+    callbacks: MultipartCallbacks,
+    *,
+    max_bytes: int,
+    too_large: Callable[[int], PayloadTooLarge],
+) -> AsyncIterator[None]:
+    """Streams the request's multipart body into a parser with ``callbacks``, yielding
+    after each chunk so the caller can store what the callbacks collected.
+
+    Raises 400 for a body that is not ``multipart/form-data``, malformed or cut off, and
+    ``too_large(max_bytes)`` once the body (declared or received) passes ``max_bytes``
+    plus the form's own overhead.
+    """
+    boundary = _boundary(request.headers.get("content-type"))
+    body_limit = max_bytes + FORM_OVERHEAD_BYTES
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > body_limit:
+        raise too_large(max_bytes)
+    try:
+        parser = MultipartParser(boundary, callbacks=callbacks)
+        received = 0
+        async for chunk in request.stream():
+            received += len(chunk)
+            if received > body_limit:
+                raise too_large(max_bytes)
+            parser.write(chunk)
+            yield
+    except FormParserError as exc:
+        raise BadRequest(f"Malformed multipart body: {exc}") from None
+    except ClientDisconnect:
+        raise BadRequest("The upload was interrupted: the client disconnected") from None
+
+
 async def receive_upload(
     request: Request,
     store: ArtifactStore,
@@ -270,33 +304,17 @@ async def receive_upload(
 
     Raises 400 for a malformed or incomplete body and 413 past ``max_file_bytes``.
     """
-    boundary = _boundary(request.headers.get("content-type"))
-    body_limit = max_file_bytes + FORM_OVERHEAD_BYTES
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > body_limit:
-        raise _too_large(max_file_bytes)
     form = _Form(fields, max_file_bytes)
-    try:
-        parser = MultipartParser(boundary, callbacks=form.callbacks())
-    except FormParserError as exc:
-        raise BadRequest(f"Malformed multipart body: {exc}") from None
     sink = _BlobSink(store)
-    received = 0
     try:
-        async for chunk in request.stream():
-            received += len(chunk)
-            if received > body_limit:
-                raise _too_large(max_file_bytes)
-            parser.write(chunk)
+        async for _ in feed_form(
+            request, form.callbacks(), max_bytes=max_file_bytes, too_large=_too_large
+        ):
             if form.batch_bytes >= BATCH_BYTES:
                 await sink.push(form.take_batch())
         form.check_complete()
         await sink.push(form.take_batch())
         blob = await sink.commit()
-    except FormParserError as exc:
-        raise BadRequest(f"Malformed multipart body: {exc}") from None
-    except ClientDisconnect:
-        raise BadRequest("The upload was interrupted: the client disconnected") from None
     finally:
         await sink.close()
     return ReceivedUpload(

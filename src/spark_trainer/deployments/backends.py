@@ -12,12 +12,14 @@ import json
 import os
 import shlex
 import shutil
-import sys
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
 LISTEN_HOST = "127.0.0.1"  # replicas are reached through the proxy only
+# The job's own `python`: its PATH starts with an interpreter the job user can run, which
+# the server's (say under a 0700 home) may not be.
+JOB_PYTHON = "python"
 TRITON_MODEL_VERSION = "1"
 
 
@@ -73,12 +75,12 @@ def missing_executable(backend: Backend, search_path: str | None = None) -> str 
     return None if shutil.which(name, path=search_path or os.environ.get("PATH")) else name
 
 
-def command(backend: Backend, files: ReplicaFiles, *, python: str = sys.executable) -> str:
+def command(backend: Backend, files: ReplicaFiles, *, python: str = JOB_PYTHON) -> str:
     """The shell command line of one replica (jobs run ``/bin/sh -c`` on it)."""
     return shlex.join(argv(backend, files, python=python))
 
 
-def argv(backend: Backend, files: ReplicaFiles, *, python: str = sys.executable) -> list[str]:
+def argv(backend: Backend, files: ReplicaFiles, *, python: str = JOB_PYTHON) -> list[str]:
     port = str(files.port)
     name = files.served_name
     model = str(files.model_dir)

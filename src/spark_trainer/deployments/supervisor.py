@@ -17,7 +17,6 @@ from __future__ import annotations
 import logging
 import random
 import socket
-import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -90,40 +89,20 @@ class ReplicaSupervisor:
         self.node = settings.node_name
         # Called after every pass (the proxy refreshes its routes from it).
         self.after_pass: list[Callable[[], None]] = []
-        self._wake = threading.Event()
-        self._stopping = threading.Event()
-        self._thread: threading.Thread | None = None
         self._http = httpx.Client(timeout=HEALTH_TIMEOUT_SECONDS)
         self._probes = ThreadPoolExecutor(8, thread_name_prefix="replica-health")
-
-    # --- the loop -------------------------------------------------------------------
-
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._loop, name="replica-supervisor", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stopping.set()
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-        self._probes.shutdown(wait=False)
-        self._http.close()
+        # One supervisor for all API processes: the scheduling leader's.
+        self._loop = jobs.leader_loops.add(
+            "deployments.replicas", self.run_pass, every=PASS_SECONDS
+        )
 
     def wake(self) -> None:
-        self._wake.set()
+        self._loop.wake()
 
-    def _loop(self) -> None:
-        while not self._stopping.is_set():
-            self._wake.wait(PASS_SECONDS)
-            self._wake.clear()
-            if self._stopping.is_set():
-                return
-            try:
-                self.run_pass()
-            except Exception:
-                logger.exception("replica supervisor pass failed")
-                self._stopping.wait(1.0)
+    def close(self) -> None:
+        """After the engine has stopped (and with it this supervisor's passes)."""
+        self._probes.shutdown(wait=False)
+        self._http.close()
 
     # --- one pass -------------------------------------------------------------------
 

@@ -2,8 +2,8 @@
 
 :func:`record_outcome` is an idempotent function of (session, job id): it may run any
 number of times, from any process, and records once. Today a reconcile pass
-(:func:`run_pass`, on :class:`ResultCollector`'s thread) calls it; it is written to be
-hosted as a durable job-end event handler once the engine core provides them.
+(:func:`run_pass`, hosted on the scheduling leader) and the durable job-end handler
+(:func:`on_job_ended`) both call it.
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +24,8 @@ from spark_trainer.kit.time import utcnow
 from spark_trainer.models import Evaluation, Job, JobStatus
 from spark_trainer.runtime.events import JobEnded
 from spark_trainer.runtime.jobfiles import OUTPUT_DIR
+from spark_trainer.runtime.leader import LeaderLoops
+from spark_trainer.runtime.periodic import PeriodicThread
 
 logger = logging.getLogger(__name__)
 
@@ -135,36 +136,8 @@ def run_pass(session_factory: sessionmaker[Session]) -> int:
     return recorded
 
 
-class ResultCollector:
-    """Runs :func:`run_pass` every second, or at once when woken by a job's end."""
-
-    def __init__(self, session_factory: sessionmaker[Session]) -> None:
-        self.session_factory = session_factory
-        self._wake = threading.Event()
-        self._stopping = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._loop, name="evaluation-collector", daemon=True)
-        self._thread.start()
-
-    def wake(self, _job_id: str | None = None) -> None:
-        self._wake.set()
-
-    def stop(self) -> None:
-        self._stopping.set()
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-
-    def _loop(self) -> None:
-        while not self._stopping.is_set():
-            self._wake.wait(POLL_SECONDS)
-            self._wake.clear()
-            if self._stopping.is_set():
-                return
-            try:
-                run_pass(self.session_factory)
-            except Exception:
-                logger.exception("evaluation collector pass failed")
-                self._stopping.wait(POLL_SECONDS)
+def host_collector(session_factory: sessionmaker[Session], loops: LeaderLoops) -> PeriodicThread:
+    """Runs :func:`run_pass` every second on the scheduling leader: a safety net behind
+    the job-end handler (:func:`on_job_ended`) that also fails evaluations whose job was
+    deleted."""
+    return loops.add("evaluations.results", lambda: run_pass(session_factory), every=POLL_SECONDS)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shlex
-import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -206,8 +205,8 @@ def create(
             f"{largest} GPUs"
         )
     spec = _inputs(session, store, user, model, data.benchmark, config, api_url)
-    python = shlex.quote(sys.executable)
-    command = f"{python} -m {RUNNER_MODULE} --spec {shlex.quote(spec.to_argument())}"
+    # The job's own `python`, one its user can run (see runtime.environment.JobUser).
+    command = f"python -m {RUNNER_MODULE} --spec {shlex.quote(spec.to_argument())}"
     try:
         job = jobs.submit(
             session,

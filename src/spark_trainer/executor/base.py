@@ -24,11 +24,14 @@ Contract:
 
 from __future__ import annotations
 
+import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,7 +46,7 @@ class LaunchSpec:
     uid: int | None = None
     gid: int | None = None
     # The interpreter for the local executor's stdlib-only shim (None: the server's).
-    shim_python: str | None = None
+    python: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,3 +107,50 @@ class Executor(ABC):
     @abstractmethod
     def shutdown(self) -> None:
         """Stops supervising. Job processes keep running, to be adopted after a restart."""
+
+
+class Supervising(Generic[T]):
+    """What an executor supervises now, by job id (thread-safe), and whether it has shut
+    down: an exit seen after shutdown is not reported (the next start adopts the job)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._jobs: dict[str, T] = {}
+        self._closed = False
+
+    def add(self, job_id: str, item: T) -> None:
+        with self._lock:
+            self._jobs[job_id] = item
+
+    def get(self, job_id: str) -> T | None:
+        with self._lock:
+            return self._jobs.get(job_id)
+
+    def ended(self, job_id: str) -> bool:
+        """Forgets the job; True if its exit is to be reported (not shut down)."""
+        with self._lock:
+            self._jobs.pop(job_id, None)
+            return not self._closed
+
+    def ids(self) -> set[str]:
+        with self._lock:
+            return set(self._jobs)
+
+    def close(self) -> list[T]:
+        """Shuts down; returns what was supervised."""
+        with self._lock:
+            self._closed = True
+            return list(self._jobs.values())
+
+
+class LocalSupervisor(Executor, Generic[T]):
+    """An executor that supervises its jobs' processes itself (local, fake), each job
+    tracked as a ``T`` while it runs."""
+
+    def __init__(self, on_exit: ExitCallback, *, kill_grace_seconds: float = 10.0) -> None:
+        super().__init__(on_exit)
+        self.kill_grace_seconds = kill_grace_seconds
+        self._jobs = Supervising[T]()
+
+    def running(self) -> set[str]:
+        return self._jobs.ids()

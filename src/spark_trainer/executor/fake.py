@@ -19,12 +19,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from spark_trainer.executor.base import (
-    Executor,
-    ExitCallback,
     ExitReport,
     Handle,
     LaunchError,
     LaunchSpec,
+    LocalSupervisor,
 )
 
 STDOUT_FILE = "stdout.log"
@@ -73,15 +72,8 @@ def _parse(command: str) -> tuple[list[tuple[str, str]], bool]:
     return script, trap
 
 
-class FakeExecutor(Executor):
+class FakeExecutor(LocalSupervisor[_Process]):
     name = "fake"
-
-    def __init__(self, on_exit: ExitCallback, *, kill_grace_seconds: float = 10.0) -> None:
-        super().__init__(on_exit)
-        self.kill_grace_seconds = kill_grace_seconds
-        self._lock = threading.Lock()
-        self._jobs: dict[str, _Process] = {}
-        self._closed = False
 
     def launch(self, spec: LaunchSpec) -> Handle:
         script, trap = _parse(spec.command)
@@ -108,25 +100,18 @@ class FakeExecutor(Executor):
         return True
 
     def terminate(self, job_id: str, grace_seconds: float) -> bool:
-        with self._lock:
-            process = self._jobs.get(job_id)
+        process = self._jobs.get(job_id)
         if process is None:
             return False
         process.terminated = True
         _stop(process, grace_seconds)
         return True
 
-    def running(self) -> set[str]:
-        with self._lock:
-            return set(self._jobs)
-
     def shutdown(self) -> None:
-        with self._lock:
-            self._closed = True
+        self._jobs.close()
 
     def _supervise(self, process: _Process) -> None:
-        with self._lock:
-            self._jobs[process.job_id] = process
+        self._jobs.add(process.job_id, process)
         threading.Thread(target=self._wait, args=(process,), daemon=True).start()
 
     def _wait(self, process: _Process) -> None:
@@ -135,10 +120,8 @@ class FakeExecutor(Executor):
                 process.deadline = None
                 process.timed_out = True
                 _stop(process, self.kill_grace_seconds)
-        with self._lock:
-            self._jobs.pop(process.job_id, None)
-            if self._closed:
-                return
+        if not self._jobs.ended(process.job_id):
+            return
         self._report(_report_of(process))
 
     def _report(self, report: ExitReport) -> None:

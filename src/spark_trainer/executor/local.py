@@ -17,17 +17,18 @@ from pathlib import Path
 import psutil
 
 from spark_trainer.executor.base import (
-    Executor,
-    ExitCallback,
     ExitReport,
     Handle,
     LaunchError,
     LaunchSpec,
+    LocalSupervisor,
 )
 
 logger = logging.getLogger(__name__)
 
-SHIM = Path(__file__).with_name("shim.py")
+# Passed as `-c` source, not as a path: a job user may be unable to read the server's
+# source tree (say, a clone under a 0700 home).
+SHIM_SOURCE = Path(__file__).with_name("shim.py").read_text(encoding="utf-8")
 EXIT_FILE = "exit_status.json"
 STDOUT_FILE = "stdout.log"
 STDERR_FILE = "stderr.log"
@@ -45,15 +46,8 @@ class _Supervised:
     kill_at: float | None = None
 
 
-class LocalExecutor(Executor):
+class LocalExecutor(LocalSupervisor[_Supervised]):
     name = "local"
-
-    def __init__(self, on_exit: ExitCallback, *, kill_grace_seconds: float = 10.0) -> None:
-        super().__init__(on_exit)
-        self.kill_grace_seconds = kill_grace_seconds
-        self._lock = threading.Lock()
-        self._jobs: dict[str, _Supervised] = {}
-        self._closed = False
 
     def launch(self, spec: LaunchSpec) -> Handle:
         spec.job_dir.mkdir(parents=True, exist_ok=True)
@@ -66,10 +60,11 @@ class LocalExecutor(Executor):
             ):
                 proc = subprocess.Popen(
                     [
-                        spec.shim_python or sys.executable,
+                        spec.python or sys.executable,
                         "-I",
                         "-S",
-                        str(SHIM),
+                        "-c",
+                        SHIM_SOURCE,
                         str(exit_file),
                         spec.command,
                     ],
@@ -96,8 +91,7 @@ class LocalExecutor(Executor):
         except psutil.Error:
             started_at = time.time()
         supervised = _Supervised(spec.job_id, proc.pid, spec.job_dir)
-        with self._lock:
-            self._jobs[spec.job_id] = supervised
+        self._jobs.add(spec.job_id, supervised)
         if spec.timeout_seconds is not None:
             self._arm_timeout(supervised, spec.timeout_seconds)
         threading.Thread(
@@ -110,9 +104,8 @@ class LocalExecutor(Executor):
         return Handle(self.name, {"pid": proc.pid, "started_at": started_at})
 
     def adopt(self, job_id: str, handle: Handle, job_dir: Path, timeout_at: float | None) -> bool:
-        with self._lock:
-            if job_id in self._jobs:
-                return True
+        if self._jobs.get(job_id) is not None:
+            return True
         pid, started_at = int(handle.data["pid"]), float(handle.data["started_at"])
         supervised = _Supervised(job_id, pid, job_dir)
         try:
@@ -127,8 +120,7 @@ class LocalExecutor(Executor):
             # Gone while the server was down: report now from what the shim left behind.
             self._finish(supervised, shim_returncode=None, kill_group=False)
             return False
-        with self._lock:
-            self._jobs[job_id] = supervised
+        self._jobs.add(job_id, supervised)
         if timeout_at is not None:
             self._arm_timeout(supervised, max(0.0, timeout_at - time.time()))
         threading.Thread(
@@ -140,24 +132,17 @@ class LocalExecutor(Executor):
         return True
 
     def terminate(self, job_id: str, grace_seconds: float) -> bool:
-        with self._lock:
-            supervised = self._jobs.get(job_id)
-            if supervised is None:
-                return False
-            supervised.terminated = True
+        supervised = self._jobs.get(job_id)
+        if supervised is None:
+            return False
+        supervised.terminated = True
         self._stop(supervised, grace_seconds)
         return True
 
-    def running(self) -> set[str]:
-        with self._lock:
-            return set(self._jobs)
-
     def shutdown(self) -> None:
-        with self._lock:
-            self._closed = True
-            for supervised in self._jobs.values():
-                for timer in supervised.timers:
-                    timer.cancel()
+        for supervised in self._jobs.close():
+            for timer in supervised.timers:
+                timer.cancel()
 
     # --- supervision ----------------------------------------------------------------
 
@@ -212,10 +197,8 @@ class LocalExecutor(Executor):
             # A job ends with its main process: whatever it left running in its group goes
             # too, so no stray process keeps holding the job's GPUs.
             _signal_group(supervised.pgid, signal.SIGKILL)
-        with self._lock:
-            self._jobs.pop(supervised.job_id, None)
-            if self._closed:
-                return
+        if not self._jobs.ended(supervised.job_id):
+            return
         report = _exit_report(supervised, shim_returncode)
         try:
             self.on_exit(report)

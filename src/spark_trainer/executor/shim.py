@@ -1,6 +1,6 @@
 """Runs one job's command and records how it ended. Standard library only.
 
-The local executor starts this file directly (``python -I -S shim.py EXIT_FILE COMMAND``)
+The local executor runs this file's source (``python -I -S -c SOURCE EXIT_FILE COMMAND``)
 as the leader of the job's new process group. It runs ``/bin/sh -c COMMAND`` in that
 group, waits for it, and writes its exit status to EXIT_FILE. The file is what lets a
 restarted server learn how a job ended while it was down. SIGTERM sent to the group reaches

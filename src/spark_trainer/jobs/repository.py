@@ -2,11 +2,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sqlalchemy import Row, bindparam, func, or_, select
+from sqlalchemy import Row, bindparam, func, select
 from sqlalchemy.orm import Session
 
 from spark_trainer.kit.pagination import page_of
 from spark_trainer.models import Job, JobEvent, JobStatus, User
+from spark_trainer.models.job import ahead_in_queue
 
 # Built once: a statement reused as is skips construction and cache-key generation, a
 # good part of a single metrics POST.
@@ -65,13 +66,7 @@ class JobRepository:
             self.session.scalar(
                 select(func.count())
                 .select_from(Job)
-                .where(
-                    Job.status == JobStatus.PENDING,
-                    or_(
-                        Job.priority > job.priority,
-                        (Job.priority == job.priority) & (Job.created_at < job.created_at),
-                    ),
-                )
+                .where(Job.status == JobStatus.PENDING, ahead_in_queue(job))
             )
             or 0
         )

@@ -4,8 +4,21 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Float, ForeignKey, Index, Integer, String, Text
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    ColumnElement,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UnaryExpression,
+    and_,
+    or_,
+)
+from sqlalchemy.orm import InstrumentedAttribute, Mapped, mapped_column
 
 from spark_trainer.models.base import Base, TimestampMixin
 
@@ -160,3 +173,34 @@ class JobOutboxDelivery(Base):
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     last_error: Mapped[str | None] = mapped_column(Text, default=None)
     next_attempt_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
+# The queue order, written once: higher priority first, then earlier submission (FIFO),
+# then id. The scheduler reads the queue in it and a pending job counts the jobs ahead by
+# it; ``scheduler.policy`` takes the queue already in this order. (column, descending)
+QUEUE_ORDER: tuple[tuple[str, bool], ...] = (
+    ("priority", True),
+    ("created_at", False),
+    ("id", False),
+)
+
+
+def queue_order_by() -> list[UnaryExpression[Any] | InstrumentedAttribute[Any]]:
+    """``ORDER BY`` terms for :data:`QUEUE_ORDER`."""
+    terms: list[UnaryExpression[Any] | InstrumentedAttribute[Any]] = []
+    for name, descending in QUEUE_ORDER:
+        column: InstrumentedAttribute[Any] = getattr(Job, name)
+        terms.append(column.desc() if descending else column)
+    return terms
+
+
+def ahead_in_queue(job: Job) -> ColumnElement[bool]:
+    """Jobs before ``job`` in :data:`QUEUE_ORDER` (a lexicographic comparison)."""
+    before: list[ColumnElement[bool]] = []
+    tied: list[ColumnElement[bool]] = []
+    for name, descending in QUEUE_ORDER:
+        column: InstrumentedAttribute[Any] = getattr(Job, name)
+        value = getattr(job, name)
+        before.append(and_(*tied, column > value if descending else column < value))
+        tied.append(column == value)
+    return or_(*before)

@@ -31,11 +31,10 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import IO, TYPE_CHECKING
 
-from python_multipart.exceptions import FormParserError
-from python_multipart.multipart import MultipartParser, parse_options_header
-from starlette.requests import ClientDisconnect, Request
+from python_multipart.multipart import parse_options_header
+from starlette.requests import Request
 
-from spark_trainer.datasets.upload import BATCH_BYTES, FORM_OVERHEAD_BYTES
+from spark_trainer.datasets.upload import BATCH_BYTES, feed_form
 from spark_trainer.errors import BadRequest, PayloadTooLarge, ValidationFailed
 from spark_trainer.storage.base import ArtifactStore, BlobInfo, BlobWriter
 
@@ -259,14 +258,6 @@ class _Form:
         self.complete = True
 
 
-def _boundary(content_type: str | None) -> bytes:
-    kind, options = parse_options_header(content_type)
-    boundary = options.get(b"boundary")
-    if kind != b"multipart/form-data" or not boundary:
-        raise BadRequest("Content-Type must be multipart/form-data (with a boundary)")
-    return boundary
-
-
 async def receive_model(
     request: Request,
     store: ArtifactStore,
@@ -277,22 +268,13 @@ async def receive_model(
 ) -> ReceivedModel:
     """Reads the form and stores the model's files; raises 400 for a malformed body or
     an unsafe path and 413 past ``max_total_bytes`` (files, or an archive's contents)."""
-    boundary = _boundary(request.headers.get("content-type"))
-    body_limit = max_total_bytes + FORM_OVERHEAD_BYTES
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > body_limit:
-        raise _too_large(max_total_bytes)
     form = _Form(fields, max_total_bytes)
     writers = _Writers(store)
     spool: IO[bytes] | None = None
     try:
-        parser = MultipartParser(boundary, callbacks=form.callbacks())
-        received = 0
-        async for chunk in request.stream():
-            received += len(chunk)
-            if received > body_limit:
-                raise _too_large(max_total_bytes)
-            parser.write(chunk)
+        async for _ in feed_form(
+            request, form.callbacks(), max_bytes=max_total_bytes, too_large=_too_large
+        ):
             for index, part in enumerate(form.parts):
                 if part.pushed or not (part.ended or part.pending_bytes >= BATCH_BYTES):
                     continue
@@ -314,10 +296,6 @@ async def receive_model(
         else:
             paths = [part.path for part in form.parts if part.path is not None]
         blobs = await writers.commit()
-    except FormParserError as exc:
-        raise BadRequest(f"Malformed multipart body: {exc}") from None
-    except ClientDisconnect:
-        raise BadRequest("The upload was interrupted: the client disconnected") from None
     finally:
         await writers.close()
         if spool is not None:

@@ -11,14 +11,17 @@ environment (database URLs, cloud keys, ``PGPASSWORD``) reaches it.
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 import pwd
+import shlex
 import shutil
+import site
 import subprocess
 import sys
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from spark_trainer.settings import Settings
@@ -27,6 +30,11 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_ROOT_JOB_USER = "nobody"
 CHECK_TIMEOUT_SECONDS = 30.0
+SYSTEM_PATH = "/usr/local/bin:/usr/bin:/bin"
+# Under the data directory: the interpreter jobs run when the job user cannot run the
+# server's own (see ``JobUser.checked``).
+JOB_PYTHON_DIR = "job-python"
+SDK_PROBE = "import sparktrainer"
 
 
 class JobUserError(Exception):
@@ -40,8 +48,8 @@ class JobUser:
     name: str | None = None
     uid: int | None = None
     gid: int | None = None
-    # The interpreter that runs the executor's shim (stdlib only) as this user.
-    shim_python: str = sys.executable
+    # The interpreter a job's ``PATH`` starts with, which also runs the executor's shim.
+    python: str = sys.executable
     configured: bool = False
 
     @property
@@ -70,58 +78,109 @@ class JobUser:
             return cls()
         return cls(name=name, uid=entry.pw_uid, gid=entry.pw_gid, configured=configured)
 
-    def checked(self) -> JobUser:
-        """Checks at start-up that this user can run the server's interpreter and import
-        the SDK; says plainly what to do where it cannot.
+    def checked(self, data_dir: Path, jobs_dir: Path) -> JobUser:
+        """Checks at start-up that this user can reach the job directories, run the
+        server's interpreter and import the SDK, and finds a way where it cannot.
 
-        Configured explicitly: jobs still run as this user (the shim falls back to a
-        system ``python3`` it can run), and the message says why SDK jobs will fail. Not
-        configured (the root default): jobs run as the server's user, with the message.
+        The usual obstacle is an interpreter under a 0700 home (pyenv or a virtual
+        environment under ``/root``). Then jobs get ``DATA_DIR/job-python``: a virtual
+        environment on a system interpreter of the same Python version, whose site
+        directory points at the server's packages, so a job's ``python`` imports the same
+        SDK and libraries, as the job user, without opening the home directory.
+
+        Where nothing works, the message says what to do. The isolation stays: jobs still
+        run as this user with any interpreter it can run (commands work; ones importing the
+        SDK fail until fixed). Only where it cannot reach the job directories or run any
+        interpreter at all does the default user give way to the server's own (logged); a
+        configured one is then a start-up error.
         """
         if not self.switches:
             return self
-        problem = self._probe(sys.executable, "import sparktrainer")
-        if problem is None:
-            return self
-        fix = (
-            f"Jobs run as '{self.name}' (SPARKTRAINER_JOB_USER), which cannot {problem}. "
-            f"Fix: install SparkTrainer where '{self.name}' can read it (a virtual "
-            "environment outside a 0700 home directory, e.g. under /opt), or set "
-            "SPARKTRAINER_JOB_USER to a user that can run it."
-        )
-        if not self.configured:
-            logger.error(
-                "%s Until then jobs run as the server's own user and can read its data "
-                "directory; set SPARKTRAINER_JOB_USER=root to accept that and silence this.",
-                fix,
+        if self._run(["/bin/sh", "-c", 'cd "$1"', "sh", str(jobs_dir)]) is not None:
+            self._give_up(
+                f"cannot enter {jobs_dir}. Fix: put SPARKTRAINER_DATA_DIR where "
+                f"'{self.name}' can pass through every parent directory (not under a 0700 home)."
             )
             return JobUser()
-        fallback = shutil.which("python3", path="/usr/bin:/bin:/usr/local/bin")
-        if fallback is None or self._probe(fallback, "pass") is not None:
-            raise JobUserError(fix)
-        logger.error("%s Job commands still run; ones that use the SDK will fail.", fix)
-        return JobUser(self.name, self.uid, self.gid, shim_python=fallback, configured=True)
+        problem = self._probe(sys.executable, SDK_PROBE)
+        if problem is None:
+            return self
+        layered = _layered_python(data_dir / JOB_PYTHON_DIR)
+        layered_problem = self._probe(layered, SDK_PROBE) if layered is not None else None
+        if layered is not None and layered_problem is None:
+            logger.info(
+                "jobs run as %r with %s (the server's interpreter is out of its reach)",
+                self.name,
+                layered,
+            )
+            return replace(self, python=layered)
+        version = f"python{sys.version_info.major}.{sys.version_info.minor}"
+        stand_in = (
+            f"nor {layered_problem}"
+            if layered_problem is not None
+            else f"and no {version} it can run was found to stand in"
+        )
+        fix = (
+            f"cannot {problem}, {stand_in}. Fix: "
+            "install SparkTrainer where that user can read it (a virtual environment outside "
+            f"a 0700 home directory, e.g. under /opt), or install {version} system-wide, or set "
+            "SPARKTRAINER_JOB_USER to a user that can run it."
+        )
+        fallback = next(
+            (
+                candidate
+                for candidate in (layered, shutil.which("python3", path=SYSTEM_PATH))
+                if candidate is not None and self._probe(candidate, "pass") is None
+            ),
+            None,
+        )
+        if fallback is None:
+            self._give_up(fix)
+            return JobUser()
+        logger.error(
+            "Jobs run as '%s' (SPARKTRAINER_JOB_USER), which %s Job commands still run; "
+            "ones that import the SDK fail.",
+            self.name,
+            fix,
+        )
+        return replace(self, python=fallback)
+
+    def _give_up(self, fix: str) -> None:
+        """No way to run jobs as this user: a start-up error where it was chosen
+        explicitly, else jobs run as the server's own user, said loudly."""
+        message = f"Jobs run as '{self.name}' (SPARKTRAINER_JOB_USER), which {fix}"
+        if self.configured:
+            raise JobUserError(message)
+        logger.error(
+            "%s Until then jobs run as the server's own user and can read its data "
+            "directory; set SPARKTRAINER_JOB_USER=root to accept that and silence this.",
+            message,
+        )
 
     def _probe(self, python: str, code: str) -> str | None:
+        """None if this user can run ``python -c code``, else what it cannot do."""
+        return self._run([python, "-c", code])
+
+    def _run(self, argv: list[str]) -> str | None:
         try:
             result = subprocess.run(
-                [python, "-c", code],
+                argv,
                 user=self.uid,
                 group=self.gid,
                 extra_groups=[],
-                env={"PATH": "/usr/bin:/bin"},
+                env={"PATH": SYSTEM_PATH},
                 cwd="/",
                 capture_output=True,
                 timeout=CHECK_TIMEOUT_SECONDS,
                 check=False,
             )
         except OSError as exc:
-            return f"run {python} ({exc.strerror or exc})"
+            return f"run {argv[0]} ({exc.strerror or exc})"
         except subprocess.TimeoutExpired:
-            return f"run {python} within {CHECK_TIMEOUT_SECONDS:.0f} s"
+            return f"run {argv[0]} within {CHECK_TIMEOUT_SECONDS:.0f} s"
         if result.returncode != 0:
             last = result.stderr.decode(errors="replace").strip().splitlines()[-1:]
-            return f"run `{python} -c '{code}'` ({last[0] if last else result.returncode})"
+            return f"run `{shlex.join(argv)}` ({last[0] if last else result.returncode})"
         return None
 
     def protect_data_dir(self, data_dir: Path, jobs_dir: Path, database_file: Path | None) -> None:
@@ -146,6 +205,57 @@ class JobUser:
             return
         for path in paths:
             os.chown(path, self.uid, self.gid)
+
+
+def _layered_python(directory: Path) -> str | None:
+    """Makes ``directory`` a virtual environment on a system interpreter of the server's
+    Python version whose site directory adds the server's own, so it imports what the
+    server does (the same minor version keeps compiled extensions loadable), and holds a
+    copy of the SDK. Returns its ``python``, or None when there is no such interpreter.
+    """
+    version = f"python{sys.version_info.major}.{sys.version_info.minor}"
+    base = shutil.which(version, path=SYSTEM_PATH)
+    if base is None:
+        return None
+    bin_dir = directory / "bin"
+    site_dir = directory / "lib" / version / "site-packages"
+    site_dir.mkdir(parents=True, exist_ok=True)
+    bin_dir.mkdir(exist_ok=True)
+    _write(
+        directory / "pyvenv.cfg",
+        f"home = {Path(base).parent}\ninclude-system-site-packages = false\n",
+    )
+    # addsitedir, not a plain path line: the server's own .pth files (editable installs)
+    # must be processed too.
+    _write(
+        site_dir / "sparktrainer-server.pth",
+        "".join(f"import site; site.addsitedir({path!r})\n" for path in site.getsitepackages()),
+    )
+    # The SDK itself (small, standard library only for `log`) is copied: it then imports
+    # even where the server's site directory is out of the job user's reach too.
+    sdk = importlib.util.find_spec("sparktrainer")
+    if sdk is not None and sdk.origin is not None:
+        target = site_dir / "sparktrainer"
+        shutil.rmtree(target, ignore_errors=True)
+        shutil.copytree(
+            Path(sdk.origin).parent, target, ignore=shutil.ignore_patterns("__pycache__")
+        )
+    for name in ("python", "python3", version):
+        link = bin_dir / name
+        tmp = bin_dir / f".{name}.tmp"
+        tmp.unlink(missing_ok=True)
+        tmp.symlink_to(base)
+        tmp.replace(link)
+    for path in (directory, directory / "lib", directory / "lib" / version, site_dir, bin_dir):
+        path.chmod(0o755)
+    return str(bin_dir / "python")
+
+
+def _write(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.chmod(0o644)
+    tmp.replace(path)
 
 
 def prepare_job_dir(
@@ -177,16 +287,18 @@ def job_environment(
     token: str,
     allow: Iterable[str],
     home: Path | None,
+    python: str,
 ) -> dict[str, str]:
     """The environment a job's command sees: allowlisted server variables, then the
     job's own ``environment``, then the platform's variables, which win (a job cannot
     choose its GPUs by setting ``CUDA_VISIBLE_DEVICES`` itself).
 
-    ``PATH`` starts with the server interpreter's directory, so ``python`` in a job is the
-    one that has the SDK; the job's ``environment`` may replace it.
+    ``PATH`` starts with the directory of ``python`` (the job user's interpreter, see
+    ``JobUser.checked``), so ``python`` in a job is one that has the SDK; the job's
+    ``environment`` may replace it.
     """
     env = {name: base[name] for name in allow if name in base and name != "PATH"}
-    interpreter_dir = str(Path(sys.executable).parent)
+    interpreter_dir = str(Path(python).parent)
     server_path = [p for p in base.get("PATH", "/usr/local/bin:/usr/bin:/bin").split(":") if p]
     env["PATH"] = ":".join([interpreter_dir, *(p for p in server_path if p != interpreter_dir)])
     # A job running as another user gets its work directory as its home (caches land

@@ -17,7 +17,6 @@ supervising the job's node, or the scheduling leader for jobs that never reached
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import timedelta
@@ -28,6 +27,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from spark_trainer.kit.time import utcnow
 from spark_trainer.models import Job, JobOutbox, JobOutboxDelivery
+from spark_trainer.runtime.periodic import PeriodicThread
 
 logger = logging.getLogger(__name__)
 
@@ -90,42 +90,23 @@ class EventDispatcher:
         self.node = node
         self.is_leader = is_leader
         self.poll_seconds = poll_seconds
-        self._wake = threading.Event()
-        self._stopping = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._thread = PeriodicThread("job-events", self.run_pass, poll_seconds)
 
     def start(self) -> None:
-        self._stopping.clear()
-        self._thread = threading.Thread(target=self._run, name="job-events", daemon=True)
         self._thread.start()
 
     def stop(self) -> None:
-        self._stopping.set()
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
+        self._thread.stop()
 
     def wake(self) -> None:
-        self._wake.set()
-
-    def _run(self) -> None:
-        while not self._stopping.is_set():
-            self._wake.wait(self.poll_seconds)
-            self._wake.clear()
-            if self._stopping.is_set():
-                return
-            try:
-                self.run_pass()
-            except Exception:
-                logger.exception("delivering job-end events failed")
-                self._stopping.wait(1.0)
+        self._thread.wake()
 
     def run_pass(self) -> int:
         """Delivers what is due; returns how many deliveries succeeded."""
         delivered = 0
         for registered in self.registry.handlers():
             for event in self._due(registered):
-                if self._stopping.is_set():
+                if self._thread.stopping:
                     return delivered
                 delivered += self._deliver(registered, event)
         return delivered

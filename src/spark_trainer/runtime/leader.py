@@ -16,7 +16,6 @@ import logging
 import os
 import secrets
 import socket
-import threading
 import time
 from collections.abc import Callable
 from datetime import timedelta
@@ -27,6 +26,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from spark_trainer.kit.time import utcnow
 from spark_trainer.models import Lease
+from spark_trainer.runtime.periodic import PeriodicThread
 
 logger = logging.getLogger(__name__)
 
@@ -98,59 +98,49 @@ class LeaderLease:
             logger.exception("releasing the scheduling lease failed; it expires by itself")
 
 
-class LeaderLoop:
-    """Runs ``step`` on a thread of its own, every ``interval`` seconds or when woken,
-    only while ``is_leader()`` says this process holds the scheduling lease.
+class LeaderLoops:
+    """Periodic domain work hosted on the scheduling leader, so exactly one API process
+    does it however many share the database.
 
-    For work that must happen in one process at a time (a controller asking a sampler for
-    the next trial, say). Lease handover takes up to the lease's TTL, so a step must still
-    tolerate having run in the previous leader moments before: it reads its state from the
-    database each time rather than keeping it in memory.
+    A feature whose reconcile pass must not run in every process (the deployments'
+    replica supervisor, the evaluations' result collector, an HPO study controller)
+    registers it before ``AppContext.start``::
+
+        loop = ctx.jobs.leader_loops.add("hpo.studies", controller.run_pass, every=1.0)
+        ...
+        loop.wake()  # after a change, to pass now rather than within `every`
+
+    ``work()`` runs on a thread of its own every ``every`` seconds while this process
+    holds the scheduler lease (see :class:`LeaderLease`), and not at all otherwise. It
+    must be a pass over database state that is idempotent and safe to interrupt: when
+    the leader dies, the next leader runs it within the lease's TTL plus ``every``, and
+    for an instant around a lease change two processes may both run it, so it must
+    still use compare-and-set (or row versions) for every change it makes. An exception
+    is logged and the pass retried after ``every``. ``wake()`` only shortens the wait of
+    this process's loop: a wake in a follower does nothing, the leader's next pass comes
+    within ``every`` anyway.
     """
 
-    def __init__(
-        self,
-        name: str,
-        step: Callable[[], None],
-        *,
-        is_leader: Callable[[], bool],
-        interval: float,
-    ) -> None:
-        self.name = name
-        self.step = step
+    def __init__(self, is_leader: Callable[[], bool]) -> None:
         self.is_leader = is_leader
-        self.interval = interval
-        self._wake = threading.Event()
-        self._stopping = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._loops: dict[str, PeriodicThread] = {}
+        self._started = False
+
+    def add(self, name: str, work: Callable[[], object], *, every: float) -> PeriodicThread:
+        if name in self._loops:
+            raise ValueError(f"a leader loop named {name!r} is already registered")
+        loop = PeriodicThread(name, work, every, when=self.is_leader)
+        self._loops[name] = loop
+        if self._started:
+            loop.start()
+        return loop
 
     def start(self) -> None:
-        self._stopping.clear()
-        self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
-        self._thread.start()
+        self._started = True
+        for loop in self._loops.values():
+            loop.start()
 
     def stop(self) -> None:
-        self._stopping.set()
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout=15)
-            self._thread = None
-
-    def wake(self) -> None:
-        self._wake.set()
-
-    @property
-    def stopping(self) -> bool:
-        return self._stopping.is_set()
-
-    def _run(self) -> None:
-        while not self._stopping.is_set():
-            self._wake.wait(self.interval)
-            self._wake.clear()
-            if self._stopping.is_set() or not self.is_leader():
-                continue
-            try:
-                self.step()
-            except Exception:
-                logger.exception("leader loop step failed", extra={"loop": self.name})
-                self._stopping.wait(1.0)
+        self._started = False
+        for loop in self._loops.values():
+            loop.stop()

@@ -9,6 +9,7 @@ from sqlalchemy import Row, func, select
 from sqlalchemy.orm import Session
 
 from spark_trainer.models import GpuAllocation, Job, JobStatus, Node, NodeState
+from spark_trainer.models.job import queue_order_by
 
 
 class RuntimeRepository:
@@ -16,11 +17,11 @@ class RuntimeRepository:
         self.session = session
 
     def pending_queue(self) -> Sequence[Row[str, int, datetime, int]]:
-        """Pending jobs in queue order (written once, here: see ``scheduler.policy``)."""
+        """Pending jobs in the queue order (``models.job.QUEUE_ORDER``)."""
         return self.session.execute(
             select(Job.id, Job.priority, Job.created_at, Job.gpu_count)
             .where(Job.status == JobStatus.PENDING)
-            .order_by(Job.priority.desc(), Job.created_at, Job.id)
+            .order_by(*queue_order_by())
         ).all()
 
     def live_nodes(self, now: datetime, stale_after: float) -> dict[str, list[int]]:

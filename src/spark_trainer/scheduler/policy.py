@@ -2,7 +2,8 @@
 
 Rules, in order:
 
-1. The queue is ordered by priority (higher first), then submission time (FIFO), then id.
+1. The queue is ordered by priority (higher first), then submission time (FIFO), then id
+   (``models.job.QUEUE_ORDER``; the caller passes the queue in that order).
 2. Each job, in that order, is placed on one node that has ``gpu_count`` free GPUs (a gang:
    all of a job's GPUs on one node). Among nodes that fit, the one with the fewest free GPUs
    wins (best fit), which keeps large free blocks intact for large jobs.
@@ -47,10 +48,6 @@ class Decision:
     reasons: dict[str, str] = field(default_factory=dict)
 
 
-def queue_order(job: QueuedJob) -> tuple[int, datetime, str]:
-    return (-job.priority, job.created_at, job.id)
-
-
 def schedule(
     queue: Sequence[QueuedJob],
     free: Mapping[str, Sequence[int]],
@@ -60,8 +57,8 @@ def schedule(
 ) -> Decision:
     """Decides which queued jobs start now and where.
 
-    ``queue`` must already be in :func:`queue_order`. ``free`` maps each node to its free
-    GPU indices; ``capacity`` to its total GPU count.
+    ``queue`` must already be in the queue order (``models.job.QUEUE_ORDER``). ``free``
+    maps each node to its free GPU indices; ``capacity`` to its total GPU count.
     """
     decision = Decision()
     available = {node: sorted(gpus) for node, gpus in free.items()}

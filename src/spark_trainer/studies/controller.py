@@ -2,7 +2,7 @@
 
 Asking Optuna for trials must happen in one process at a time (two askers would both
 start the trial that fills the last slot), so the pass runs in a
-:class:`~spark_trainer.runtime.leader.LeaderLoop`. Everything it knows it reads from the
+loop of :class:`~spark_trainer.runtime.leader.LeaderLoops`. Everything it knows it reads from the
 database each pass; a new leader (after a restart or a failover) carries on where the
 last one stopped. Each pass, for every study with work left:
 
@@ -55,7 +55,6 @@ from spark_trainer.models import (
 )
 from spark_trainer.runtime.engine import JobEngine
 from spark_trainer.runtime.events import JobEnded
-from spark_trainer.runtime.leader import LeaderLoop
 from spark_trainer.settings import Settings
 from spark_trainer.studies import space
 from spark_trainer.studies.outcome import record_trial_end
@@ -90,11 +89,10 @@ class StudyController:
         self.settings = settings
         self.session_factory = session_factory
         self.engine = engine
-        self.loop = LeaderLoop(
-            "hpo-controller",
-            self.run_pass,
-            is_leader=lambda: engine.lease.held,
-            interval=PASS_INTERVAL_SECONDS,
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        # Started and stopped with the engine, on whichever process leads.
+        self.loop = engine.leader_loops.add(
+            "hpo.studies", self.run_pass, every=PASS_INTERVAL_SECONDS
         )
         self._storage: RDBStorage | None = None
         # Optuna study objects hold their sampler's state (TPE's random generator): kept
@@ -104,12 +102,8 @@ class StudyController:
 
     # --- lifecycle ------------------------------------------------------------------
 
-    def start(self) -> None:
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
-        self.loop.start()
-
-    def stop(self) -> None:
-        self.loop.stop()
+    def close(self) -> None:
+        """Releases Optuna's storage; called once the engine (and so the loop) stopped."""
         if self._storage is not None:
             self._storage.engine.dispose()
             self._storage = None
