@@ -15,7 +15,8 @@ from spark_trainer.db.engine import make_engine, make_session_factory, request_s
 from spark_trainer.deployments.proxy import DeploymentProxy
 from spark_trainer.deployments.supervisor import ReplicaSupervisor
 from spark_trainer.evaluations.collector import ResultCollector, on_job_ended
-from spark_trainer.gpus.inventory import GpuInventory, build_inventory
+from spark_trainer.executor.celery import CeleryDispatcher, celery_app
+from spark_trainer.gpus.inventory import GpuInventory, VirtualGpuInventory, build_inventory
 from spark_trainer.identity import service as identity
 from spark_trainer.identity.cache import UserCache
 from spark_trainer.identity.service import TokenConfig
@@ -60,6 +61,8 @@ class AppContext:
     redis: redis.Redis | None = field(default=None)
     running: bool = field(default=False)
     evaluations: ResultCollector | None = field(default=None)
+    # Distributed mode's Celery dispatch (None: jobs run on this process's executor).
+    dispatcher: CeleryDispatcher | None = field(default=None)
 
     @classmethod
     def build(cls, settings: Settings) -> AppContext:
@@ -74,22 +77,28 @@ class AppContext:
         )
         hub = StreamHub()
         bus: EventBus = RedisBus(hub, client) if client is not None else LocalBus(hub)
-        inventory = build_inventory(settings)
+        dispatcher = None
+        if settings.executor == "celery":
+            # Distributed mode: jobs run on the workers' nodes only; this process places
+            # them and sends each to its node.
+            broker = settings.effective_broker_url
+            assert broker is not None, "checked by Settings.shared_services_problem"
+            dispatcher = CeleryDispatcher(celery_app(broker))
+            inventory: GpuInventory = VirtualGpuInventory(0, node=settings.node_name)
+        else:
+            inventory = build_inventory(settings)
         pipeline = MetricsPipeline(engine, bus)
         artifacts = LocalArtifactStore(settings.artifacts_root)
-        handlers = HandlerRegistry()
-        handlers.register(
-            MODEL_REGISTRATION,
-            lambda session, event: registry.register_completed_job(
-                session, artifacts, event.job_id
-            ),
+        jobs = JobEngine(
+            settings,
+            session_factory,
+            inventory,
+            bus,
+            pipeline,
+            artifacts,
+            job_end_handlers(artifacts),
+            on_placed=dispatcher.dispatch if dispatcher is not None else None,
         )
-        handlers.register(
-            EVALUATION_RESULTS,
-            on_job_ended,
-            kinds=[JobKind.EVALUATION],
-        )
-        jobs = JobEngine(settings, session_factory, inventory, bus, pipeline, artifacts, handlers)
         tokens = TokenConfig.from_settings(settings)
         users = UserCache(
             session_factory,
@@ -117,6 +126,7 @@ class AppContext:
             deployment_proxy=DeploymentProxy(session_factory, tokens.key),
             redis=client,
             evaluations=ResultCollector(session_factory),
+            dispatcher=dispatcher,
         )
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -147,7 +157,8 @@ class AppContext:
         return {
             "database": self._database_ok(),
             "redis": self._redis_ok() if self.redis is not None else True,
-            "celery": self.running,
+            "celery": self.running
+            and (self.dispatcher is None or self.dispatcher.workers_answer()),
         }
 
     def backends(self) -> dict[str, str]:
@@ -165,7 +176,9 @@ class AppContext:
             "redis": _without_credentials(self.settings.redis_url)
             if self.settings.redis_url
             else "in-process",
-            "celery": "in-process",
+            "celery": _without_credentials(self.settings.effective_broker_url or "")
+            if self.dispatcher is not None
+            else "in-process",
         }
 
     def _database_ok(self) -> bool:
@@ -184,10 +197,23 @@ class AppContext:
             return False
 
     def close(self) -> None:
+        if self.dispatcher is not None:
+            self.dispatcher.close()
         self.gpu_inventory.close()
         if self.redis is not None:
             self.redis.close()
         self.engine.dispose()
+
+
+def job_end_handlers(artifacts: ArtifactStore) -> HandlerRegistry:
+    """The job-end handlers every process that supervises jobs runs (API or worker)."""
+    handlers = HandlerRegistry()
+    handlers.register(
+        MODEL_REGISTRATION,
+        lambda session, event: registry.register_completed_job(session, artifacts, event.job_id),
+    )
+    handlers.register(EVALUATION_RESULTS, on_job_ended, kinds=[JobKind.EVALUATION])
+    return handlers
 
 
 def _without_credentials(url: str) -> str:

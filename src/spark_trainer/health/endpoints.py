@@ -27,14 +27,20 @@ async def healthz() -> Healthy:
 class Backends(BaseModel):
     database: str = Field(description='"sqlite", or the PostgreSQL URL without credentials.')
     redis: str = Field(description='"in-process" (embedded), or the Redis URL without credentials.')
-    celery: str = Field(description='"in-process": jobs run on the API process\'s executor.')
+    celery: str = Field(
+        description='"in-process": jobs run on the API process\'s executor; in distributed '
+        "mode, Celery's broker URL without credentials."
+    )
 
 
 class Readiness(BaseModel):
     status: Literal["ready", "not ready"]
     database: bool
     redis: bool = Field(description="Redis, or in embedded mode its in-process stand-in.")
-    celery: bool = Field(description="The job executor (in-process in embedded mode).")
+    celery: bool = Field(
+        description="The job executor: in-process in embedded mode; in distributed mode, "
+        "whether the broker answers and at least one worker answers a Celery ping."
+    )
     backends: Backends
 
 
