@@ -615,7 +615,11 @@ class JobEngine:
         if event is not None:
             event.set()
         self.events.wake()
-        self.wake()
+        if self.schedules:
+            self.wake()
+        else:
+            # A worker node: the freed GPUs are the leader's (in an API process) to fill.
+            self.wake_scheduler()
 
     # --- recovery and reconciliation -----------------------------------------------------
 
