@@ -219,8 +219,9 @@ def test_a_killed_worker_is_re_adopted_or_its_jobs_fail_as_lost(
     assert job["status"] == "completed", job["status_reason"]
     assert job["exit_code"] == 0
 
-    lost = api2.submit(f"touch {started_too}; sleep 300", 3)
-    wait_until(started_too.exists, timeout=60, what="the job's process to start")
+    lost = api2.submit(f"echo $$ > {started_too}; sleep 300", 3)
+    wait_until(lambda: started_too.exists() and started_too.read_text(), timeout=60, what="pid")
+    leftover = int(started_too.read_text())
     node4.signal(signal.SIGKILL)
     killed_at = time.monotonic()
     job = api1.wait(lost, FINAL, timeout=STALE_SECONDS + 30)
@@ -229,6 +230,11 @@ def test_a_killed_worker_is_re_adopted_or_its_jobs_fail_as_lost(
     assert time.monotonic() - killed_at >= STALE_SECONDS - 1
     in_use = [g for g in api1.get("/api/gpus") if g["in_use"]]
     assert in_use == []
+    # The job's process outlived its worker; the worker's next start stops it, since
+    # its GPUs are free for other jobs now.
+    assert not _gone(leftover)
+    node4.start()
+    wait_until(lambda: _gone(leftover), timeout=60, what="the lost job's process to stop")
 
 
 def _readyz(server: Server) -> tuple[int, dict[str, object]]:

@@ -73,6 +73,7 @@ RECONCILE_SECONDS = 2.0
 GPU_READING_TTL = 1.0
 MAX_REASON_CHARS = 500
 CANCEL_POLL_SECONDS = 0.05
+LOST_PREFIX = "lost: "
 
 
 @dataclass(frozen=True, slots=True)
@@ -703,7 +704,7 @@ class JobEngine:
             lost = repo.running_on_nodes(stale) if stale else []
             orphans = repo.orphan_allocations()
         for row in lost:
-            reason = f"lost: node {row.node} stopped heartbeating"
+            reason = f"{LOST_PREFIX}node {row.node} stopped heartbeating"
             with self.session_factory.begin() as session:
                 ended = change_status(session, row.id, JobStatus.RUNNING, JobStatus.FAILED, reason)
             if ended:

@@ -13,6 +13,7 @@ the API processes read at the same path (a shared mount, see the README).
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 from typing import Any
 
 import redis
@@ -22,14 +23,16 @@ from sqlalchemy import select
 from spark_trainer.context import job_end_handlers
 from spark_trainer.datadir import secure_data_dir
 from spark_trainer.db.engine import make_engine, make_session_factory
+from spark_trainer.executor.base import Handle
 from spark_trainer.executor.celery import LAUNCH_TASK, celery_app, queue_for, worker_hostname
+from spark_trainer.executor.local import kill_group_if_alive
 from spark_trainer.gpus.inventory import build_inventory
 from spark_trainer.kit.time import utcnow
 from spark_trainer.metrics.bus import EventBus, LocalBus, RedisBus
 from spark_trainer.metrics.hub import StreamHub
 from spark_trainer.metrics.pipeline import MetricsPipeline
-from spark_trainer.models import Job
-from spark_trainer.runtime.engine import JobEngine
+from spark_trainer.models import Job, JobStatus
+from spark_trainer.runtime.engine import LOST_PREFIX, JobEngine
 from spark_trainer.settings import Settings
 from spark_trainer.storage.local import LocalArtifactStore
 
@@ -37,6 +40,8 @@ logger = logging.getLogger(__name__)
 
 # Launches are short (a process is spawned, a row updated): a few threads are plenty.
 CELERY_THREADS = 4
+# How far back a restarted worker looks for lost jobs whose processes may still run here.
+LOST_LOOKBACK_DAYS = 7
 DISPATCH_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
@@ -104,6 +109,7 @@ class WorkerNode:
                 f"node {self.name!r} has no GPUs (NVML reports none); on a machine without "
                 "GPUs set SPARKTRAINER_GPUS for a virtual inventory"
             )
+        self.stop_lost_jobs()
         if self.settings.worker_metrics_port is not None:
             start_http_server(self.settings.worker_metrics_port, registry=self.metrics)
         self.bus.start()
@@ -128,6 +134,26 @@ class WorkerNode:
             worker.start()
         finally:
             self.stop()
+
+    def stop_lost_jobs(self) -> None:
+        """Kills what is left of jobs failed as lost while this worker was away.
+
+        Their GPUs were freed and may be given to other jobs: a process of theirs still
+        running here must not keep using them.
+        """
+        with self.engine.session_factory() as session:
+            lost = session.execute(
+                select(Job.id, Job.handle).where(
+                    Job.node == self.name,
+                    Job.status == JobStatus.FAILED,
+                    Job.status_reason.startswith(LOST_PREFIX),
+                    Job.handle.is_not(None),
+                    Job.finished_at >= utcnow() - timedelta(days=LOST_LOOKBACK_DAYS),
+                )
+            ).all()
+        for job_id, handle in lost:
+            if kill_group_if_alive(Handle.from_json(handle)):
+                logger.warning("stopped a lost job's leftover processes", extra={"job_id": job_id})
 
     def stop(self) -> None:
         self.engine.stop()
