@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit, urlunsplit
 
 import redis
@@ -15,7 +16,6 @@ from spark_trainer.db.engine import make_engine, make_session_factory, request_s
 from spark_trainer.deployments.proxy import DeploymentProxy
 from spark_trainer.deployments.supervisor import ReplicaSupervisor
 from spark_trainer.evaluations.collector import ResultCollector, on_job_ended
-from spark_trainer.executor.celery import CeleryDispatcher, celery_app
 from spark_trainer.gpus.inventory import GpuInventory, VirtualGpuInventory, build_inventory
 from spark_trainer.identity import service as identity
 from spark_trainer.identity.cache import UserCache
@@ -32,6 +32,9 @@ from spark_trainer.runtime.events import HandlerRegistry
 from spark_trainer.settings import Settings
 from spark_trainer.storage.base import ArtifactStore
 from spark_trainer.storage.local import LocalArtifactStore
+
+if TYPE_CHECKING:
+    from spark_trainer.executor.celery import CeleryDispatcher
 
 # The job-end handler that registers a completed job's output as a model version. Domain
 # packages add theirs to ``AppContext.jobs.handlers`` in ``build`` (before ``start``).
@@ -80,7 +83,10 @@ class AppContext:
         dispatcher = None
         if settings.executor == "celery":
             # Distributed mode: jobs run on the workers' nodes only; this process places
-            # them and sends each to its node.
+            # them and sends each to its node. (Celery is imported only here: it costs an
+            # embedded server's start-up a second.)
+            from spark_trainer.executor.celery import CeleryDispatcher, celery_app
+
             broker = settings.effective_broker_url
             assert broker is not None, "checked by Settings.shared_services_problem"
             dispatcher = CeleryDispatcher(celery_app(broker))
