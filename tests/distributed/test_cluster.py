@@ -247,6 +247,13 @@ def test_a_killed_worker_is_re_adopted_or_its_jobs_fail_as_lost(
     assert time.monotonic() - lost_at >= STALE_SECONDS - 1
     in_use = [g for g in api1.get("/api/gpus") if g["in_use"]]
     assert in_use == []
+    wait_until(
+        lambda: (
+            'sparktrainer_gpus{node="node4",state="lost"} 4.0'
+            in httpx.get(f"{api1.base}/metrics").text
+        ),
+        what="node4 to show as lost",
+    )
     # The job's process outlived its worker; the worker's next start stops it, since
     # its GPUs are free for other jobs now.
     assert not _gone(leftover)

@@ -713,6 +713,9 @@ class JobEngine:
         if orphans:
             with self.session_factory.begin() as session:
                 free_gpus(session, orphans)
+        if stale:
+            with self.session_factory.begin() as session:
+                RuntimeRepository(session).mark_lost(stale)
 
     # --- GPU readings -----------------------------------------------------------------
 
