@@ -323,11 +323,11 @@ class Settings(BaseSettings):
     def shared_services_problem(self) -> str | None:
         """With a shared database or Redis, every API process must sign tokens with the
         same key: a key generated per data directory would make each reject the others'."""
-        if self.executor == "celery" and (self.is_sqlite or not self.effective_broker_url):
+        if self.executor == "celery" and (self.is_sqlite or not self.redis_url):
             return (
                 "SPARKTRAINER_EXECUTOR=celery (distributed mode) needs a shared PostgreSQL "
-                "database (SPARKTRAINER_DATABASE_URL) and a Redis broker "
-                "(SPARKTRAINER_BROKER_URL or SPARKTRAINER_REDIS_URL)"
+                "database (SPARKTRAINER_DATABASE_URL) and Redis (SPARKTRAINER_REDIS_URL: "
+                "live streams, cancels, and Celery's broker unless SPARKTRAINER_BROKER_URL)"
             )
         shared = [
             name

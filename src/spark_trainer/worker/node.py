@@ -28,7 +28,7 @@ from spark_trainer.executor.celery import LAUNCH_TASK, celery_app, queue_for, wo
 from spark_trainer.executor.local import kill_group_if_alive
 from spark_trainer.gpus.inventory import build_inventory
 from spark_trainer.kit.time import utcnow
-from spark_trainer.metrics.bus import EventBus, LocalBus, RedisBus
+from spark_trainer.metrics.bus import RedisBus
 from spark_trainer.metrics.hub import StreamHub
 from spark_trainer.metrics.pipeline import MetricsPipeline
 from spark_trainer.models import Job, JobStatus
@@ -53,15 +53,12 @@ class WorkerNode:
         self.settings = settings
         self.db = make_engine(settings)
         session_factory = make_session_factory(self.db)
-        self.redis = (
-            redis.Redis.from_url(settings.redis_url, socket_timeout=2, socket_connect_timeout=2)
-            if settings.redis_url
-            else None
+        assert settings.redis_url is not None, "checked by Settings.shared_services_problem"
+        self.redis = redis.Redis.from_url(
+            settings.redis_url, socket_timeout=2, socket_connect_timeout=2
         )
         # Nobody subscribes here; the hub only satisfies the bus.
-        self.bus: EventBus = (
-            RedisBus(StreamHub(), self.redis) if self.redis is not None else LocalBus(StreamHub())
-        )
+        self.bus = RedisBus(StreamHub(), self.redis)
         self.inventory = build_inventory(settings)
         artifacts = LocalArtifactStore(settings.artifacts_root)
         self.engine = JobEngine(
@@ -160,6 +157,5 @@ class WorkerNode:
         self.engine.heartbeat.mark_down()
         self.bus.close()
         self.inventory.close()
-        if self.redis is not None:
-            self.redis.close()
+        self.redis.close()
         self.db.dispose()
