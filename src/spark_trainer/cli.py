@@ -84,6 +84,23 @@ def serve(
     StreamEndingServer(server_config(settings, create_app(settings, ctx)), ctx).run()
 
 
+def worker(data_dir: DataDirOption = None) -> None:
+    """Run a GPU node of a distributed deployment (SPARKTRAINER_EXECUTOR=celery)."""
+
+    from spark_trainer.observability.logging import configure_logging
+    from spark_trainer.worker.node import WorkerNode
+
+    settings = _settings(data_dir=data_dir)
+    problem = settings.shared_services_problem()
+    if settings.executor != "celery":
+        problem = "sparktrainer worker runs in distributed mode: set SPARKTRAINER_EXECUTOR=celery"
+    if problem is not None:
+        err_console.print(f"[red]Invalid configuration:[/red] {problem}", highlight=False)
+        raise typer.Exit(2)
+    configure_logging(settings.log_level, settings.log_format)
+    WorkerNode(settings).run()
+
+
 def server_config(settings: Settings, app: Any) -> uvicorn.Config:
     """How uvicorn serves the API (``serve`` and the tests that need a real server)."""
     import uvicorn
@@ -203,6 +220,7 @@ def users_enable(username: str, data_dir: DataDirOption = None) -> None:
 def register(root: typer.Typer) -> None:
     """Adds the server commands to the ``sparktrainer`` command line."""
     root.command()(serve)
+    root.command()(worker)
     root.add_typer(users_app, name="users")
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit, urlunsplit
 
 import redis
@@ -15,7 +16,7 @@ from spark_trainer.db.engine import make_engine, make_session_factory, request_s
 from spark_trainer.deployments.proxy import DeploymentProxy
 from spark_trainer.deployments.supervisor import ReplicaSupervisor
 from spark_trainer.evaluations.collector import host_collector, on_job_ended
-from spark_trainer.gpus.inventory import GpuInventory, build_inventory
+from spark_trainer.gpus.inventory import GpuInventory, VirtualGpuInventory, build_inventory
 from spark_trainer.identity import service as identity
 from spark_trainer.identity.cache import UserCache
 from spark_trainer.identity.service import TokenConfig
@@ -32,6 +33,9 @@ from spark_trainer.settings import Settings
 from spark_trainer.storage.base import ArtifactStore
 from spark_trainer.storage.local import LocalArtifactStore
 from spark_trainer.studies.controller import StudyController
+
+if TYPE_CHECKING:
+    from spark_trainer.executor.celery import CeleryDispatcher
 
 # The job-end handler that registers a completed job's output as a model version. Domain
 # packages add theirs to ``AppContext.jobs.handlers`` in ``build`` (before ``start``).
@@ -62,6 +66,8 @@ class AppContext:
     studies: StudyController
     redis: redis.Redis | None = field(default=None)
     running: bool = field(default=False)
+    # Distributed mode's Celery dispatch (None: jobs run on this process's executor).
+    dispatcher: CeleryDispatcher | None = field(default=None)
 
     @classmethod
     def build(cls, settings: Settings) -> AppContext:
@@ -76,24 +82,33 @@ class AppContext:
         )
         hub = StreamHub()
         bus: EventBus = RedisBus(hub, client) if client is not None else LocalBus(hub)
-        inventory = build_inventory(settings)
+        dispatcher = None
+        if settings.executor == "celery":
+            # Distributed mode: jobs run on the workers' nodes only; this process places
+            # them and sends each to its node. (Celery is imported only here: it costs an
+            # embedded server's start-up a second.)
+            from spark_trainer.executor.celery import CeleryDispatcher, celery_app
+
+            broker = settings.effective_broker_url
+            assert broker is not None, "checked by Settings.shared_services_problem"
+            dispatcher = CeleryDispatcher(celery_app(broker))
+            inventory: GpuInventory = VirtualGpuInventory(0, node=settings.node_name)
+        else:
+            inventory = build_inventory(settings)
         pipeline = MetricsPipeline(engine, bus)
         artifacts = LocalArtifactStore(settings.artifacts_root)
-        handlers = HandlerRegistry()
-        handlers.register(
-            MODEL_REGISTRATION,
-            lambda session, event: registry.register_completed_job(
-                session, artifacts, event.job_id
-            ),
+        jobs = JobEngine(
+            settings,
+            session_factory,
+            inventory,
+            bus,
+            pipeline,
+            artifacts,
+            job_end_handlers(artifacts),
+            on_placed=dispatcher.dispatch if dispatcher is not None else None,
         )
-        handlers.register(
-            EVALUATION_RESULTS,
-            on_job_ended,
-            kinds=[JobKind.EVALUATION],
-        )
-        jobs = JobEngine(settings, session_factory, inventory, bus, pipeline, artifacts, handlers)
         studies = StudyController(settings, session_factory, jobs)
-        handlers.register(TRIAL_RESULTS, studies.on_trial_ended, kinds=[JobKind.TRIAL])
+        jobs.handlers.register(TRIAL_RESULTS, studies.on_trial_ended, kinds=[JobKind.TRIAL])
         host_collector(session_factory, jobs.leader_loops)
         tokens = TokenConfig.from_settings(settings)
         users = UserCache(
@@ -122,6 +137,7 @@ class AppContext:
             deployment_proxy=DeploymentProxy(session_factory, tokens.key),
             redis=client,
             studies=studies,
+            dispatcher=dispatcher,
         )
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -152,7 +168,8 @@ class AppContext:
         return {
             "database": self._database_ok(),
             "redis": self._redis_ok() if self.redis is not None else True,
-            "celery": self.running,
+            "celery": self.running
+            and (self.dispatcher is None or self.dispatcher.workers_answer()),
         }
 
     def backends(self) -> dict[str, str]:
@@ -170,7 +187,9 @@ class AppContext:
             "redis": _without_credentials(self.settings.redis_url)
             if self.settings.redis_url
             else "in-process",
-            "celery": "in-process",
+            "celery": _without_credentials(self.settings.effective_broker_url or "")
+            if self.dispatcher is not None
+            else "in-process",
         }
 
     def _database_ok(self) -> bool:
@@ -189,10 +208,23 @@ class AppContext:
             return False
 
     def close(self) -> None:
+        if self.dispatcher is not None:
+            self.dispatcher.close()
         self.gpu_inventory.close()
         if self.redis is not None:
             self.redis.close()
         self.engine.dispose()
+
+
+def job_end_handlers(artifacts: ArtifactStore) -> HandlerRegistry:
+    """The job-end handlers every process that supervises jobs runs (API or worker)."""
+    handlers = HandlerRegistry()
+    handlers.register(
+        MODEL_REGISTRATION,
+        lambda session, event: registry.register_completed_job(session, artifacts, event.job_id),
+    )
+    handlers.register(EVALUATION_RESULTS, on_job_ended, kinds=[JobKind.EVALUATION])
+    return handlers
 
 
 def _without_credentials(url: str) -> str:

@@ -182,10 +182,24 @@ class Settings(BaseSettings):
         '"virtual": true in /api/gpus, with zero readings.',
     )
 
-    executor: Literal["local", "fake"] = Field(
+    executor: Literal["local", "fake", "celery"] = Field(
         default="local",
-        description="What runs job processes: `local` (child processes of this server) or "
-        "`fake` (simulated, for tests).",
+        description="What runs job processes: `local` (child processes of this server), "
+        "`fake` (simulated, for tests) or `celery` (distributed mode: API processes run no "
+        "jobs; each placement is sent through Celery to the `sparktrainer worker` of its "
+        "node, on the queue `node.<name>`).",
+    )
+    broker_url: str | None = Field(
+        default=None,
+        description="Celery's broker in distributed mode (a Redis URL). Default: "
+        "SPARKTRAINER_REDIS_URL.",
+    )
+    worker_metrics_port: int | None = Field(
+        default=None,
+        ge=1,
+        le=65535,
+        description="`sparktrainer worker` only: serve this worker's Prometheus metrics "
+        "(dispatch latency, job starts and ends) on this port. Unset: not served.",
     )
     leader_lease_seconds: float = Field(
         default=10.0,
@@ -283,6 +297,10 @@ class Settings(BaseSettings):
         return f"http://{host}:{self.port}"
 
     @property
+    def effective_broker_url(self) -> str | None:
+        return self.broker_url or self.redis_url
+
+    @property
     def artifacts_root(self) -> Path:
         return (self.artifacts_dir or self.data_dir / "artifacts").expanduser().resolve()
 
@@ -305,6 +323,12 @@ class Settings(BaseSettings):
     def shared_services_problem(self) -> str | None:
         """With a shared database or Redis, every API process must sign tokens with the
         same key: a key generated per data directory would make each reject the others'."""
+        if self.executor == "celery" and (self.is_sqlite or not self.redis_url):
+            return (
+                "SPARKTRAINER_EXECUTOR=celery (distributed mode) needs a shared PostgreSQL "
+                "database (SPARKTRAINER_DATABASE_URL) and Redis (SPARKTRAINER_REDIS_URL: "
+                "live streams, cancels, and Celery's broker unless SPARKTRAINER_BROKER_URL)"
+            )
         shared = [
             name
             for name, value in (

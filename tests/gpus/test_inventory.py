@@ -16,6 +16,8 @@ from spark_trainer.gpus.inventory import (
     build_inventory,
 )
 from spark_trainer.gpus.schemas import gpu_rows
+from spark_trainer.kit.time import utcnow
+from spark_trainer.models import Node
 from spark_trainer.settings import Settings
 from spark_trainer.system.metrics import system_snapshot
 
@@ -109,7 +111,9 @@ def test_build_inventory_reads_nvml_otherwise(tmp_path: Path) -> None:
 
 
 def test_gpu_rows_put_each_holder_on_its_gpu() -> None:
-    rows = gpu_rows(VirtualGpuInventory(3, node="n1"), "n1", {1: "job-abc", 2: None})
+    rows = gpu_rows(
+        VirtualGpuInventory(3, node="n1"), "n1", [], {("n1", 1): "job-abc", ("n1", 2): None}
+    )
     assert [(r.id, r.in_use, r.job_id) for r in rows] == [
         (0, False, None),
         (1, True, "job-abc"),
@@ -132,11 +136,27 @@ def test_gpu_rows_put_each_holder_on_its_gpu() -> None:
     }
 
 
+def test_gpu_rows_list_every_registered_node_with_readings_only_for_this_one() -> None:
+    other = Node(
+        name="n2",
+        gpus=[{"index": 0, "name": "Virtual GPU", "uuid": "virtual-n2-0", "memory_total": 1}],
+        gpu_count=1,
+        state="up",
+        heartbeat_at=utcnow(),
+    )
+    rows = gpu_rows(VirtualGpuInventory(1, node="n1"), "n1", [other], {("n2", 0): "job-x"})
+    assert [(r.node, r.id, r.in_use, r.job_id, r.utilization) for r in rows] == [
+        ("n1", 0, False, None, 0.0),
+        ("n2", 0, True, "job-x", None),
+    ]
+    assert all(r.virtual for r in rows)
+
+
 @needs_no_driver
 def test_gpu_rows_of_a_machine_without_gpus_is_empty() -> None:
     inventory = NvmlGpuInventory()
     try:
-        assert gpu_rows(inventory, "n1", {}) == []
+        assert gpu_rows(inventory, "n1", [], {}) == []
     finally:
         inventory.close()
 

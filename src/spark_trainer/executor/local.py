@@ -206,6 +206,19 @@ class LocalExecutor(LocalSupervisor[_Supervised]):
             logger.exception("recording a job's exit failed", extra={"job_id": report.job_id})
 
 
+def kill_group_if_alive(handle: Handle) -> bool:
+    """SIGKILLs the process group of a job this executor started (the shim leads it), if
+    that very process still runs (the start time guards against pid reuse)."""
+    try:
+        pid, started_at = int(handle.data["pid"]), float(handle.data["started_at"])
+        alive = abs(psutil.Process(pid).create_time() - started_at) < 1.0
+    except (KeyError, TypeError, ValueError, psutil.Error):
+        return False
+    if alive:
+        _signal_group(pid, signal.SIGKILL)
+    return alive
+
+
 def _wait_group_gone(pgid: int, deadline: float) -> None:
     while time.monotonic() < deadline:
         try:

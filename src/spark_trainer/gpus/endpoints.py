@@ -13,15 +13,15 @@ router = APIRouter(tags=["gpus"])
 
 
 # Plain ``def`` handlers: NVML and psutil block briefly, so they run in the thread pool.
-@router.get("/api/gpus", response_model=list[GpuRead], summary="The GPUs of this node")
+@router.get("/api/gpus", response_model=list[GpuRead], summary="The GPUs of every node")
 def list_gpus(user: CurrentUser, ctx: Context, session: DbSession) -> list[GpuRead]:
-    node = ctx.settings.node_name
+    repo = GpuAllocationRepository(session)
     # Which job holds a GPU is shown to that job's owner (and admins); others see it taken.
     holders = {
-        gpu: job_id if user.is_admin or owner_id == user.id else None
-        for gpu, (job_id, owner_id) in GpuAllocationRepository(session).holders(node).items()
+        key: job_id if user.is_admin or owner_id == user.id else None
+        for key, (job_id, owner_id) in repo.holders().items()
     }
-    return gpu_rows(ctx.gpu_inventory, node, holders)
+    return gpu_rows(ctx.gpu_inventory, ctx.settings.node_name, repo.nodes(), holders)
 
 
 @router.get(

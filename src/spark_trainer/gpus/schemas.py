@@ -1,11 +1,13 @@
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from pydantic import Field
 
-from spark_trainer.gpus.inventory import GpuInventory
+from spark_trainer.gpus.inventory import VIRTUAL_GPU_NAME, GpuDevice, GpuInventory
 from spark_trainer.kit.schemas import Schema, UTCDatetime
+from spark_trainer.models import Node
 
 
 class GpuRead(Schema):
@@ -43,13 +45,27 @@ class SystemMetricsRead(Schema):
 
 
 def gpu_rows(
-    inventory: GpuInventory, node: str, holders: Mapping[int, str | None]
+    inventory: GpuInventory,
+    node: str,
+    nodes: Sequence[Node],
+    holders: Mapping[tuple[str, int], str | None],
 ) -> list[GpuRead]:
-    """One row per GPU of ``inventory``: its description, live readings and holding job."""
+    """One row per GPU of every registered node, and of this process's ``inventory`` if
+    its node has not registered yet: description, readings, holding job.
+
+    Live readings come from this process's own inventory; another node's GPUs have null
+    readings (no number is invented for a device this process cannot read).
+    """
     readings = inventory.readings()
+    described: list[tuple[str, GpuDevice]] = [
+        (row.name, _device(gpu)) for row in nodes for gpu in row.gpus
+    ]
+    if node not in {row.name for row in nodes}:
+        described = [(node, device) for device in inventory.devices()] + described
     rows = []
-    for device in inventory.devices():
-        reading = readings.get(device.index)
+    for name, device in described:
+        reading = readings.get(device.index) if name == node else None
+        held = (name, device.index)
         rows.append(
             GpuRead(
                 id=device.index,
@@ -60,10 +76,20 @@ def gpu_rows(
                 temperature=reading.temperature if reading else None,
                 power_usage=reading.power_usage if reading else None,
                 uuid=device.uuid,
-                node=node,
-                virtual=inventory.virtual,
-                in_use=device.index in holders,
-                job_id=holders.get(device.index),
+                node=name,
+                virtual=device.name == VIRTUAL_GPU_NAME,
+                in_use=held in holders,
+                job_id=holders.get(held),
             )
         )
     return rows
+
+
+def _device(gpu: Mapping[str, Any]) -> GpuDevice:
+    """A GPU as its node registered it (``runtime.nodes``)."""
+    return GpuDevice(
+        index=int(gpu["index"]),
+        name=str(gpu["name"]),
+        uuid=gpu.get("uuid"),
+        memory_total=gpu.get("memory_total"),
+    )

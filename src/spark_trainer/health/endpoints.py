@@ -4,10 +4,12 @@ from typing import Literal
 
 from fastapi import APIRouter
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel, Field
 
 from spark_trainer.deps import Context
+from spark_trainer.observability.prometheus import exposition
 
 router = APIRouter(tags=["health"])
 
@@ -27,14 +29,20 @@ async def healthz() -> Healthy:
 class Backends(BaseModel):
     database: str = Field(description='"sqlite", or the PostgreSQL URL without credentials.')
     redis: str = Field(description='"in-process" (embedded), or the Redis URL without credentials.')
-    celery: str = Field(description='"in-process": jobs run on the API process\'s executor.')
+    celery: str = Field(
+        description='"in-process": jobs run on the API process\'s executor; in distributed '
+        "mode, Celery's broker URL without credentials."
+    )
 
 
 class Readiness(BaseModel):
     status: Literal["ready", "not ready"]
     database: bool
     redis: bool = Field(description="Redis, or in embedded mode its in-process stand-in.")
-    celery: bool = Field(description="The job executor (in-process in embedded mode).")
+    celery: bool = Field(
+        description="The job executor: in-process in embedded mode; in distributed mode, "
+        "whether the broker answers and at least one worker answers a Celery ping."
+    )
     backends: Backends
 
 
@@ -53,3 +61,11 @@ async def readyz(ctx: Context) -> JSONResponse:
         **checks,
     )
     return JSONResponse(body.model_dump(), status_code=200 if ready else 503)
+
+
+# Unauthenticated, like /healthz, for Prometheus scrapers: counts and node names only, no
+# job ids, users or commands. Left out of the API document (it is not JSON).
+@router.get("/metrics", include_in_schema=False)
+async def prometheus_metrics(ctx: Context) -> Response:
+    body = await run_in_threadpool(exposition, ctx.session_factory, ctx.hub)
+    return Response(body, media_type=CONTENT_TYPE_LATEST)

@@ -130,3 +130,8 @@ class StreamHub:
     def subscriber_count(self, job_id: str) -> int:
         stream = self._streams.get(job_id)
         return stream.subscribers if stream else 0
+
+    def total_subscribers(self) -> int:
+        """Live SSE and WebSocket subscribers of this process, all jobs together."""
+        with self._lock:
+            return sum(stream.subscribers for stream in self._streams.values())

@@ -15,6 +15,9 @@ class NodeState(StrEnum):
     # Stopped cleanly: keeps its row (so submissions that fit it are still accepted) but
     # receives no placements until it heartbeats again.
     DOWN = "down"
+    # Stopped heartbeating for SPARKTRAINER_NODE_STALE_SECONDS: its jobs failed as lost.
+    # Its next heartbeat makes it up again.
+    LOST = "lost"
 
 
 class Node(TimestampMixin, Base):

@@ -29,6 +29,7 @@ import secrets
 import signal
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -72,6 +73,7 @@ RECONCILE_SECONDS = 2.0
 GPU_READING_TTL = 1.0
 MAX_REASON_CHARS = 500
 CANCEL_POLL_SECONDS = 0.05
+LOST_PREFIX = "lost: "
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,8 +97,16 @@ class JobEngine:
         pipeline: MetricsPipeline,
         artifacts: ArtifactStore,
         handlers: HandlerRegistry | None = None,
+        *,
+        schedules: bool = True,
+        on_placed: Callable[[str, str], None] | None = None,
     ) -> None:
         self.settings = settings
+        # Distributed mode: a worker node supervises only (never the leader), and the
+        # leader hands each placement on another node to ``on_placed`` (job id, node) once
+        # it is committed (the Celery dispatch; the node's own pass is the fallback).
+        self.schedules = schedules
+        self.on_placed = on_placed
         self.session_factory = session_factory
         self.inventory = inventory
         self.bus = bus
@@ -205,7 +215,7 @@ class JobEngine:
         """One pass of everything this process does; returns how many jobs it started."""
         self.heartbeat.beat()
         started = 0
-        if self.lease.refresh():
+        if self.schedules and self.lease.refresh():
             started += self._place()
         started += self._launch_placed()
         self._deliver_cancels()
@@ -253,9 +263,11 @@ class JobEngine:
         for placement in decision.placements:
             if placement.node == self.node and self.heartbeat.runs_jobs:
                 started += self._start(placement.job_id, placement.gpus)
-            else:
-                remote |= self._assign(placement.job_id, placement.node, placement.gpus)
-        if remote:
+            elif self._assign(placement.job_id, placement.node, placement.gpus):
+                remote = True
+                if self.on_placed is not None:
+                    self.on_placed(placement.job_id, placement.node)
+        if remote and self.on_placed is None:
             self._publish_control({"placed": True})
         return started
 
@@ -320,6 +332,10 @@ class JobEngine:
                 self._owned.discard(job_id)
             return 0  # cancelled while this pass was deciding, or a GPU was taken
         return self._launch(started, job_dir, token)
+
+    def launch_placed(self) -> int:
+        """Launches jobs the leader (in another process) placed on this node."""
+        return self._launch_placed()
 
     def _launch_placed(self) -> int:
         """Launches jobs the leader (in another process) placed on this node."""
@@ -602,7 +618,11 @@ class JobEngine:
         if event is not None:
             event.set()
         self.events.wake()
-        self.wake()
+        if self.schedules:
+            self.wake()
+        else:
+            # A worker node: the freed GPUs are the leader's (in an API process) to fill.
+            self.wake_scheduler()
 
     # --- recovery and reconciliation -----------------------------------------------------
 
@@ -686,7 +706,7 @@ class JobEngine:
             lost = repo.running_on_nodes(stale) if stale else []
             orphans = repo.orphan_allocations()
         for row in lost:
-            reason = f"lost: node {row.node} stopped heartbeating"
+            reason = f"{LOST_PREFIX}node {row.node} stopped heartbeating"
             with self.session_factory.begin() as session:
                 ended = change_status(session, row.id, JobStatus.RUNNING, JobStatus.FAILED, reason)
             if ended:
@@ -695,6 +715,9 @@ class JobEngine:
         if orphans:
             with self.session_factory.begin() as session:
                 free_gpus(session, orphans)
+        if stale:
+            with self.session_factory.begin() as session:
+                RuntimeRepository(session).mark_lost(stale)
 
     # --- GPU readings -----------------------------------------------------------------
 

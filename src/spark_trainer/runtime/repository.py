@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
-from sqlalchemy import Row, func, select
+from sqlalchemy import Row, func, select, update
 from sqlalchemy.orm import Session
 
 from spark_trainer.models import GpuAllocation, Job, JobStatus, Node, NodeState
@@ -39,6 +39,13 @@ class RuntimeRepository:
             self.session.scalars(
                 select(Node.name).where(Node.heartbeat_at < now - timedelta(seconds=stale_after))
             )
+        )
+
+    def mark_lost(self, nodes: Sequence[str]) -> None:
+        self.session.execute(
+            update(Node)
+            .where(Node.name.in_(nodes), Node.state == NodeState.UP)
+            .values(state=NodeState.LOST)
         )
 
     def largest_node(self) -> int:

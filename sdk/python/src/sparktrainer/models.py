@@ -59,7 +59,10 @@ class Backends(BaseModel):
     ]
     celery: Annotated[
         str,
-        Field(description='"in-process": jobs run on the API process\'s executor.', title="Celery"),
+        Field(
+            description="\"in-process\": jobs run on the API process's executor; in distributed mode, Celery's broker URL without credentials.",
+            title="Celery",
+        ),
     ]
 
 
@@ -739,7 +742,11 @@ class Readiness(BaseModel):
         Field(description="Redis, or in embedded mode its in-process stand-in.", title="Redis"),
     ]
     celery: Annotated[
-        bool, Field(description="The job executor (in-process in embedded mode).", title="Celery")
+        bool,
+        Field(
+            description="The job executor: in-process in embedded mode; in distributed mode, whether the broker answers and at least one worker answers a Celery ping.",
+            title="Celery",
+        ),
     ]
     backends: Backends
 

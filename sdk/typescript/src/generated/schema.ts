@@ -300,7 +300,7 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** The GPUs of this node */
+        /** The GPUs of every node */
         get: operations["gpus-list_gpus"];
         put?: never;
         post?: never;
@@ -856,7 +856,7 @@ export interface components {
             redis: string;
             /**
              * Celery
-             * @description "in-process": jobs run on the API process's executor.
+             * @description "in-process": jobs run on the API process's executor; in distributed mode, Celery's broker URL without credentials.
              */
             celery: string;
         };
@@ -1954,7 +1954,7 @@ export interface components {
             redis: boolean;
             /**
              * Celery
-             * @description The job executor (in-process in embedded mode).
+             * @description The job executor: in-process in embedded mode; in distributed mode, whether the broker answers and at least one worker answers a Celery ping.
              */
             celery: boolean;
             backends: components["schemas"]["Backends"];

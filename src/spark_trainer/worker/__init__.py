@@ -1,0 +1,1 @@
+"""``sparktrainer worker``: a GPU node of a distributed deployment."""

@@ -1,0 +1,161 @@
+"""A GPU node's agent: registers the node, heartbeats, runs the jobs placed on it.
+
+It is the job engine without scheduling (the leader among the API processes places jobs)
+and without HTTP, plus a Celery worker consuming ``node.<name>``: each launch task makes
+the engine launch the placements waiting for this node at once. The engine's own pass
+finds the same placements in the database every second, so a lost or unsent message only
+delays a launch. Everything a job produces reaches the API processes through the shared
+database (status, metrics, job-end events) and Redis pub/sub (live metrics, job ends,
+cancel requests); its logs are files under ``SPARKTRAINER_DATA_DIR/jobs/<id>/``, which
+the API processes read at the same path (a shared mount, see the README).
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+from typing import Any
+
+import redis
+from prometheus_client import CollectorRegistry, Histogram, start_http_server
+from sqlalchemy import select
+
+from spark_trainer.context import job_end_handlers
+from spark_trainer.datadir import secure_data_dir
+from spark_trainer.db.engine import make_engine, make_session_factory
+from spark_trainer.executor.base import Handle
+from spark_trainer.executor.celery import LAUNCH_TASK, celery_app, queue_for, worker_hostname
+from spark_trainer.executor.local import kill_group_if_alive
+from spark_trainer.gpus.inventory import build_inventory
+from spark_trainer.kit.time import utcnow
+from spark_trainer.metrics.bus import RedisBus
+from spark_trainer.metrics.hub import StreamHub
+from spark_trainer.metrics.pipeline import MetricsPipeline
+from spark_trainer.models import Job, JobStatus
+from spark_trainer.runtime.engine import LOST_PREFIX, JobEngine
+from spark_trainer.settings import Settings
+from spark_trainer.storage.local import LocalArtifactStore
+
+logger = logging.getLogger(__name__)
+
+# Launches are short (a process is spawned, a row updated): a few threads are plenty.
+CELERY_THREADS = 4
+# How far back a restarted worker looks for lost jobs whose processes may still run here.
+LOST_LOOKBACK_DAYS = 7
+DISPATCH_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+class WorkerNode:
+    def __init__(self, settings: Settings) -> None:
+        broker = settings.effective_broker_url
+        assert broker is not None, "checked by Settings.shared_services_problem"
+        secure_data_dir(settings)
+        self.settings = settings
+        self.db = make_engine(settings)
+        session_factory = make_session_factory(self.db)
+        assert settings.redis_url is not None, "checked by Settings.shared_services_problem"
+        self.redis = redis.Redis.from_url(
+            settings.redis_url, socket_timeout=2, socket_connect_timeout=2
+        )
+        # Nobody subscribes here; the hub only satisfies the bus.
+        self.bus = RedisBus(StreamHub(), self.redis)
+        self.inventory = build_inventory(settings)
+        artifacts = LocalArtifactStore(settings.artifacts_root)
+        self.engine = JobEngine(
+            settings,
+            session_factory,
+            self.inventory,
+            self.bus,
+            MetricsPipeline(self.db, self.bus),
+            artifacts,
+            job_end_handlers(artifacts),
+            schedules=False,
+        )
+        self.metrics = CollectorRegistry()
+        self.dispatch_latency = Histogram(
+            "sparktrainer_dispatch_latency_seconds",
+            "Placement committed by the leader to the job's process started on this node.",
+            registry=self.metrics,
+            buckets=DISPATCH_BUCKETS,
+        )
+        self.celery = celery_app(broker)
+        self.celery.task(name=LAUNCH_TASK, ignore_result=True)(self._launch_task)
+
+    @property
+    def name(self) -> str:
+        return self.settings.node_name
+
+    def _launch_task(self, job_id: str) -> None:
+        if self.engine.launch_placed():
+            self._observe(job_id)
+
+    def _observe(self, job_id: str) -> None:
+        with self.engine.session_factory() as session:
+            placed_at = session.scalar(select(Job.started_at).where(Job.id == job_id))
+        if placed_at is not None:
+            # Across machines this includes clock skew: keep node clocks in sync (NTP).
+            self.dispatch_latency.observe(max(0.0, (utcnow() - placed_at).total_seconds()))
+
+    def run(self) -> None:
+        """Runs until SIGTERM or SIGINT (Celery's warm shutdown), then marks the node down.
+
+        Job processes keep running: a worker started again on this node adopts them.
+        """
+        if not self.inventory.devices():
+            raise SystemExit(
+                f"node {self.name!r} has no GPUs (NVML reports none); on a machine without "
+                "GPUs set SPARKTRAINER_GPUS for a virtual inventory"
+            )
+        self.stop_lost_jobs()
+        if self.settings.worker_metrics_port is not None:
+            start_http_server(self.settings.worker_metrics_port, registry=self.metrics)
+        self.bus.start()
+        self.engine.heartbeat.beat(force=True)
+        self.engine.start()
+        logger.info(
+            "worker started",
+            extra={"node": self.name, "gpus": len(self.inventory.devices())},
+        )
+        worker: Any = self.celery.Worker(
+            hostname=worker_hostname(self.name),
+            queues=[queue_for(self.name)],
+            pool="threads",
+            concurrency=CELERY_THREADS,
+            without_heartbeat=True,
+            without_mingle=True,
+            without_gossip=True,
+            loglevel=self.settings.log_level,
+            quiet=True,
+        )
+        try:
+            worker.start()
+        finally:
+            self.stop()
+
+    def stop_lost_jobs(self) -> None:
+        """Kills what is left of jobs failed as lost while this worker was away.
+
+        Their GPUs were freed and may be given to other jobs: a process of theirs still
+        running here must not keep using them.
+        """
+        with self.engine.session_factory() as session:
+            lost = session.execute(
+                select(Job.id, Job.handle).where(
+                    Job.node == self.name,
+                    Job.status == JobStatus.FAILED,
+                    Job.status_reason.startswith(LOST_PREFIX),
+                    Job.handle.is_not(None),
+                    Job.finished_at >= utcnow() - timedelta(days=LOST_LOOKBACK_DAYS),
+                )
+            ).all()
+        for job_id, handle in lost:
+            if kill_group_if_alive(Handle.from_json(handle)):
+                logger.warning("stopped a lost job's leftover processes", extra={"job_id": job_id})
+
+    def stop(self) -> None:
+        self.engine.stop()
+        self.engine.heartbeat.mark_down()
+        self.bus.close()
+        self.inventory.close()
+        self.redis.close()
+        self.db.dispose()

@@ -1,0 +1,143 @@
+"""A real distributed deployment for the tests: PostgreSQL, a private Redis, API processes
+(``sparktrainer serve``) and GPU workers (``sparktrainer worker``), all subprocesses."""
+
+from __future__ import annotations
+
+import getpass
+import os
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import redis
+
+from tests.conftest import SECRET_KEY
+from tests.jobs.helpers import wait_until
+from tests.runtime.servers import Server
+
+# Short enough that fault tests stay quick; long enough that a worker restarted at once is
+# back before its node counts as lost, even on a loaded 2-core machine (where importing
+# the worker alone has taken 10 s).
+HEARTBEAT_SECONDS = 0.5
+STALE_SECONDS = 40.0
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class PrivateRedis:
+    """A Redis of the test's own, stoppable and restartable on the same port."""
+
+    def __init__(self, directory: Path) -> None:
+        self.port = free_port()
+        self.pidfile = directory / "redis.pid"
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+
+    def answers(self) -> bool:
+        try:
+            return bool(redis.Redis(port=self.port, socket_connect_timeout=0.2).ping())
+        except redis.RedisError:
+            return False
+
+    def start(self) -> None:
+        subprocess.run(
+            [
+                *("redis-server", "--bind", "127.0.0.1", "--port", str(self.port)),
+                *("--save", "", "--appendonly", "no", "--daemonize", "yes"),
+                *("--pidfile", str(self.pidfile)),
+            ],
+            check=True,
+            capture_output=True,
+        )
+        wait_until(self.answers, what="redis to start")
+
+    def stop(self) -> None:
+        subprocess.run(
+            ["redis-cli", "-p", str(self.port), "shutdown", "nosave"],
+            check=False,
+            capture_output=True,
+        )
+        wait_until(lambda: not self.answers(), what="redis to stop")
+
+
+def cluster_env(redis_url: str) -> dict[str, str]:
+    return {
+        "SPARKTRAINER_EXECUTOR": "celery",
+        "SPARKTRAINER_REDIS_URL": redis_url,
+        "SPARKTRAINER_NODE_HEARTBEAT_SECONDS": str(HEARTBEAT_SECONDS),
+        "SPARKTRAINER_NODE_STALE_SECONDS": str(STALE_SECONDS),
+        "SPARKTRAINER_LEADER_LEASE_SECONDS": "3",
+    }
+
+
+class Worker:
+    """A ``sparktrainer worker`` process: one GPU node with a virtual inventory."""
+
+    def __init__(self, data_dir: Path, database_url: str, name: str, gpus: int, **env: str) -> None:
+        self.data_dir = data_dir
+        self.name = name
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith("SPARKTRAINER_")}
+        self.env.update(
+            SPARKTRAINER_DATA_DIR=str(data_dir),
+            SPARKTRAINER_DATABASE_URL=database_url,
+            SPARKTRAINER_SECRET_KEY=SECRET_KEY,
+            SPARKTRAINER_JOB_USER=getpass.getuser(),
+            SPARKTRAINER_KILL_GRACE_SECONDS="2",
+            SPARKTRAINER_LOG_LEVEL="WARNING",
+            SPARKTRAINER_NODE_NAME=name,
+            SPARKTRAINER_GPUS=str(gpus),
+            **env,
+        )
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        log = (self.data_dir.parent / f"{self.data_dir.name}.log").open("ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "spark_trainer", "worker"],
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+
+    def signal(self, sig: signal.Signals) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            self.proc.wait(timeout=30)
+
+
+class Cluster:
+    def __init__(self, tmp_path: Path, database_url: str, redis_server: PrivateRedis) -> None:
+        env = cluster_env(redis_server.url)
+        self.redis = redis_server
+        self.database_url = database_url
+        self.apis = [
+            Server(tmp_path / f"api{i}", database_url, SPARKTRAINER_NODE_NAME=f"api{i}", **env)
+            for i in (1, 2)
+        ]
+        self.workers = {
+            name: Worker(tmp_path / name, database_url, name, gpus, **env)
+            for name, gpus in (("node2", 2), ("node4", 4))
+        }
+
+    def start(self) -> None:
+        self.apis[0].start()  # first: it migrates the database and becomes the leader
+        self.apis[1].start()
+        for worker in self.workers.values():
+            worker.start()
+        wait_until(self.ready, timeout=60, what="both workers to register")
+
+    def ready(self) -> bool:
+        nodes = {row["node"] for row in self.apis[0].get("/api/gpus")}
+        return nodes == set(self.workers)
+
+    def stop(self) -> None:
+        for worker in self.workers.values():
+            worker.signal(signal.SIGKILL)
+        for api in self.apis:
+            api.kill()
