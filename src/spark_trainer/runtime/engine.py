@@ -37,6 +37,7 @@ from sqlalchemy import Table, bindparam, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
+from spark_trainer.activity.record import record
 from spark_trainer.executor.base import Executor, ExitReport, Handle, LaunchSpec
 from spark_trainer.gpus.inventory import GpuInventory
 from spark_trainer.identity.tokens import api_key_digest
@@ -271,6 +272,21 @@ class JobEngine:
                 .values(pending_reason=bindparam("why")),
                 [{"job": job_id, "why": why} for job_id, why in changed.items()],
             )
+            waiting = session.execute(
+                select(Job.id, Job.owner_id, Job.name).where(
+                    Job.id.in_(changed), Job.status == JobStatus.PENDING
+                )
+            )
+            for job_id, owner_id, name in waiting:
+                record(
+                    session,
+                    kind="job.pending_reason",
+                    job_id=job_id,
+                    owner_id=owner_id,
+                    name=name,
+                    status=JobStatus.PENDING,
+                    pending_reason=changed[job_id],
+                )
         self._reasons = dict(reasons)
 
     def _assign(self, job_id: str, node: str, gpus: tuple[int, ...]) -> bool:

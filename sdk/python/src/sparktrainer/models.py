@@ -747,6 +747,13 @@ class RunRead(BaseModel):
     metrics: Annotated[dict[str, MetricSummaryRead], Field(title="Metrics")]
 
 
+class RunSeries(BaseModel):
+    job_id: Annotated[str, Field(title="Job Id")]
+    name: Annotated[str, Field(description="The run's job name.", title="Name")]
+    status: JobStatus
+    metrics: Annotated[list[MetricSeries], Field(title="Metrics")]
+
+
 class SystemMetricsRead(BaseModel):
     timestamp: Annotated[str, Field(title="Timestamp")]
     cpu_percent: Annotated[float, Field(title="Cpu Percent")]
@@ -855,6 +862,11 @@ class DatasetVersionList(BaseModel):
     versions: Annotated[
         list[DatasetVersionRead], Field(description="Oldest first.", title="Versions")
     ]
+
+
+class ExperimentMetrics(BaseModel):
+    experiment_id: Annotated[str, Field(title="Experiment Id")]
+    runs: Annotated[list[RunSeries], Field(title="Runs")]
 
 
 class HTTPValidationError(BaseModel):
