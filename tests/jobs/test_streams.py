@@ -125,6 +125,25 @@ def test_websocket_history_live_end(client: TestClient, alice: Account, tmp_path
     assert messages[-1]["status"] == "completed"
 
 
+def test_websocket_resumes_after_an_id_it_sent(
+    client: TestClient, alice: Account, tmp_path: Path
+) -> None:
+    go = tmp_path / "go"
+    go.touch()
+    job = _job(client, alice, go)
+    wait_for(client, alice.headers, job["id"], FINAL)
+    query = f"access_token={alice.token}&after=3&ids=true"
+    messages = []
+    with client.websocket_connect(f"/ws/jobs/{job['id']}/stream?{query}") as socket:
+        while not messages or messages[-1].get("event") != "end":
+            messages.append(json.loads(socket.receive_text()))
+    assert messages[:-1] == [
+        {"id": 4, "data": EXPECTED[3]},
+        {"id": 5, "data": EXPECTED[4]},
+    ]
+    assert messages[-1]["status"] == "completed"
+
+
 def test_streams_refuse_strangers(
     client: TestClient, alice: Account, bob: Account, tmp_path: Path
 ) -> None:

@@ -3,7 +3,8 @@
 Each message is one metrics object as the spec shows it. SSE events carry ``id: <seq>`` so
 ``Last-Event-ID`` resumes without gaps or duplicates; when the job ends, SSE sends a named
 ``end`` event and WebSocket a final ``{"event": "end", ...}`` message, then both close.
-Browsers cannot set headers on either, so both accept ``?access_token=…``.
+Browsers cannot set headers on either, so both accept ``?access_token=…``. WebSocket resumes
+with ``?after=<seq>``; ``?ids=true`` sends each point's seq with it.
 """
 
 from __future__ import annotations
@@ -105,6 +106,10 @@ async def stream_job_ws(websocket: WebSocket, job_id: str) -> None:
         # rate-limited user too, with the limit's message as the reason).
         await websocket.close(code=1008, reason=exc.message[:120])
         return
+    # `?ids=true` wraps each point as {"id": <seq>, "data": {...}}: a WebSocket message has no
+    # id field of its own, and a client needs the seq to resume with `?after=` (or SSE's
+    # Last-Event-ID) without repeating or skipping a point.
+    with_ids = websocket.query_params.get("ids", "").lower() in {"1", "true"}
     await websocket.accept()
     try:
         async for batch in job_messages(ctx, job_id, cursor):
@@ -117,6 +122,7 @@ async def stream_job_ws(websocket: WebSocket, job_id: str) -> None:
                 await websocket.close(code=1000, reason="job ended")
                 return
             for frame in batch.frames:
-                await websocket.send_text(frame.data)
+                text = f'{{"id": {frame.seq}, "data": {frame.data}}}' if with_ids else frame.data
+                await websocket.send_text(text)
     except WebSocketDisconnect:
         return

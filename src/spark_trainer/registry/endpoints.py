@@ -66,7 +66,9 @@ _REGISTER_BODY: dict[str, Any] = {
     "requestBody": {
         "required": True,
         "content": {
-            "application/json": {"schema": {"$ref": "#/components/schemas/RegisterFromJob"}},
+            # Inline: a $ref here would name a component FastAPI never adds (no route takes
+            # the model as a parameter), leaving the document with a dangling reference.
+            "application/json": {"schema": RegisterFromJob.model_json_schema()},
             "multipart/form-data": {
                 "schema": {
                     "type": "object",
