@@ -87,3 +87,20 @@ def test_bad_requests(client: TestClient, alice: Account) -> None:
         url, params={"name": "loss", "job_ids": stray["id"]}, headers=alice.headers
     )
     assert stray["id"] in missing.json()["message"]
+
+
+def test_job_history_says_where_a_stream_resumes(client: TestClient, alice: Account) -> None:
+    experiment = _experiment(client, alice, "resume")
+    job = _run(client, alice, experiment, 1)
+    history = client.get(
+        f"/api/jobs/{job['id']}/metrics", params={"max_points": 10}, headers=alice.headers
+    ).json()
+    # 40 points of two metrics each: one event id per logged point.
+    assert history["last_seq"] == 40
+    with client.stream(
+        "GET",
+        f"/api/jobs/{job['id']}/stream",
+        params={"access_token": alice.token, "after": history["last_seq"]},
+    ) as response:
+        received = "".join(response.iter_text())
+    assert 'data: {"step"' not in received and "event: end" in received
