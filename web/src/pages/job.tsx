@@ -1,6 +1,6 @@
 import { useCallback, useEffect, useRef, useState } from "react";
 import { Link, useParams } from "react-router-dom";
-import { errorMessage, raw, sdk, streamUrl, withQuery, type JobDetail, type MetricsHistory } from "../api";
+import { errorMessage, raw, sdk, streamUrl, withQuery, type JobDetail } from "../api";
 import { LiveChart, LiveSeries } from "../chart";
 import { ErrorBox, formatTime, Section, Status, useActivity, useLoad } from "../ui";
 
@@ -34,7 +34,7 @@ function useJobCharts(jobId: string, live: boolean) {
       if (stopped) return;
       for (const metric of history.metrics) ensure(metric.name).replace(metric.steps, metric.values);
       if (!live) return;
-      const lastSeq = (history as MetricsHistory & { last_seq?: number }).last_seq ?? 0;
+      const lastSeq = history.last_seq;
       source = new EventSource(await streamUrl(`/api/jobs/${jobId}/stream`, { after: lastSeq }));
       source.onmessage = (event: MessageEvent<string>) => {
         const point = JSON.parse(event.data) as Record<string, number>;

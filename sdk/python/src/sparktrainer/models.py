@@ -620,6 +620,9 @@ class MetricsAccepted(BaseModel):
 
 class MetricsHistory(BaseModel):
     job_id: Annotated[str, Field(title="Job Id")]
+    last_seq: Annotated[
+        int, Field(description="Resume a stream after this event id (`?after=`).", title="Last Seq")
+    ]
     metrics: Annotated[list[MetricSeries], Field(title="Metrics")]
 
 
