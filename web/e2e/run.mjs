@@ -5,7 +5,7 @@
 //   node e2e/run.mjs            (after `npm run build`; scripts/test runs it)
 //   E2E_BENCH=1 node e2e/run.mjs   also measures the 1M-point job page and live fps
 import { spawn } from "node:child_process";
-import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { createServer } from "node:net";
 import { tmpdir, userInfo } from "node:os";
 import { dirname, join, resolve } from "node:path";
@@ -310,6 +310,57 @@ async function main() {
       await page.getByTestId("jobs-table").getByRole("link", { name: "bobs-private-job" }).waitFor();
       await page.getByRole("columnheader", { name: "Owner" }).waitFor();
     });
+
+    if (process.env.E2E_BENCH === "1") {
+      await step("benchmark: 1M-point job page, 1,000 live points/s", async () => {
+        const go = join(dataDir, "bench-go");
+        const script = [
+          "import os, sys, time, sparktrainer",
+          "for s in range(1_000_000): sparktrainer.log({'loss': 1.0 / (s + 1)}, step=s)",
+          `while not os.path.exists(${JSON.stringify(go)}): time.sleep(0.05)`,
+          "s = 1_000_000",
+          "start = time.monotonic()",
+          "while time.monotonic() - start < 8:",
+          "    for _ in range(100):",
+          "        sparktrainer.log({'loss': 1.0 / (s + 1)}, step=s); s += 1",
+          "    time.sleep(max(0.0, (s - 1_000_000) / 1000 - (time.monotonic() - start)))",
+        ].join("\n");
+        const job = await admin.call("POST", "/api/jobs", { name: "bench-1m", command: py(script), gpu_count: 0 });
+        const t0 = Date.now();
+        await until("1M stored points", async () => {
+          const history = await admin.call("GET", `/api/jobs/${job.id}/metrics?name=loss&max_points=2`);
+          return history.metrics[0]?.count === 1_000_000;
+        }, 600_000);
+        console.log(`        1M points logged and stored in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
+        const opened = Date.now();
+        await page.goto(`/jobs/${job.id}`);
+        const chart = page.getByTestId("chart-loss");
+        await until("the history drawn", async () => Number((await chart.getAttribute("data-points")) ?? "0") > 0);
+        const openMs = Date.now() - opened;
+        const before = Number(await chart.getAttribute("data-points"));
+        // Frames the browser paints while 1,000 points a second arrive, over 5 s.
+        const measuring = page.evaluate(
+          () =>
+            new Promise((done) => {
+              let frames = 0;
+              const start = performance.now();
+              const charts = window.sparkCharts.frames();
+              const tick = (now) => {
+                frames++;
+                if (now - start < 5000) requestAnimationFrame(tick);
+                else done({ fps: (frames * 1000) / (now - start), redraws: window.sparkCharts.frames() - charts });
+              };
+              requestAnimationFrame(tick);
+            }),
+        );
+        writeFileSync(go, "");
+        const { fps, redraws } = await measuring;
+        const after = Number(await chart.getAttribute("data-points"));
+        console.log(`        job page with 1M stored points: chart drawn ${openMs} ms after navigation`);
+        console.log(`        live: ${after - before} points drawn in 5 s, ${fps.toFixed(1)} fps, ${redraws} chart redraws`);
+        if (after - before < 2000) throw new Error(`only ${after - before} live points reached the chart`);
+      });
+    }
 
     await admin.call("POST", `/api/jobs/${bobsJob.id}/cancel`);
     await alice.waitStatus(chartJobId, ["completed"], 60_000);

@@ -77,7 +77,6 @@ export function Chart({ lines, ...options }: ChartOptions & { lines: Line[] }) {
       plot.current = null;
     };
     // Rebuilt when the set of lines changes; new data for the same lines is set below.
-    // eslint-disable-next-line react-hooks/exhaustive-deps
   }, [labels, options.title]);
   useEffect(() => {
     plot.current?.setData(aligned(lines));
@@ -159,7 +158,6 @@ export function LiveChart({ series, ...options }: ChartOptions & { series: LiveS
     if (!holder.current) return;
     series.mount(holder.current, options);
     return () => series.unmount();
-    // eslint-disable-next-line react-hooks/exhaustive-deps
   }, [series]);
   return (
     <div

@@ -18,7 +18,6 @@ export function useLoad<T>(load: () => Promise<T>, deps: unknown[]) {
         if (mine === generation.current) setError(errorMessage(failure));
       },
     );
-    // eslint-disable-next-line react-hooks/exhaustive-deps
   }, deps);
   useEffect(() => {
     reload();

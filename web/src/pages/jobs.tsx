@@ -143,6 +143,9 @@ export function JobsPage({ admin }: { admin: boolean }) {
       setActionError(errorMessage(failure));
     }
   };
+  // Admins see every user's jobs: owners by name, not id.
+  const users = useLoad(() => (admin ? sdk((client) => client.users.list({ limit: 100 })) : Promise.resolve(null)), [admin]);
+  const owners = new Map((users.data?.items ?? []).map((u) => [u.id, u.username]));
   const rows = (jobs.data?.items ?? []).filter((job) => !search || job.name.toLowerCase().includes(search.toLowerCase()));
   return (
     <>
@@ -210,7 +213,7 @@ export function JobsPage({ admin }: { admin: boolean }) {
                 </td>
                 <td>{job.priority}</td>
                 <td>{job.gpus.length ? `${job.node ?? ""} [${job.gpus.join(", ")}]` : `needs ${job.gpu_count}`}</td>
-                {admin && <td>{job.owner_id}</td>}
+                {admin && <td>{owners.get(job.owner_id) ?? job.owner_id}</td>}
                 <td className="reason">{job.status === "pending" ? job.pending_reason ?? "waiting for the scheduler" : job.status_reason ?? ""}</td>
                 <td>{formatTime(job.created_at)}</td>
                 <td>
