@@ -203,6 +203,19 @@ async function main() {
       await page.screenshot({ path: join(SHOTS, "job.png") });
     });
 
+    await step("zoom a chart: the server is asked for that range", async () => {
+      const over = page.getByTestId("chart-loss").locator(".u-over");
+      const box = await over.boundingBox();
+      const asked = page.waitForRequest((r) => r.url().includes("/metrics?") && r.url().includes("step_min="));
+      await page.mouse.move(box.x + box.width * 0.2, box.y + box.height / 2);
+      await page.mouse.down();
+      await page.mouse.move(box.x + box.width * 0.5, box.y + box.height / 2, { steps: 5 });
+      await page.mouse.up();
+      const request = await asked;
+      const url = new URL(request.url());
+      if (Number(url.searchParams.get("step_max")) <= Number(url.searchParams.get("step_min"))) throw new Error(`bad range: ${url.search}`);
+    });
+
     let holder;
     let waiting;
     await step("see a pending job's reason", async () => {

@@ -10,46 +10,62 @@ const FINAL = new Set(["completed", "failed", "cancelled"]);
 const HISTORY_POINTS = 2000;
 const LOG_LIMIT = 200_000;
 
-function useJobCharts(jobId: string, live: boolean) {
+function useJobCharts(jobId: string, live: boolean | null) {
   const [series, setSeries] = useState<LiveSeries[]>([]);
   const [error, setError] = useState<string | null>(null);
+  // The stream resumes after this event id once the history is drawn (null: not yet).
+  const [lastSeq, setLastSeq] = useState<number | null>(null);
   const byName = useRef(new Map<string, LiveSeries>());
 
+  const ensure = useCallback((name: string): LiveSeries => {
+    let found = byName.current.get(name);
+    if (!found) {
+      found = new LiveSeries(name);
+      byName.current.set(name, found);
+      setSeries([...byName.current.values()]);
+    }
+    return found;
+  }, []);
+
+  // The history loads at once, alongside the job itself (not after it).
   useEffect(() => {
-    let source: EventSource | null = null;
     let stopped = false;
     byName.current = new Map();
     setSeries([]);
-    const ensure = (name: string): LiveSeries => {
-      let found = byName.current.get(name);
-      if (!found) {
-        found = new LiveSeries(name);
-        byName.current.set(name, found);
-        setSeries([...byName.current.values()]);
-      }
-      return found;
+    setLastSeq(null);
+    sdk((client) => client.jobs.metrics(jobId, { maxPoints: HISTORY_POINTS })).then(
+      (history) => {
+        if (stopped) return;
+        for (const metric of history.metrics) ensure(metric.name).replace(metric.steps, metric.values);
+        setLastSeq(history.last_seq);
+      },
+      (failure) => setError(errorMessage(failure)),
+    );
+    return () => {
+      stopped = true;
     };
-    (async () => {
-      const history = await sdk((client) => client.jobs.metrics(jobId, { maxPoints: HISTORY_POINTS }));
+  }, [jobId, ensure]);
+
+  useEffect(() => {
+    if (!live || lastSeq === null) return;
+    let source: EventSource | null = null;
+    let stopped = false;
+    streamUrl(`/api/jobs/${jobId}/stream`, { after: lastSeq }).then((url) => {
       if (stopped) return;
-      for (const metric of history.metrics) ensure(metric.name).replace(metric.steps, metric.values);
-      if (!live) return;
-      const lastSeq = history.last_seq;
-      source = new EventSource(await streamUrl(`/api/jobs/${jobId}/stream`, { after: lastSeq }));
+      source = new EventSource(url);
       source.onmessage = (event: MessageEvent<string>) => {
         const point = JSON.parse(event.data) as Record<string, number>;
-        const step = point.step;
         for (const [name, value] of Object.entries(point)) {
-          if (name !== "step") ensure(name).append(step, value);
+          if (name !== "step") ensure(name).append(point.step, value);
         }
       };
       source.addEventListener("end", () => source?.close());
-    })().catch((failure) => setError(errorMessage(failure)));
+    }, (failure) => setError(errorMessage(failure)));
     return () => {
       stopped = true;
       source?.close();
     };
-  }, [jobId, live]);
+  }, [jobId, live, lastSeq, ensure]);
 
   const zoom = useCallback(
     async (item: LiveSeries, min: number, max: number) => {
@@ -141,7 +157,7 @@ export function JobPage() {
     if (detail && liveOnce === null) setLiveOnce(live);
   }, [detail, live, liveOnce]);
   useEffect(() => setLiveOnce(null), [jobId]);
-  const charts = useJobCharts(jobId, liveOnce ?? false);
+  const charts = useJobCharts(jobId, liveOnce);
   const [cancelError, setCancelError] = useState<string | null>(null);
   if (job.error && !detail) return <ErrorBox error={job.error} />;
   if (!detail || liveOnce === null) return <p className="loading">Loading…</p>;
