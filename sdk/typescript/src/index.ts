@@ -26,5 +26,23 @@ export type {
   Users,
 } from "./resources/account.js";
 export type { Paging } from "./resources/base.js";
+export type {
+  ExperimentCreateParams,
+  ExperimentListParams,
+  Experiments,
+  ModelListParams,
+  Models,
+  RunListParams,
+} from "./resources/catalog.js";
+export type { DatasetDownloadParams, DatasetUploadParams, Datasets } from "./resources/datasets.js";
+export type { Download } from "./resources/files.js";
+export type {
+  DeploymentCreateParams,
+  Deployments,
+  EvaluationCreateParams,
+  Evaluations,
+  LeaderboardParams,
+  LeaderboardResource,
+} from "./resources/serving.js";
 export * from "./types.js";
 export { VERSION } from "./version.js";

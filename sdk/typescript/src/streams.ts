@@ -63,7 +63,6 @@ export interface Unsubscribe {
 
 type Attempt = { end: JobEnd | null; progressed: boolean };
 
-const ROUTE_SSE = "/api/jobs/{job_id}/stream";
 // Not in the OpenAPI document (it has no WebSocket routes); the server's README names it.
 const ROUTE_WS = "/ws/jobs/{job_id}/stream";
 
@@ -117,7 +116,10 @@ export function streamMetrics(
               end = readEnd(message);
               return;
             }
-            if (deliver(Number(message.id), message.data as MetricPoint)) progressed = true;
+            // `?ids=true` wraps each point with its id; a server without it sends bare points.
+            const id = typeof message.id === "number" ? message.id : null;
+            const point = (id === null ? message : message.data) as MetricPoint;
+            if (deliver(id, point)) progressed = true;
           } catch (error) {
             controller.signal.removeEventListener("abort", stop);
             socket.close(1000, "callback failed");
@@ -135,7 +137,7 @@ export function streamMetrics(
   const viaSse = async (): Promise<Attempt> => {
     const headers: Record<string, string> = { Accept: "text/event-stream" };
     if (lastEventId) headers["Last-Event-ID"] = String(lastEventId);
-    const response = await transport.request("GET", ROUTE_SSE, {
+    const response = await transport.request("GET", "/api/jobs/{job_id}/stream", {
       path: { job_id: jobId },
       headers,
       signal: controller.signal,

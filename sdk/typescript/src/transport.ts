@@ -23,8 +23,14 @@ export interface RequestOptions {
   query?: Record<string, QueryValue>;
   /** A JSON body (sent with `Content-Type: application/json`). */
   json?: unknown;
-  /** Builds a fresh body for every attempt (a stream cannot be sent twice). */
-  body?: () => BodyInit;
+  /**
+   * Builds a fresh body for every attempt (a stream cannot be sent twice). A streamed body
+   * calls `touch` as it is read: the timeout then counts from the last byte sent, so a long
+   * upload is not cut off while it makes progress.
+   */
+  body?: (touch: () => void) => BodyInit;
+  /** Seconds to wait for the answer's headers, instead of the client's; null: no limit. */
+  timeout?: number | null;
   headers?: Record<string, string>;
   signal?: AbortSignal;
 }
@@ -191,16 +197,16 @@ export class Transport {
       attempt += 1;
       const headers: Record<string, string> = { ...this.headers, ...options.headers };
       if (authenticated) headers.Authorization = `Bearer ${await this.auth.credential(this)}`;
-      let body: BodyInit | undefined;
-      if (options.json !== undefined) {
+      const json = options.json;
+      let body: ((touch: () => void) => BodyInit) | undefined = options.body;
+      if (json !== undefined) {
         headers["Content-Type"] = "application/json";
-        body = JSON.stringify(options.json);
-      } else if (options.body) {
-        body = options.body();
+        body = () => JSON.stringify(json);
       }
+      const timeout = options.timeout === undefined ? this.timeout : options.timeout;
       let response: Response;
       try {
-        response = await this.fetchOnce(url, method, headers, body, options.signal);
+        response = await this.fetchOnce(url, method, headers, body, timeout, options.signal);
       } catch (error) {
         if (options.signal?.aborted) throw error;
         const timedOut = error instanceof APITimeoutError;
@@ -239,22 +245,31 @@ export class Transport {
     url: string,
     method: string,
     headers: Record<string, string>,
-    body: BodyInit | undefined,
+    makeBody: ((touch: () => void) => BodyInit) | undefined,
+    timeout: number | null,
     signal: AbortSignal | undefined,
   ): Promise<Response> {
     const controller = new AbortController();
     const onAbort = (): void => controller.abort(signal?.reason);
     signal?.addEventListener("abort", onAbort, { once: true });
     let timedOut = false;
-    // Only the wait for the headers is timed: a stream's or download's body may take long.
-    const timer = setTimeout(() => {
-      timedOut = true;
-      controller.abort();
-    }, this.timeout * 1000);
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    // Only the wait for the headers is timed (a stream's or download's body may take long),
+    // counted from the last byte of a streamed request body.
+    const touch = (): void => {
+      if (timeout === null) return;
+      clearTimeout(timer);
+      timer = setTimeout(() => {
+        timedOut = true;
+        controller.abort();
+      }, timeout * 1000);
+    };
+    touch();
+    const body = makeBody?.(touch) ?? null;
     const init: RequestInit & { duplex?: "half" } = {
       method,
       headers,
-      body: body ?? null,
+      body,
       signal: controller.signal,
     };
     // A streamed request body needs half-duplex (fetch's rule; Node insists on it).
@@ -263,7 +278,7 @@ export class Transport {
       return await this.fetchImpl(url, init);
     } catch (error) {
       if (timedOut) {
-        throw new APITimeoutError(`${method} ${url}: no answer in ${this.timeout} s`, { cause: error });
+        throw new APITimeoutError(`${method} ${url}: no answer in ${timeout} s`, { cause: error });
       }
       throw error;
     } finally {

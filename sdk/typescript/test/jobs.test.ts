@@ -94,6 +94,19 @@ describe("jobs", () => {
     expect(points.length).toBe(seen);
   });
 
+  test("logs: the whole text, a tail, and followed as written until the job ends", async () => {
+    const client = adminClient();
+    const command = `for i in 1 2 3 4 5; do echo "line $i é"; sleep 0.2; done`;
+    const job = await client.jobs.create({ name: unique("logs"), command });
+    let followed = "";
+    for await (const text of client.jobs.followLogs(job.id)) followed += text;
+    const lines = [1, 2, 3, 4, 5].map((i) => `line ${i} é\n`).join("");
+    expect(followed).toBe(lines);
+    expect(await client.jobs.logs(job.id)).toBe(lines);
+    expect(await client.jobs.logs(job.id, { tail: 2 })).toBe("line 4 é\nline 5 é\n");
+    expect(await client.jobs.logs(job.id, { stream: "stderr" })).toBe("");
+  });
+
   test("a stream of someone else's or an unknown job fails with NotFoundError", async () => {
     const client = adminClient();
     const errors: unknown[] = [];

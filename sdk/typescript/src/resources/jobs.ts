@@ -94,6 +94,59 @@ export class Jobs extends Resource {
     return response.text();
   }
 
+  /**
+   * The log as it is written, until the job ends: `for await (const text of
+   * client.jobs.followLogs(id)) ...`. A dropped connection resumes from the byte offset
+   * reached, so no text repeats or goes missing; `break` closes the connection.
+   */
+  async *followLogs(
+    jobId: string,
+    params: { stream?: "stdout" | "stderr"; offset?: number; signal?: AbortSignal } = {},
+  ): AsyncGenerator<string> {
+    let offset = params.offset ?? 0;
+    let failures = 0;
+    const decoder = new TextDecoder();
+    for (;;) {
+      const controller = new AbortController();
+      const onAbort = (): void => controller.abort(params.signal?.reason);
+      params.signal?.addEventListener("abort", onAbort, { once: true });
+      try {
+        const response = await this.t.request("GET", "/api/jobs/{job_id}/logs", {
+          path: { job_id: jobId },
+          query: { stream: params.stream, offset, follow: true },
+          signal: controller.signal,
+        });
+        offset = Number(response.headers.get("X-Log-Offset") ?? offset);
+        if (response.body === null) return;
+        const reader = response.body.getReader();
+        try {
+          for (;;) {
+            const { done, value } = await reader.read();
+            if (done) break;
+            offset += value.byteLength;
+            failures = 0;
+            // A character split between chunks waits in the decoder for its other bytes.
+            const text = decoder.decode(value, { stream: true });
+            if (text) yield text;
+          }
+        } finally {
+          reader.cancel().catch(() => undefined);
+        }
+        const rest = decoder.decode();
+        if (rest) yield rest;
+        return;
+      } catch (error) {
+        failures += 1;
+        const delay = error instanceof TypeError ? this.t.retry.delay(failures) : null;
+        if (params.signal?.aborted || delay === null) throw error;
+        await sleep(delay, params.signal);
+      } finally {
+        params.signal?.removeEventListener("abort", onAbort);
+        controller.abort();
+      }
+    }
+  }
+
   /** Stored metric history, as columns per metric (downsampled with `maxPoints`). */
   metrics(jobId: string, params: JobMetricsParams = {}): Promise<MetricsHistory> {
     return this.t.json<MetricsHistory>("GET", "/api/jobs/{job_id}/metrics", {
