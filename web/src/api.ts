@@ -7,28 +7,7 @@
 
 import { APIStatusError, SparkTrainerClient } from "@sparktrainer/sdk";
 
-export type {
-  ApiKey,
-  ApiKeyCreated,
-  Dataset,
-  DatasetDetail,
-  DatasetVersion,
-  Deployment,
-  Evaluation,
-  Experiment,
-  ExperimentDetail,
-  Gpu,
-  Job,
-  JobDetail,
-  Leaderboard,
-  MetricSeries,
-  MetricsHistory,
-  Model,
-  ModelDetail,
-  Page,
-  Run,
-  User,
-} from "@sparktrainer/sdk";
+export type { ApiKeyCreated, Gpu, Job, JobDetail, MetricSeries, User } from "@sparktrainer/sdk";
 
 export class ApiError extends Error {
   constructor(

@@ -1,6 +1,6 @@
 import { useState, type FormEvent } from "react";
 import { Link, useParams } from "react-router-dom";
-import { download, errorMessage, request, upload, type Dataset, type DatasetDetail, type DatasetVersion, type Page } from "../api";
+import { download, errorMessage, sdk, upload } from "../api";
 import { ErrorBox, formatBytes, formatTime, Section, useLoad } from "../ui";
 
 function Upload({ onDone, name }: { onDone: () => void; name?: string }) {
@@ -40,7 +40,7 @@ function Upload({ onDone, name }: { onDone: () => void; name?: string }) {
 }
 
 export function DatasetsPage() {
-  const list = useLoad(() => request<Page<Dataset>>("GET", "/api/datasets", { query: { limit: 100 } }), []);
+  const list = useLoad(() => sdk((client) => client.datasets.list({ limit: 100 })), []);
   return (
     <>
       <h1>Datasets</h1>
@@ -76,8 +76,8 @@ export function DatasetsPage() {
 
 export function DatasetPage() {
   const { datasetId = "" } = useParams();
-  const detail = useLoad(() => request<DatasetDetail>("GET", `/api/datasets/${datasetId}`), [datasetId]);
-  const versions = useLoad(() => request<{ versions: DatasetVersion[] }>("GET", `/api/datasets/${datasetId}/versions`), [datasetId]);
+  const detail = useLoad(() => sdk((client) => client.datasets.get(datasetId)), [datasetId]);
+  const versions = useLoad(() => sdk((client) => client.datasets.versions(datasetId)), [datasetId]);
   const [error, setError] = useState<string | null>(null);
   const reload = () => {
     detail.reload();

@@ -1,18 +1,18 @@
 import { useMemo, useState, type FormEvent } from "react";
 import { Link, useParams } from "react-router-dom";
-import { errorMessage, request, type Experiment, type ExperimentDetail, type MetricSeries, type Page, type Run } from "../api";
+import { errorMessage, request, sdk, type MetricSeries } from "../api";
 import { Chart, type Line } from "../chart";
 import { ErrorBox, formatTime, Section, Status, useActivity, useLoad } from "../ui";
 
 export function ExperimentsPage() {
-  const list = useLoad(() => request<Page<Experiment>>("GET", "/api/experiments", { query: { limit: 100 } }), []);
+  const list = useLoad(() => sdk((client) => client.experiments.list({ limit: 100 })), []);
   const [error, setError] = useState<string | null>(null);
   const create = async (event: FormEvent<HTMLFormElement>) => {
     event.preventDefault();
     const form = event.currentTarget;
     const name = String(new FormData(form).get("name") ?? "").trim();
     try {
-      await request("POST", "/api/experiments", { json: { name } });
+      await sdk((client) => client.experiments.create({ name }));
       form.reset();
       setError(null);
       list.reload();
@@ -72,9 +72,9 @@ export function ExperimentPage() {
   const [view, setView] = useState<"best" | "latest">("best");
   const [chosen, setChosen] = useState<Set<string>>(new Set());
   const [metric, setMetric] = useState<string>("");
-  const experiment = useLoad(() => request<ExperimentDetail>("GET", `/api/experiments/${experimentId}`), [experimentId]);
+  const experiment = useLoad(() => sdk((client) => client.experiments.get(experimentId)), [experimentId]);
   const runs = useLoad(
-    () => request<Page<Run>>("GET", `/api/experiments/${experimentId}/runs`, { query: { sort, order, limit: 100 } }),
+    () => sdk((client) => client.experiments.runs(experimentId, { sort, order, limit: 100 })),
     [experimentId, sort, order],
   );
   useActivity(() => runs.reload());

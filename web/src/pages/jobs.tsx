@@ -1,6 +1,6 @@
 import { useRef, useState, type FormEvent } from "react";
 import { Link } from "react-router-dom";
-import { errorMessage, request, sdk, type Dataset, type Experiment, type Job, type Page } from "../api";
+import { errorMessage, sdk, type Job } from "../api";
 import { ErrorBox, formatTime, Section, Status, useActivity, useLoad } from "../ui";
 
 const STATUSES = ["", "pending", "running", "completed", "failed", "cancelled"] as const;
@@ -24,8 +24,8 @@ function SubmitForm({ onSubmitted }: { onSubmitted: (job: Job) => void }) {
   const choices = useLoad(
     () =>
       Promise.all([
-        request<Page<Experiment>>("GET", "/api/experiments", { query: { limit: 100 } }),
-        request<Page<Dataset>>("GET", "/api/datasets", { query: { limit: 100 } }),
+        sdk((client) => client.experiments.list({ limit: 100 })),
+        sdk((client) => client.datasets.list({ limit: 100 })),
       ]),
     [],
   );

@@ -1,12 +1,12 @@
 import { useState, type FormEvent } from "react";
 import { Link, useParams, useSearchParams } from "react-router-dom";
-import { download, errorMessage, request, type Model, type ModelDetail, type Page } from "../api";
+import { download, errorMessage, sdk } from "../api";
 import { ErrorBox, formatBytes, formatTime, Section, Status, useLoad } from "../ui";
 
 export function ModelsPage() {
   const [params] = useSearchParams();
   const name = params.get("name") ?? undefined;
-  const list = useLoad(() => request<Page<Model>>("GET", "/api/models", { query: { name, limit: 100 } }), [name]);
+  const list = useLoad(() => sdk((client) => client.models.list({ name, limit: 100 })), [name]);
   return (
     <>
       <h1>Models</h1>
@@ -45,7 +45,7 @@ export function ModelsPage() {
 
 export function ModelPage() {
   const { modelId = "" } = useParams();
-  const model = useLoad(() => request<ModelDetail>("GET", `/api/models/${modelId}`), [modelId]);
+  const model = useLoad(() => sdk((client) => client.models.get(modelId)), [modelId]);
   const [error, setError] = useState<string | null>(null);
   const act = async (work: () => Promise<unknown>) => {
     try {
@@ -61,7 +61,7 @@ export function ModelPage() {
     const form = event.currentTarget;
     const value = String(new FormData(form).get("tag") ?? "").trim();
     void act(async () => {
-      await request("POST", `/api/models/${modelId}/tag`, { json: { tag: value } });
+      await sdk((client) => client.models.tag(modelId, value));
       form.reset();
     });
   };
@@ -79,7 +79,7 @@ export function ModelPage() {
           {m.tags.map((t) => (
             <span key={t} className="badge">
               {t}{" "}
-              <button type="button" className="link" aria-label={`Remove tag ${t}`} onClick={() => act(() => request("DELETE", `/api/models/${modelId}/tag/${encodeURIComponent(t)}`))}>
+              <button type="button" className="link" aria-label={`Remove tag ${t}`} onClick={() => act(() => sdk((client) => client.models.untag(modelId, t)))}>
                 ×
               </button>
             </span>

@@ -1,9 +1,9 @@
 import { Link } from "react-router-dom";
-import { request, type Deployment, type Evaluation, type Leaderboard, type Page } from "../api";
+import { sdk } from "../api";
 import { ErrorBox, formatTime, Status, useLoad } from "../ui";
 
 export function EvaluationsPage() {
-  const list = useLoad(() => request<Page<Evaluation>>("GET", "/api/evaluations", { query: { limit: 100 } }), []);
+  const list = useLoad(() => sdk((client) => client.evaluations.list({ limit: 100 })), []);
   return (
     <>
       <h1>Evaluations</h1>
@@ -43,7 +43,7 @@ export function EvaluationsPage() {
 }
 
 export function LeaderboardPage() {
-  const board = useLoad(() => request<Leaderboard>("GET", "/api/leaderboard"), []);
+  const board = useLoad(() => sdk((client) => client.leaderboard.get()), []);
   return (
     <>
       <h1>Leaderboard</h1>
@@ -81,7 +81,7 @@ export function LeaderboardPage() {
 }
 
 export function DeploymentsPage() {
-  const list = useLoad(() => request<Page<Deployment>>("GET", "/api/deployments", { query: { limit: 100 } }), []);
+  const list = useLoad(() => sdk((client) => client.deployments.list({ limit: 100 })), []);
   return (
     <>
       <h1>Deployments</h1>
