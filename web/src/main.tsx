@@ -74,7 +74,7 @@ const NAV = [
   ["/account", "API keys"],
 ] as const;
 
-function Shell({ user, children, theme, setTheme }: { user: User; children: ReactNode; theme: Theme; setTheme: (t: Theme) => void }) {
+function Shell({ user, children, theme, setTheme }: { user: User | null; children: ReactNode; theme: Theme; setTheme: (t: Theme) => void }) {
   const navigate = useNavigate();
   const signOut = async () => {
     closeActivity();
@@ -94,15 +94,15 @@ function Shell({ user, children, theme, setTheme }: { user: User; children: Reac
               <NavLink to={to}>{label}</NavLink>
             </li>
           ))}
-          {user.role === "admin" && (
+          {user?.role === "admin" && (
             <li>
               <NavLink to="/users">Users</NavLink>
             </li>
           )}
         </ul>
         <div className="who">
-          <span data-testid="whoami">{user.username}</span>
-          {user.role === "admin" && <span className="badge">admin</span>}
+          <span data-testid="whoami">{user?.username ?? ""}</span>
+          {user?.role === "admin" && <span className="badge">admin</span>}
         </div>
         <button type="button" onClick={() => setTheme(theme === "dark" ? "light" : "dark")}>
           {theme === "dark" ? "Light" : "Dark"} theme
@@ -130,8 +130,9 @@ function Authenticated({ theme, setTheme }: { theme: Theme; setTheme: (t: Theme)
   }, [signedIn]);
   if (!signedIn) return <Navigate to="/signin" state={{ from: location.pathname + location.search }} replace />;
   if (error) return <ErrorBox error={error} />;
-  if (!user) return <p className="loading">Loading…</p>;
-  const admin = user.role === "admin";
+  // Pages load their data while the user is still being fetched: a page opened directly
+  // (a job's, say) does not wait a round trip longer.
+  const admin = user?.role === "admin";
   return (
     <Shell user={user} theme={theme} setTheme={setTheme}>
       <Routes>
@@ -149,7 +150,7 @@ function Authenticated({ theme, setTheme }: { theme: Theme; setTheme: (t: Theme)
         <Route path="/leaderboard" element={<LeaderboardPage />} />
         <Route path="/deployments" element={<DeploymentsPage />} />
         <Route path="/account" element={<AccountPage />} />
-        <Route path="/users" element={admin ? <UsersPage /> : <Navigate to="/jobs" />} />
+        <Route path="/users" element={admin ? <UsersPage /> : user ? <Navigate to="/jobs" /> : null} />
         <Route path="*" element={<p>No such page.</p>} />
       </Routes>
     </Shell>
