@@ -53,6 +53,8 @@ def install(app: FastAPI, web_dir: Path) -> None:
         if not index.is_file():
             return HTMLResponse(NOT_BUILT)
         path = request.path_params["path"]
+        if "\x00" in path:
+            raise NotFound("No such dashboard file")
         candidate = (root / path).resolve()
         if path and candidate.is_relative_to(root) and candidate.is_file():
             cache = IMMUTABLE if path.startswith("assets/") else "no-cache"

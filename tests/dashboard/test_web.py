@@ -45,6 +45,7 @@ def test_serves_the_build_and_falls_back_to_index(
         for escape in ("/..%2Fsecret.txt", "/assets/..%2F..%2Fsecret.txt", "/%2e%2e/secret.txt"):
             response = client.get(escape)
             assert "outside the build" not in response.text, escape
+        assert client.get("/assets/a%00b.js").status_code == 404
 
         # The API's paths keep their own answers.
         assert client.get("/healthz").json()["status"] == "healthy"
