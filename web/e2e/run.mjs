@@ -225,6 +225,15 @@ async function main() {
       await page.goto("/jobs");
       const row = page.locator(`tr[data-job-id="${waiting.id}"]`);
       await row.getByText(/needs 2 GPUs/).waitFor();
+      await page.screenshot({ path: join(SHOTS, "jobs.png") });
+    });
+
+    await step("GPUs board: which job holds each GPU", async () => {
+      await nav("GPUs").click();
+      await page.getByTestId("gpu").getByRole("link", { name: holder.id }).waitFor();
+      await page.getByText("virtual inventory").first().waitFor();
+      await page.screenshot({ path: join(SHOTS, "gpus.png") });
+      await nav("Jobs").click();
     });
 
     await step("another user's jobs are not shown", async () => {
@@ -243,14 +252,6 @@ async function main() {
       await row.getByText("cancelled", { exact: true }).waitFor();
       // The job that waited for two GPUs now fits and runs: the list follows on its own.
       await page.locator(`tr[data-job-id="${waiting.id}"]`).getByText("completed", { exact: true }).waitFor({ timeout: 30_000 });
-      await page.screenshot({ path: join(SHOTS, "jobs.png") });
-    });
-
-    await step("GPUs board", async () => {
-      await nav("GPUs").click();
-      await page.getByTestId("gpu").first().waitFor();
-      await page.getByText("virtual inventory").first().waitFor();
-      await page.screenshot({ path: join(SHOTS, "gpus.png") });
     });
 
     await step("upload a dataset and see its version", async () => {

@@ -35,14 +35,20 @@ export function GpusPage() {
                   GPU {gpu.id} <small>{gpu.name}</small>
                 </h3>
                 <p>{gpu.in_use ? (gpu.job_id ? <Link to={`/jobs/${gpu.job_id}`}>{gpu.job_id}</Link> : "in use") : "free"}</p>
-                <Meter label="Utilization" value={gpu.utilization} max={100} text={gpu.utilization === null ? "–" : `${gpu.utilization}%`} />
-                <Meter
-                  label="Memory"
-                  value={gpu.memory_used}
-                  max={gpu.memory_total}
-                  text={gpu.memory_used === null ? formatBytes(gpu.memory_total) : `${formatBytes(gpu.memory_used)} / ${formatBytes(gpu.memory_total)}`}
-                />
-                {gpu.temperature !== null && <p className="muted">{gpu.temperature} °C</p>}
+                {gpu.virtual ? (
+                  <p className="muted">{formatBytes(gpu.memory_total)} · no readings (virtual)</p>
+                ) : (
+                  <>
+                    <Meter label="Utilization" value={gpu.utilization} max={100} text={gpu.utilization === null ? "–" : `${gpu.utilization}%`} />
+                    <Meter
+                      label="Memory"
+                      value={gpu.memory_used}
+                      max={gpu.memory_total}
+                      text={gpu.memory_used === null ? formatBytes(gpu.memory_total) : `${formatBytes(gpu.memory_used)} / ${formatBytes(gpu.memory_total)}`}
+                    />
+                    {gpu.temperature !== null && <p className="muted">{gpu.temperature} °C</p>}
+                  </>
+                )}
               </article>
             ))}
           </div>
