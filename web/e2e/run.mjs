@@ -161,6 +161,18 @@ async function main() {
       await page.getByTestId("whoami").filter({ hasText: "alice" }).waitFor();
     });
 
+    await step("keyboard: a skip link, then the navigation, by Tab", async () => {
+      await page.keyboard.press("Tab");
+      const first = await page.evaluate(() => document.activeElement?.textContent);
+      if (first !== "Skip to content") throw new Error(`first Tab stop is ${first}`);
+      await page.keyboard.press("Tab");
+      await page.keyboard.press("Tab");
+      await page.keyboard.press("Enter");
+      await page.waitForURL("**/gpus");
+      await page.goBack();
+      await page.waitForURL("**/jobs");
+    });
+
     // Another user's job: never on Alice's pages.
     const bobsJob = await bob.call("POST", "/api/jobs", { name: "bobs-private-job", command: "sleep 300", gpu_count: 0 });
 
@@ -169,8 +181,8 @@ async function main() {
       // One line: the form's command field is a single line, like a shell prompt.
       const script =
         "import sparktrainer, time; " +
-        '[(sparktrainer.log({"loss": 1.0 / (s + 1), "accuracy": s / 400}, step=s), ' +
-        'print(f"step {s} done", flush=True), time.sleep(0.05)) for s in range(400)]';
+        '[(sparktrainer.log({"loss": 1.0 / (s + 1), "accuracy": s / 250}, step=s), ' +
+        'print(f"step {s} done", flush=True), time.sleep(0.05)) for s in range(250)]';
       await page.getByRole("button", { name: "New job" }).click();
       const form = page.getByRole("form", { name: "Submit a job" });
       await form.getByLabel("Name").fill("e2e-training");
