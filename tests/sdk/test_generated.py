@@ -10,6 +10,7 @@ from __future__ import annotations
 import ast
 import importlib.util
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -43,6 +44,15 @@ def test_blocking_client_matches_the_async_source() -> None:
     expected = GEN.sync_sources()
     actual = {p.name: p.read_text() for p in sorted(GEN.SYNC_DIR.glob("*.py"))}
     assert actual == expected, "run scripts/generate-sdks"
+
+
+def test_every_reference_in_the_openapi_document_resolves() -> None:
+    # openapi-typescript refuses a document with a dangling $ref (the validator does not).
+    text = GEN.OPENAPI.read_text()
+    schemas = json.loads(text)["components"]["schemas"]
+    refs = set(re.findall(r'"#/components/schemas/([^"]+)"', text))
+    assert refs, "the scan found the references"
+    assert refs - set(schemas) == set()
 
 
 def _python_routes() -> set[tuple[str, str]]:

@@ -45,6 +45,26 @@ describe("authentication", () => {
     expect(client.accessToken).toBeNull();
   });
 
+  test("concurrent calls after an expiry share one refresh (a reused refresh token would revoke them all)", async () => {
+    const renewals: string[] = [];
+    const observed: typeof fetch = (input, init) => {
+      const path = new URL(String(input)).pathname;
+      if (path === "/api/auth/refresh" || path === "/api/auth/login") renewals.push(path);
+      return fetch(input, init);
+    };
+    const client = new SparkTrainerClient({
+      baseUrl: url(),
+      username: "admin",
+      password: inject("adminPassword"),
+      fetch: observed,
+    });
+    await client.login();
+    await wait(ACCESS_TTL * 1000 + 200);
+    const answers = await Promise.all(Array.from({ length: 6 }, () => client.users.me()));
+    expect(answers.map((u) => u.username)).toEqual(Array(6).fill("admin"));
+    expect(renewals).toEqual(["/api/auth/login", "/api/auth/refresh"]);
+  });
+
   test("API keys: create, use, list, revoke", async () => {
     const admin = adminClient();
     const created = await admin.apiKeys.create(unique("key"));
@@ -71,12 +91,12 @@ describe("rate limits", () => {
   test("a 429 is a RateLimitError with retryAfter when retries are off", async () => {
     const { username, password } = await standardUser();
     const client = new SparkTrainerClient({ baseUrl: url(), username, password, retry: { maxRetries: 0 } });
-    let limited: unknown;
-    for (let i = 0; i < STANDARD_LIMIT + 2 && limited === undefined; i += 1) {
-      await client.gpus.list().catch((e: unknown) => {
-        limited = e;
-      });
-    }
+    // Twice the window's allowance at once, so they all land in one window however slow
+    // this machine is.
+    const answers = await Promise.allSettled(Array.from({ length: 2 * STANDARD_LIMIT }, () => client.gpus.list()));
+    const refused = answers.flatMap((a) => (a.status === "rejected" ? [a.reason as unknown] : []));
+    expect(refused.length).toBeGreaterThan(0);
+    const limited = refused[0];
     expect(limited).toBeInstanceOf(RateLimitError);
     const retryAfter = (limited as RateLimitError).retryAfter;
     expect(retryAfter).toBeGreaterThan(0);
@@ -92,12 +112,12 @@ describe("rate limits", () => {
       return response;
     };
     const client = new SparkTrainerClient({ baseUrl: url(), username, password, fetch: observed });
-    // More calls than one window allows: each over the limit is answered 429, waits for the
-    // next window and is sent again, so every call succeeds.
-    for (let i = 0; i < STANDARD_LIMIT + 2; i += 1) {
-      expect(await client.gpus.list()).toHaveLength(4);
-    }
+    // More calls at once than one window allows: each over the limit is answered 429, waits
+    // for the next window and is sent again, so every call succeeds.
+    const calls = STANDARD_LIMIT + 3;
+    const answers = await Promise.all(Array.from({ length: calls }, () => client.gpus.list()));
+    expect(answers.map((gpus) => gpus.length)).toEqual(Array(calls).fill(4));
     expect(statuses).toContain(429);
-    expect(statuses.filter((s) => s === 200)).toHaveLength(STANDARD_LIMIT + 2);
+    expect(statuses.filter((s) => s === 200)).toHaveLength(calls);
   });
 });
