@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import shlex
 from collections.abc import Callable
 from pathlib import Path
@@ -10,6 +12,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from spark_trainer.activity.hub import QUEUE_LIMIT, ActivityHub
 from spark_trainer.app import create_app
 from spark_trainer.context import AppContext
 from spark_trainer.settings import Settings
@@ -102,3 +105,22 @@ def test_changes_cross_processes_through_redis(
         job = submit(runner, alice.headers, command=shlex.join(["true"]))
         seen = events.wait_for(_ended(job["id"]))
     assert _statuses(seen, job["id"]) == ["running", "completed"]
+
+
+def test_a_reader_too_slow_is_told_to_resync() -> None:
+    async def scenario() -> tuple[list[str], bool, list[str]]:
+        hub = ActivityHub()
+        hub.bind(asyncio.get_running_loop())
+        mine = hub.subscribe("user-a", sees_all=False)
+        others = hub.subscribe("user-b", sees_all=False)
+        for i in range(QUEUE_LIMIT + 5):
+            hub.publish({"owner_id": "user-a", "job_id": f"job-{i}"})
+        await asyncio.sleep(0)  # the hand-offs run on the loop
+        messages, overflowed = mine.take()
+        return messages, overflowed, others.take()[0]
+
+    messages, overflowed, others = asyncio.run(scenario())
+    # The oldest were dropped, and the reader learns it (the stream sends `resync`).
+    assert overflowed and len(messages) == 5
+    assert json.loads(messages[-1])["job_id"] == f"job-{QUEUE_LIMIT + 4}"
+    assert others == []
