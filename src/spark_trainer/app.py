@@ -11,7 +11,8 @@ from fastapi import APIRouter, Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.routing import APIRoute
 
-from spark_trainer import __version__, docs, exception_handlers
+from spark_trainer import __version__, docs, exception_handlers, web
+from spark_trainer.activity.endpoints import router as activity_router
 from spark_trainer.context import AppContext
 from spark_trainer.datasets.endpoints import UPLOAD_ROUTES as DATASET_UPLOAD_ROUTES
 from spark_trainer.datasets.endpoints import router as datasets_router
@@ -110,6 +111,7 @@ def create_app(settings: Settings | None = None, context: AppContext | None = No
     app.include_router(users_router)
     app.include_router(jobs_router)
     app.include_router(streams_router)
+    app.include_router(activity_router)
     app.include_router(gpus_router)
     app.include_router(datasets_router)
     app.include_router(experiments_router)
@@ -119,4 +121,6 @@ def create_app(settings: Settings | None = None, context: AppContext | None = No
     app.include_router(deployments_router)
     app.include_router(studies_router)
     docs.install(app)
+    # Last: the dashboard answers only what no API route does.
+    web.install(app, settings.web_dir)
     return app

@@ -11,6 +11,8 @@ import redis
 from sqlalchemy import URL, Engine, make_url, text
 from sqlalchemy.orm import Session, sessionmaker
 
+from spark_trainer.activity.hub import ActivityHub
+from spark_trainer.activity.record import publish_after_commit
 from spark_trainer.datadir import secure_data_dir
 from spark_trainer.db.engine import make_engine, make_session_factory, request_session_limit
 from spark_trainer.deployments.proxy import DeploymentProxy
@@ -64,6 +66,7 @@ class AppContext:
     uploads: ConcurrencyGate
     users: UserCache
     studies: StudyController
+    activity: ActivityHub
     redis: redis.Redis | None = field(default=None)
     running: bool = field(default=False)
     # Distributed mode's Celery dispatch (None: jobs run on this process's executor).
@@ -119,6 +122,9 @@ class AppContext:
         )
         users.broadcast = bus.publish_user_changed
         bus.user_changed.append(users.invalidate)
+        activity = ActivityHub()
+        bus.activity.append(activity.publish)
+        publish_after_commit(session_factory, bus.publish_activity)
         return cls(
             settings=settings,
             engine=engine,
@@ -128,6 +134,7 @@ class AppContext:
             tokens=tokens,
             limiter=RateLimiter.from_url(settings.redis_url, settings.rate_limit_window_seconds),
             users=users,
+            activity=activity,
             gpu_inventory=inventory,
             hub=hub,
             bus=bus,
@@ -143,6 +150,7 @@ class AppContext:
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         """Starts the background parts: stream fan-out, event bus, scheduler, executor."""
         self.hub.bind(loop)
+        self.activity.bind(loop)
         self.bus.start()
         self.deployment_supervisor.after_pass.append(self.deployment_proxy.invalidate)
         self.jobs.start()

@@ -70,6 +70,10 @@ class Settings(BaseSettings):
         description="Where the embedded database, the generated secret, logs and artifacts live.",
     )
     host: str = Field(default="127.0.0.1", description="Interface the API listens on.")
+    web_dir: Path = Field(
+        default=Path(__file__).resolve().parents[2] / "web" / "dist",
+        description="The built dashboard (`npm run build` in `web/`), served at `/`.",
+    )
     port: int = Field(default=5001, ge=1, le=65535, description="Port the API listens on.")
     database_url: str | None = Field(
         default=None,

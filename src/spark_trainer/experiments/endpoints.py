@@ -2,7 +2,8 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Query, status
+import orjson
+from fastapi import APIRouter, Query, Response, status
 from pydantic import StringConstraints
 
 from spark_trainer.deps import CurrentUser, DbSession, read_on_loop
@@ -10,11 +11,12 @@ from spark_trainer.experiments import service
 from spark_trainer.experiments.schemas import (
     ExperimentCreate,
     ExperimentDetail,
+    ExperimentMetrics,
     ExperimentRead,
     RunRead,
 )
 from spark_trainer.experiments.service import RUN_SORT_PATTERN, TAG_FILTER_PATTERN
-from spark_trainer.kit.pagination import PagingParams
+from spark_trainer.kit.pagination import MAX_INT64, PagingParams
 from spark_trainer.kit.schemas import Page
 
 router = APIRouter(prefix="/api/experiments", tags=["experiments"])
@@ -87,3 +89,38 @@ def list_runs(
         session, experiment, sort=sort, order=order, limit=paging.limit, offset=paging.offset
     )
     return Page[RunRead].of(items, total, paging)
+
+
+@router.get(
+    "/{experiment_id}/metrics",
+    summary="Several runs' metrics in one request, for comparison",
+    response_class=Response,
+    responses={200: {"model": ExperimentMetrics}},
+    description="For each run (the `job_ids` given, or the experiment's first 50), the "
+    "`name`d metrics as column-oriented series like `GET /api/jobs/{id}/metrics`. "
+    "`max_points` downsamples each series on the server, keeping each bucket's minimum and "
+    "maximum. A job id that is not a run of this experiment answers 404.",
+)
+def experiment_metrics(
+    experiment_id: str,
+    user: CurrentUser,
+    session: DbSession,
+    name: Annotated[list[str], Query(min_length=1, description="Metric names (repeatable)")],
+    job_ids: Annotated[
+        list[str] | None, Query(description="Runs to compare (repeatable); default: all")
+    ] = None,
+    step_min: Annotated[int | None, Query(ge=0, le=MAX_INT64)] = None,
+    step_max: Annotated[int | None, Query(ge=0, le=MAX_INT64)] = None,
+    max_points: Annotated[int | None, Query(ge=2, le=100_000)] = None,
+) -> Response:
+    experiment = service.get_owned(session, user, experiment_id)
+    payload = service.run_metrics(
+        session,
+        experiment,
+        names=name,
+        job_ids=job_ids,
+        step_min=step_min,
+        step_max=step_max,
+        max_points=max_points,
+    )
+    return Response(orjson.dumps(payload), media_type="application/json")

@@ -86,6 +86,13 @@ class ExperimentRepository:
             offset=offset,
         )
 
+    def run_jobs(self, experiment_id: str, job_ids: Sequence[str] | None, limit: int) -> list[Job]:
+        """The experiment's runs, oldest first: those named, or the first ``limit``."""
+        query = select(Job).where(Job.experiment_id == experiment_id)
+        if job_ids is not None:
+            query = query.where(Job.id.in_(job_ids))
+        return list(self.session.scalars(query.order_by(Job.created_at, Job.id).limit(limit)))
+
     def status_counts(self, experiment_id: str) -> dict[str, int]:
         rows = self.session.execute(
             select(Job.status, func.count())

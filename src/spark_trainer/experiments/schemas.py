@@ -4,6 +4,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
+from spark_trainer.jobs.schemas import MetricSeries
 from spark_trainer.kit.schemas import InputSchema, Schema, UTCDatetime
 from spark_trainer.models import JobStatus
 
@@ -71,3 +72,15 @@ class RunRead(Schema):
     duration_seconds: float | None
     exit_code: int | None
     metrics: dict[str, MetricSummaryRead]
+
+
+class RunSeries(Schema):
+    job_id: str
+    name: str = Field(description="The run's job name.")
+    status: JobStatus
+    metrics: list[MetricSeries]
+
+
+class ExperimentMetrics(Schema):
+    experiment_id: str
+    runs: list[RunSeries]

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from spark_trainer.errors import BadRequest, Conflict
+from spark_trainer.errors import BadRequest, Conflict, NotFound
 from spark_trainer.experiments.repository import RUN_SORT_COLUMNS, ExperimentRepository
 from spark_trainer.experiments.schemas import (
     ExperimentCreate,
@@ -19,12 +20,15 @@ from spark_trainer.experiments.schemas import (
 from spark_trainer.identity import service as identity
 from spark_trainer.kit.ids import IdPrefix, new_id
 from spark_trainer.kit.time import utcnow
+from spark_trainer.metrics import store
 from spark_trainer.models import Experiment, Job, MetricSummary, User
 
 METRIC_SORT_PREFIX = "metric:"
 # Declared on the query parameters, so the OpenAPI document states what is enforced.
 RUN_SORT_PATTERN = "^(" + "|".join([*RUN_SORT_COLUMNS, METRIC_SORT_PREFIX + ".+"]) + ")$"
 TAG_FILTER_PATTERN = "^[^:]+:.*$"
+# Runs compared in one request: more curves than this on one chart are unreadable anyway.
+MAX_COMPARED_RUNS = 50
 
 
 def create(session: Session, user: User, data: ExperimentCreate) -> Experiment:
@@ -148,3 +152,59 @@ def _run(job: Job, summaries: list[MetricSummary], goals: dict[str, str]) -> Run
             for s in summaries
         },
     )
+
+
+def run_metrics(
+    session: Session,
+    experiment: Experiment,
+    *,
+    names: Sequence[str],
+    job_ids: Sequence[str] | None,
+    step_min: int | None,
+    step_max: int | None,
+    max_points: int | None,
+) -> dict[str, Any]:
+    """The named metrics of several runs, each series downsampled like a job's own.
+
+    Answered as plain columns (not a validated schema): a comparison of a few long runs is
+    millions of numbers, which per-item validation would spend most of its time on.
+    """
+    if job_ids is not None:
+        if len(set(job_ids)) > MAX_COMPARED_RUNS:
+            raise BadRequest(f"job_ids: at most {MAX_COMPARED_RUNS} runs at once")
+        job_ids = list(dict.fromkeys(job_ids))
+    jobs = ExperimentRepository(session).run_jobs(experiment.id, job_ids, MAX_COMPARED_RUNS)
+    if job_ids is not None:
+        missing = set(job_ids) - {job.id for job in jobs}
+        if missing:
+            raise NotFound(f"Run {sorted(missing)[0]} not found in experiment {experiment.id}")
+    conn = session.connection()
+    return {
+        "experiment_id": experiment.id,
+        "runs": [
+            {
+                "job_id": job.id,
+                "name": job.name,
+                "status": job.status,
+                "metrics": [
+                    {
+                        "name": s.name,
+                        "count": s.count,
+                        "downsampled": s.downsampled,
+                        "steps": s.steps,
+                        "values": s.values,
+                        "wall_times": s.wall_times,
+                    }
+                    for s in store.read_series(
+                        conn,
+                        job.id,
+                        names,
+                        step_min=step_min,
+                        step_max=step_max,
+                        max_points=max_points,
+                    )
+                ],
+            }
+            for job in jobs
+        ],
+    }

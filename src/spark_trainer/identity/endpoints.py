@@ -122,7 +122,10 @@ def get_user(user_id: str, _: AdminUser, session: DbSession) -> UserRead:
 
 
 @users_router.patch(
-    "/{user_id}", response_model=UserRead, summary="Change a user's role, tier, password or status"
+    "/{user_id}",
+    response_model=UserRead,
+    summary="Change a user's role, tier, password or status",
+    responses={409: {"description": "An administrator tried to disable or demote themselves"}},
 )
 def update_user(user_id: str, body: UserUpdate, admin: AdminUser, session: DbSession) -> UserRead:
     return UserRead.model_validate(service.update_user(session, user_id, body, actor=admin))

@@ -169,7 +169,9 @@ def _log_state(
     response_class=Response,
     responses={200: {"model": MetricsHistory}},
     description="Column-oriented series per metric name. `max_points` downsamples on the "
-    "server, keeping each bucket's minimum and maximum so spikes stay visible.",
+    "server, keeping each bucket's minimum and maximum so spikes stay visible. `last_seq` "
+    "is the newest stored point's event id when the read began: a stream opened with "
+    "`?after=<last_seq>` continues this history without gaps (a point may come twice).",
 )
 def job_metrics(
     job_id: str,
@@ -183,6 +185,8 @@ def job_metrics(
 ) -> Response:
     job = service.get_owned(session, user, job_id)
     with ctx.engine.connect() as conn:
+        # Read first: points stored meanwhile may then come twice, but never not at all.
+        seq = store.last_seq(conn, job.id)
         names = name or store.metric_names(conn, job.id)
         series = store.read_series(
             conn, job.id, names, step_min=step_min, step_max=step_max, max_points=max_points
@@ -191,6 +195,7 @@ def job_metrics(
     # time in per-item validation otherwise.
     payload = {
         "job_id": job.id,
+        "last_seq": seq,
         "metrics": [
             {
                 "name": s.name,

@@ -168,4 +168,5 @@ class MetricSeries(Schema):
 
 class MetricsHistory(Schema):
     job_id: str
+    last_seq: int = Field(description="Resume a stream after this event id (`?after=`).")
     metrics: list[MetricSeries]

@@ -9,6 +9,7 @@ from typing import Any, BinaryIO, Literal
 
 from sqlalchemy.orm import Session
 
+from spark_trainer.activity.record import record
 from spark_trainer.datasets import service as datasets
 from spark_trainer.errors import BadRequest, Conflict, Unauthorized, resource_not_found
 from spark_trainer.executor.local import STDERR_FILE, STDOUT_FILE
@@ -82,6 +83,14 @@ def submit(
             parent_id=parent_id,
             params=params,
         )
+    )
+    record(
+        session,
+        kind="job.submitted",
+        job_id=job.id,
+        owner_id=user.id,
+        name=job.name,
+        status=JobStatus.PENDING,
     )
     after_commit(session, engine.wake_scheduler)
     return job

@@ -31,6 +31,8 @@ ControlHandler = Callable[[dict[str, Any]], None]
 # A user changed (disabled, role, tier, password, API key revoked): each process drops the
 # user from its credential cache.
 USERS_CHANNEL = "sparktrainer:users"
+# Job activity (submits, status changes, pending reasons) for the dashboards' event streams.
+ACTIVITY_CHANNEL = "sparktrainer:activity"
 
 
 class EventBus(ABC):
@@ -39,9 +41,22 @@ class EventBus(ABC):
         self.on_control: ControlHandler | None = None
         # Called with the user's id when any process announces a change to that user.
         self.user_changed: list[Callable[[str], None]] = []
+        # Called with each committed job activity event, from any process.
+        self.activity: list[Callable[[dict[str, Any]], None]] = []
 
     def publish_user_changed(self, user_id: str) -> None:  # noqa: B027 - one process: no one
         """Tells the other API processes; this process has already acted on it."""
+
+    @abstractmethod
+    def publish_activity(self, change: dict[str, Any]) -> None:
+        """Sends a committed job activity event to every API process (this one's included)."""
+
+    def _activity(self, change: dict[str, Any]) -> None:
+        for callback in self.activity:
+            try:
+                callback(change)
+            except Exception:
+                logger.exception("handling a job activity event failed")
 
     @abstractmethod
     def publish_control(self, message: dict[str, Any]) -> None:
@@ -76,6 +91,9 @@ class EventBus(ABC):
 
 
 class LocalBus(EventBus):
+    def publish_activity(self, change: dict[str, Any]) -> None:
+        self._activity(change)
+
     def publish_control(self, message: dict[str, Any]) -> None:
         self._control(message)
 
@@ -132,6 +150,13 @@ class RedisBus(EventBus):
     def publish_control(self, message: dict[str, Any]) -> None:
         self.client.publish(CONTROL_CHANNEL, json.dumps(message))
 
+    def publish_activity(self, change: dict[str, Any]) -> None:
+        try:
+            self.client.publish(ACTIVITY_CHANNEL, json.dumps(change))
+        except redis.RedisError as exc:
+            # Committed already; dashboards refetch what they show when they reconnect.
+            logger.warning("redis bus: job activity not announced: %s", exc)
+
     def publish_user_changed(self, user_id: str) -> None:
         try:
             self.client.publish(USERS_CHANNEL, user_id)
@@ -151,7 +176,7 @@ class RedisBus(EventBus):
                     # (Re)subscribing here, not in start(): an API process must come up,
                     # and report not ready, while Redis is down.
                     self._pubsub.psubscribe(CHANNEL_PREFIX + "*")
-                    self._pubsub.subscribe(CONTROL_CHANNEL, USERS_CHANNEL)
+                    self._pubsub.subscribe(CONTROL_CHANNEL, USERS_CHANNEL, ACTIVITY_CHANNEL)
                     subscribed = True
                 message = self._pubsub.get_message(timeout=1.0)
             except redis.RedisError as exc:
@@ -168,6 +193,9 @@ class RedisBus(EventBus):
             channel = channel.decode() if isinstance(channel, bytes) else channel
             if channel == CONTROL_CHANNEL:
                 self._control(json.loads(message["data"]))
+                continue
+            if channel == ACTIVITY_CHANNEL:
+                self._activity(json.loads(message["data"]))
                 continue
             if channel == USERS_CHANNEL:
                 data = message["data"]

@@ -274,6 +274,12 @@ def history_frames(conn: Connection, job_id: str, *, after: int, limit: int) -> 
     return frames
 
 
+def last_seq(conn: Connection, job_id: str) -> int:
+    """The newest stored point's number (0: none yet): a stream resumed after it continues
+    a history read no earlier than this, without gaps."""
+    return conn.scalar(select(func.max(_points.c.seq)).where(_points.c.job_id == job_id)) or 0
+
+
 def metric_names(conn: Connection, job_id: str) -> list[str]:
     return list(
         conn.scalars(

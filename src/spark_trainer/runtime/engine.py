@@ -38,6 +38,7 @@ from sqlalchemy import Table, bindparam, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
+from spark_trainer.activity.record import record
 from spark_trainer.executor.base import Executor, ExitReport, Handle, LaunchSpec
 from spark_trainer.gpus.inventory import GpuInventory
 from spark_trainer.identity.tokens import api_key_digest
@@ -74,6 +75,8 @@ GPU_READING_TTL = 1.0
 MAX_REASON_CHARS = 500
 CANCEL_POLL_SECONDS = 0.05
 LOST_PREFIX = "lost: "
+# Pending jobs looked up per query when announcing their new reasons.
+REASON_CHUNK = 500
 
 
 @dataclass(frozen=True, slots=True)
@@ -284,6 +287,26 @@ class JobEngine:
                 .values(pending_reason=bindparam("why")),
                 [{"job": job_id, "why": why} for job_id, why in changed.items()],
             )
+            # For the dashboards' event streams, in chunks: a long queue's ids would pass
+            # SQLite's limit on bound parameters in one IN list.
+            changed_ids = list(changed)
+            for start in range(0, len(changed_ids), REASON_CHUNK):
+                waiting = session.execute(
+                    select(Job.id, Job.owner_id, Job.name).where(
+                        Job.id.in_(changed_ids[start : start + REASON_CHUNK]),
+                        Job.status == JobStatus.PENDING,
+                    )
+                )
+                for job_id, owner_id, name in waiting:
+                    record(
+                        session,
+                        kind="job.pending_reason",
+                        job_id=job_id,
+                        owner_id=owner_id,
+                        name=name,
+                        status=JobStatus.PENDING,
+                        pending_reason=changed[job_id],
+                    )
         self._reasons = dict(reasons)
 
     def _assign(self, job_id: str, node: str, gpus: tuple[int, ...]) -> bool:

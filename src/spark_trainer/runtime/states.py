@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
+from spark_trainer.activity.record import record
 from spark_trainer.kit.time import utcnow
 from spark_trainer.models import GpuAllocation, Job, JobEvent, JobOutbox, JobStatus
 
@@ -42,7 +43,8 @@ def change_status(
     ``node`` and ``gpus`` inserts one row per GPU (a GPU already held makes the flush
     raise ``IntegrityError``, so the caller's transaction must roll back); leaving
     ``running`` deletes them. A final status also writes the job's end to the outbox, so
-    no end is ever committed without its event (``runtime.events`` delivers it).
+    no end is ever committed without its event (``runtime.events`` delivers it). Every
+    transition is announced to the dashboards' event streams once it commits.
     """
     if to not in ALLOWED[expected]:
         raise ValueError(f"no transition {expected} → {to}")
@@ -64,6 +66,19 @@ def change_status(
     if result.rowcount != 1:  # type: ignore[attr-defined]
         return False
     session.add(JobEvent(job_id=job_id, from_status=expected, to_status=to, reason=reason, at=now))
+    kind, parent_id, owner_id, name = session.execute(
+        select(Job.kind, Job.parent_id, Job.owner_id, Job.name).where(Job.id == job_id)
+    ).one()
+    record(
+        session,
+        kind="job.status",
+        job_id=job_id,
+        owner_id=owner_id,
+        name=name,
+        status=to,
+        previous=expected,
+        reason=reason,
+    )
     if to == JobStatus.RUNNING and values.get("gpus"):
         session.add_all(
             GpuAllocation(node=values["node"], gpu_index=gpu, job_id=job_id, allocated_at=now)
@@ -73,9 +88,6 @@ def change_status(
     elif expected == JobStatus.RUNNING:
         free_gpus(session, [job_id])
     if to.is_final:
-        kind, parent_id = session.execute(
-            select(Job.kind, Job.parent_id).where(Job.id == job_id)
-        ).one()
         session.add(
             JobOutbox(
                 job_id=job_id,

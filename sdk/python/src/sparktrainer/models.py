@@ -659,6 +659,9 @@ class MetricsAccepted(BaseModel):
 
 class MetricsHistory(BaseModel):
     job_id: Annotated[str, Field(title="Job Id")]
+    last_seq: Annotated[
+        int, Field(description="Resume a stream after this event id (`?after=`).", title="Last Seq")
+    ]
     metrics: Annotated[list[MetricSeries], Field(title="Metrics")]
 
 
@@ -788,6 +791,13 @@ class RunRead(BaseModel):
     duration_seconds: Annotated[float | None, Field(title="Duration Seconds")]
     exit_code: Annotated[int | None, Field(title="Exit Code")]
     metrics: Annotated[dict[str, MetricSummaryRead], Field(title="Metrics")]
+
+
+class RunSeries(BaseModel):
+    job_id: Annotated[str, Field(title="Job Id")]
+    name: Annotated[str, Field(description="The run's job name.", title="Name")]
+    status: JobStatus
+    metrics: Annotated[list[MetricSeries], Field(title="Metrics")]
 
 
 class Objective(StrEnum):
@@ -1067,6 +1077,11 @@ class DatasetVersionList(BaseModel):
     versions: Annotated[
         list[DatasetVersionRead], Field(description="Oldest first.", title="Versions")
     ]
+
+
+class ExperimentMetrics(BaseModel):
+    experiment_id: Annotated[str, Field(title="Experiment Id")]
+    runs: Annotated[list[RunSeries], Field(title="Runs")]
 
 
 class JobEventRead(BaseModel):

@@ -261,7 +261,7 @@ export interface paths {
         };
         /**
          * A job's stored metrics, whole or downsampled
-         * @description Column-oriented series per metric name. `max_points` downsamples on the server, keeping each bucket's minimum and maximum so spikes stay visible.
+         * @description Column-oriented series per metric name. `max_points` downsamples on the server, keeping each bucket's minimum and maximum so spikes stay visible. `last_seq` is the newest stored point's event id when the read began: a stream opened with `?after=<last_seq>` continues this history without gaps (a point may come twice).
          */
         get: operations["jobs-job_metrics"];
         put?: never;
@@ -285,6 +285,26 @@ export interface paths {
         };
         /** Stream a job's metrics (Server-Sent Events) */
         get: operations["jobs-stream_job"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/events/stream": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Stream your jobs' status changes (Server-Sent Events)
+         * @description One message per committed change: `{"type": "job.submitted" | "job.status" | "job.pending_reason", "job_id", "owner_id", "name", "status", "previous_status", "reason", "pending_reason", "at"}`. Your own jobs; an admin's stream has everyone's. No history: load the current state with `GET /api/jobs`. A named `resync` event means messages were dropped for a slow reader. Takes the token as `?access_token=` too, for `EventSource`.
+         */
+        get: operations["events-stream_events"];
         put?: never;
         post?: never;
         delete?: never;
@@ -449,6 +469,26 @@ export interface paths {
          * @description Each run is a job submitted with this `experiment_id`, with its parameters and the latest and best value of every metric it logged. `sort` is `created_at` (default), `started_at`, `finished_at`, `name`, `status` or `metric:<name>`, which orders by the metric's best value, best first unless `order` says otherwise.
          */
         get: operations["experiments-list_runs"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/experiments/{experiment_id}/metrics": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Several runs' metrics in one request, for comparison
+         * @description For each run (the `job_ids` given, or the experiment's first 50), the `name`d metrics as column-oriented series like `GET /api/jobs/{id}/metrics`. `max_points` downsamples each series on the server, keeping each bucket's minimum and maximum. A job id that is not a run of this experiment answers 404.
+         */
+        get: operations["experiments-experiment_metrics"];
         put?: never;
         post?: never;
         delete?: never;
@@ -1259,6 +1299,13 @@ export interface components {
                 [key: string]: number;
             };
         };
+        /** ExperimentMetrics */
+        ExperimentMetrics: {
+            /** Experiment Id */
+            experiment_id: string;
+            /** Runs */
+            runs: components["schemas"]["RunSeries"][];
+        };
         /** ExperimentRead */
         ExperimentRead: {
             /** Id */
@@ -1709,6 +1756,11 @@ export interface components {
         MetricsHistory: {
             /** Job Id */
             job_id: string;
+            /**
+             * Last Seq
+             * @description Resume a stream after this event id (`?after=`).
+             */
+            last_seq: number;
             /** Metrics */
             metrics: components["schemas"]["MetricSeries"][];
         };
@@ -2039,6 +2091,19 @@ export interface components {
             metrics: {
                 [key: string]: components["schemas"]["MetricSummaryRead"];
             };
+        };
+        /** RunSeries */
+        RunSeries: {
+            /** Job Id */
+            job_id: string;
+            /**
+             * Name
+             * @description The run's job name.
+             */
+            name: string;
+            status: components["schemas"]["JobStatus"];
+            /** Metrics */
+            metrics: components["schemas"]["MetricSeries"][];
         };
         /** StudyCreate */
         StudyCreate: {
@@ -3147,6 +3212,15 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
+            /** @description An administrator tried to disable or demote themselves */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
             /** @description The request body exceeds the limit */
             413: {
                 headers: {
@@ -3715,6 +3789,53 @@ export interface operations {
             };
             /** @description No such resource (others' resources answer 404 too) */
             404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Rate limit exceeded; retry after Retry-After seconds */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    "events-stream_events": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description SSE stream */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "text/event-stream": unknown;
+                };
+            };
+            /** @description Invalid input: a parameter or the body fails validation */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Missing, invalid or expired credentials */
+            401: {
                 headers: {
                     [name: string]: unknown;
                 };
@@ -4373,6 +4494,72 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["Page_RunRead_"];
+                };
+            };
+            /** @description Invalid input: a parameter or the body fails validation */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Missing, invalid or expired credentials */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description No such resource (others' resources answer 404 too) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+            /** @description Rate limit exceeded; retry after Retry-After seconds */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Error"];
+                };
+            };
+        };
+    };
+    "experiments-experiment_metrics": {
+        parameters: {
+            query: {
+                /** @description Metric names (repeatable) */
+                name: string[];
+                /** @description Runs to compare (repeatable); default: all */
+                job_ids?: string[] | null;
+                step_min?: number | null;
+                step_max?: number | null;
+                max_points?: number | null;
+            };
+            header?: never;
+            path: {
+                experiment_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ExperimentMetrics"];
                 };
             };
             /** @description Invalid input: a parameter or the body fails validation */

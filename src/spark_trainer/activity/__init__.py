@@ -1,0 +1,1 @@
+"""Live job activity for the dashboard: status changes, published after their commit."""
