@@ -30,6 +30,7 @@ from spark_trainer.models import Job
 from spark_trainer.settings import Settings
 from tests.conftest import Account
 from tests.hardening.conftest import StartServer
+from tests.hardening.wire import read_response
 from tests.jobs.helpers import blocker, submit, wait_for, wait_until
 from tests.services import require_redis
 
@@ -61,21 +62,7 @@ def failing_server(settings: Settings, ctx: AppContext) -> Iterator[int]:
 
 def _exchange(sock: socket.socket, request: bytes) -> tuple[str, str]:
     sock.sendall(request)
-    data = b""
-    while b"\r\n\r\n" not in data:
-        chunk = sock.recv(65536)
-        assert chunk, f"connection closed after {data!r}"
-        data += chunk
-    head, _, body = data.partition(b"\r\n\r\n")
-    length = next(
-        int(line.split(b":", 1)[1])
-        for line in head.split(b"\r\n")
-        if line.lower().startswith(b"content-length:")
-    )
-    while len(body) < length:
-        chunk = sock.recv(65536)
-        assert chunk, "connection closed mid-body"
-        body += chunk
+    head, body = read_response(sock)
     return head.decode().lower(), body.decode()
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 import httpx
 
 from tests.hardening.conftest import Server, StartServer
+from tests.hardening.wire import read_response
 from tests.jobs.helpers import wait_until
 
 BOUNDARY = "stalledboundary"
@@ -52,21 +53,7 @@ def _stalled_upload(server: Server, token: str, name: str) -> socket.socket:
 def _read_response(sock: socket.socket) -> str:
     """One whole HTTP response (headers and Content-Length bytes of body)."""
     sock.settimeout(60)
-    data = b""
-    while b"\r\n\r\n" not in data:
-        chunk = sock.recv(65536)
-        assert chunk, f"connection closed after {data!r}"
-        data += chunk
-    head, _, body = data.partition(b"\r\n\r\n")
-    length = next(
-        int(line.split(b":", 1)[1])
-        for line in head.split(b"\r\n")
-        if line.lower().startswith(b"content-length:")
-    )
-    while len(body) < length:
-        chunk = sock.recv(65536)
-        assert chunk, "connection closed mid-body"
-        body += chunk
+    head, body = read_response(sock)
     return (head + b"\r\n\r\n" + body).decode()
 
 

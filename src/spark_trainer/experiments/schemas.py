@@ -4,8 +4,8 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from spark_trainer.jobs.schemas import MetricSeries
 from spark_trainer.kit.schemas import InputSchema, Schema, UTCDatetime
+from spark_trainer.metrics.schemas import MetricSeries
 from spark_trainer.models import JobStatus
 
 Goal = Literal["minimize", "maximize"]

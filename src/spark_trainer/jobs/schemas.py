@@ -8,6 +8,7 @@ from pydantic import Field, field_validator
 
 from spark_trainer.kit.schemas import InputSchema, Schema, UTCDatetime
 from spark_trainer.metrics import rules
+from spark_trainer.metrics.schemas import MetricSeries
 from spark_trainer.models import JobStatus
 
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -155,15 +156,6 @@ class MetricsIngest(InputSchema):
 class MetricsAccepted(Schema):
     accepted: int
     last_seq: int
-
-
-class MetricSeries(Schema):
-    name: str
-    count: int = Field(description="Points stored in the requested range.")
-    downsampled: bool
-    steps: list[int]
-    values: list[float]
-    wall_times: list[float]
 
 
 class MetricsHistory(Schema):

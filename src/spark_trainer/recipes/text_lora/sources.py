@@ -81,6 +81,17 @@ def _api(what: str) -> tuple[str, dict[str, str]]:
     return url.rstrip("/"), {"Authorization": f"Bearer {token}"}
 
 
+def _get_json(client: Any, path: str, what: str, not_found: str) -> dict[str, Any]:
+    """The API's JSON answer to a GET, or a RecipeError saying what was not there."""
+    response = client.get(path)
+    if response.status_code == 404:
+        raise RecipeError(not_found)
+    if response.status_code != 200:
+        raise RecipeError(f"{what}: the API answered {response.status_code}: {response.text[:200]}")
+    answer: dict[str, Any] = response.json()
+    return answer
+
+
 def _fetch_dataset(dataset_id: str, version: str) -> Path:
     """A registered dataset version's file, md5-checked and cached by version (a version's
     bytes never change; ``latest`` is looked up each run)."""
@@ -88,15 +99,12 @@ def _fetch_dataset(dataset_id: str, version: str) -> Path:
 
     url, headers = _api("dataset (dataset.id)")
     with httpx.Client(base_url=url, headers=headers, timeout=60.0) as client:
-        response = client.get(f"/api/datasets/{dataset_id}/versions")
-        if response.status_code == 404:
-            raise RecipeError(f"key 'dataset.id': dataset '{dataset_id}' not found")
-        if response.status_code != 200:
-            raise RecipeError(
-                f"dataset '{dataset_id}': the API answered {response.status_code}: "
-                f"{response.text[:200]}"
-            )
-        versions: list[dict[str, Any]] = response.json()["versions"]
+        versions: list[dict[str, Any]] = _get_json(
+            client,
+            f"/api/datasets/{dataset_id}/versions",
+            f"dataset '{dataset_id}'",
+            f"key 'dataset.id': dataset '{dataset_id}' not found",
+        )["versions"]
         chosen = (
             versions[-1]
             if version == "latest" and versions
@@ -139,15 +147,12 @@ def _fetch_registered(model_id: str) -> Path:
 
     url, headers = _api("model (model-…)")
     with httpx.Client(base_url=url, headers=headers, timeout=60.0) as client:
-        response = client.get(f"/api/models/{model_id}")
-        if response.status_code == 404:
-            raise RecipeError(f"base model '{model_id}' not found in the model registry")
-        if response.status_code != 200:
-            raise RecipeError(
-                f"base model '{model_id}': the API answered {response.status_code}: "
-                f"{response.text[:200]}"
-            )
-        files: list[dict[str, Any]] = response.json()["files"]
+        files: list[dict[str, Any]] = _get_json(
+            client,
+            f"/api/models/{model_id}",
+            f"base model '{model_id}'",
+            f"base model '{model_id}' not found in the model registry",
+        )["files"]
         target.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{model_id}-", dir=target.parent))
         try:
