@@ -318,6 +318,49 @@ async function main() {
       await page.screenshot({ path: join(SHOTS, "experiment.png") });
     });
 
+    await step("HPO studies: a study made through the API, its trials, and a cancel", async () => {
+      // Each trial reports its parameter as its loss: the grid {3, 1} is best at 1.
+      const trial = py("import sys, sparktrainer; sparktrainer.log({\"loss\": float(sys.argv[1])})") + " @@x@@";
+      const study = await alice.call("POST", "/api/hpo/studies", {
+        name: "e2e-study",
+        search_space: { x: { type: "categorical", choices: [3, 1] } },
+        n_trials: 2,
+        command: trial,
+        sampler: "grid",
+        gpu_count: 0,
+      });
+      const slow = await alice.call("POST", "/api/hpo/studies", {
+        name: "e2e-slow-study",
+        search_space: { x: { type: "int", low: 1, high: 9 } },
+        n_trials: 5,
+        command: "sleep 300 # @@x@@",
+        gpu_count: 0,
+      });
+      await nav("HPO studies").click();
+      const table = page.getByTestId("studies-table");
+      await table.getByRole("link", { name: "e2e-slow-study" }).waitFor();
+      const row = table.locator(`tr[data-study-id="${study.id}"]`);
+      await row.getByText("completed", { exact: true }).waitFor({ timeout: 60_000 });
+      await row.getByText("2 / 2").waitFor();
+      await row.getByRole("link", { name: "e2e-study" }).click();
+      await page.waitForURL(`**/hpo/${study.id}`);
+      await page.getByTestId("study-best").getByText("best 1").waitFor();
+      const trials = page.getByTestId("trials-table");
+      const rows = await trials.locator("tbody tr").allTextContents();
+      if (rows.length !== 2 || !rows.every((text) => text.includes("COMPLETE"))) throw new Error(`trials: ${rows}`);
+      const first = (await alice.call("GET", `/api/hpo/studies/${study.id}`)).trials.find((t) => t.number === 0);
+      await trials.locator('tr[data-trial="0"]').getByRole("link", { name: first.job_id }).waitFor();
+      await page.screenshot({ path: join(SHOTS, "study.png") });
+
+      await page.goto(`/hpo/${slow.id}`);
+      await page.getByTestId("trials-table").getByText("RUNNING", { exact: true }).waitFor();
+      await page.getByRole("button", { name: "Cancel" }).click();
+      await page.getByRole("heading").getByText("cancelled", { exact: true }).waitFor();
+      const after = await alice.call("GET", `/api/hpo/studies/${slow.id}`);
+      if (after.status !== "cancelled") throw new Error(`the slow study is ${after.status}`);
+      await page.getByTestId("trials-table").getByText(/FAIL/).first().waitFor();
+    });
+
     await step("tag a model", async () => {
       await until("the runs' models", async () => (await alice.call("GET", "/api/models?name=e2e-model")).total === 2);
       await nav("Models").click();

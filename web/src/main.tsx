@@ -9,6 +9,7 @@ import { JobPage } from "./pages/job";
 import { JobsPage } from "./pages/jobs";
 import { ModelPage, ModelsPage } from "./pages/models";
 import { DeploymentsPage, EvaluationsPage, LeaderboardPage } from "./pages/serving";
+import { StudiesPage, StudyPage } from "./pages/studies";
 import { AccountPage, UsersPage } from "./pages/users";
 import "./styles.css";
 import { closeActivity, ErrorBox } from "./ui";
@@ -66,6 +67,7 @@ const NAV = [
   ["/jobs", "Jobs"],
   ["/gpus", "GPUs"],
   ["/experiments", "Experiments"],
+  ["/hpo", "HPO studies"],
   ["/datasets", "Datasets"],
   ["/models", "Models"],
   ["/evaluations", "Evaluations"],
@@ -142,6 +144,8 @@ function Authenticated({ theme, setTheme }: { theme: Theme; setTheme: (t: Theme)
         <Route path="/gpus" element={<GpusPage />} />
         <Route path="/experiments" element={<ExperimentsPage />} />
         <Route path="/experiments/:experimentId" element={<ExperimentPage />} />
+        <Route path="/hpo" element={<StudiesPage />} />
+        <Route path="/hpo/:studyId" element={<StudyPage />} />
         <Route path="/datasets" element={<DatasetsPage />} />
         <Route path="/datasets/:datasetId" element={<DatasetPage />} />
         <Route path="/models" element={<ModelsPage />} />

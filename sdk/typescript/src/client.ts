@@ -1,6 +1,7 @@
 import { ApiKeys, Gpus, SystemMetricsResource, Users } from "./resources/account.js";
 import { Experiments, Models } from "./resources/catalog.js";
 import { Datasets } from "./resources/datasets.js";
+import { Hpo } from "./resources/hpo.js";
 import { Jobs } from "./resources/jobs.js";
 import { Deployments, Evaluations, LeaderboardResource } from "./resources/serving.js";
 import { RetryPolicy, type RetryOptions } from "./retry.js";
@@ -48,9 +49,7 @@ export class SparkTrainerClient {
   readonly deployments: Deployments;
   readonly evaluations: Evaluations;
   readonly leaderboard: LeaderboardResource;
-  // HPO (`/api/hpo/...`, issue being built in parallel): add `readonly hpo: Hpo` here, from
-  // resources/hpo.ts, once its routes are in sdk/openapi.json (the route-drift test then
-  // checks it like every other resource).
+  readonly hpo: Hpo;
   readonly users: Users;
   readonly apiKeys: ApiKeys;
   readonly gpus: Gpus;
@@ -76,6 +75,7 @@ export class SparkTrainerClient {
     this.deployments = new Deployments(this.transport);
     this.evaluations = new Evaluations(this.transport);
     this.leaderboard = new LeaderboardResource(this.transport);
+    this.hpo = new Hpo(this.transport);
     this.users = new Users(this.transport);
     this.apiKeys = new ApiKeys(this.transport);
     this.gpus = new Gpus(this.transport);

@@ -36,6 +36,7 @@ export type {
 } from "./resources/catalog.js";
 export type { DatasetDownloadParams, DatasetUploadParams, Datasets } from "./resources/datasets.js";
 export type { Download } from "./resources/files.js";
+export type { Hpo, StudyCreateParams } from "./resources/hpo.js";
 export type {
   DeploymentCreateParams,
   Deployments,

@@ -44,6 +44,16 @@ export type Role = Schemas["UserCreate"]["role"];
 export type Tier = Schemas["UserCreate"]["tier"];
 export type Backend = Schemas["DeploymentCreate"]["backend"];
 export type Benchmark = Schemas["EvaluationCreate"]["benchmark"];
+export type Study = Schemas["StudyRead"];
+export type StudyDetail = Schemas["StudyDetail"];
+export type StudyStatus = Schemas["StudyStatus"];
+export type Trial = Schemas["TrialRead"];
+export type TrialState = Schemas["TrialState"];
+/** One distribution of a search space, as sent (the server fills `log` and `step` when left out). */
+export type SearchParam =
+  | (Omit<Schemas["FloatParam"], "log" | "step"> & { log?: boolean; step?: number })
+  | (Omit<Schemas["IntParam"], "log" | "step"> & { log?: boolean; step?: number })
+  | Schemas["CategoricalParam"];
 
 /** `(bytesDone, bytesTotal)`; the total is null when unknown. */
 export type ProgressCallback = (done: number, total: number | null) => void;
