@@ -16,6 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import create_engine, update
 
 from spark_trainer.app import create_app
 from spark_trainer.context import AppContext
@@ -184,3 +185,36 @@ def test_a_job_marked_running_but_never_started_is_requeued(
         ("running", "completed"),
     ]
     assert job["events"][1]["reason"].startswith("requeued")
+
+
+def test_a_process_started_just_before_a_kill_is_adopted_not_requeued(
+    server: Server, tmp_path: Path
+) -> None:
+    server.start()
+    keep = tmp_path / "keep"
+    job_id = server.submit(blocker(keep, before="echo started once"))
+    server.wait(job_id, {"running"})
+    server.kill()
+    # What the server leaves if it dies after spawning the process and before recording
+    # its handle: the database says running with no handle, the handle file says where.
+    engine = create_engine(f"sqlite:///{server.data_dir / 'sparktrainer.db'}")
+    with engine.begin() as connection:
+        connection.execute(update(Job).where(Job.id == job_id).values(handle=None))
+    engine.dispose()
+
+    server.start()
+    wait_until(lambda: server.job(job_id)["status"] != "running" or _adopted(server, job_id))
+    assert server.job(job_id)["status"] == "running"
+    keep.touch()
+    done = server.wait(job_id, FINAL)
+    assert done["status"] == "completed"
+    transitions = [(e["from_status"], e["to_status"]) for e in done["events"]]  # type: ignore[attr-defined]
+    assert transitions == [("pending", "running"), ("running", "completed")]
+    log = httpx.get(f"{server.base}/api/jobs/{job_id}/logs", headers=server.headers).text
+    assert log == "started once\n"
+
+
+def _adopted(server: Server, job_id: str) -> bool:
+    """The job holds its GPU again once the restarted server has adopted its process."""
+    gpus = httpx.get(f"{server.base}/api/gpus", headers=server.headers).json()
+    return [g["job_id"] for g in gpus if g["in_use"]] == [job_id]

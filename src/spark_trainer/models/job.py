@@ -90,7 +90,8 @@ class Job(TimestampMixin, Base):
     job_dir: Mapped[str | None] = mapped_column(Text, default=None)
     ingest_token_digest: Mapped[str | None] = mapped_column(String(64), default=None)
     # What the executor needs to find the job's process again (local: pid and start time).
-    handle: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+    # SQL NULL for None (not JSON null): the engine finds unlaunched jobs by `handle IS NULL`.
+    handle: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True), default=None)
 
     # Metrics bookkeeping, committed with the points themselves so ingestion resumes
     # exactly where it stopped after a restart.

@@ -23,6 +23,7 @@ Every status change is a compare-and-set, so two actors never both win a transit
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import secrets
@@ -51,6 +52,7 @@ from spark_trainer.runtime.environment import JobUser, job_environment, prepare_
 from spark_trainer.runtime.events import EventDispatcher, HandlerRegistry
 from spark_trainer.runtime.executors import build_executor
 from spark_trainer.runtime.jobfiles import (
+    HANDLE_FILE,
     JOB_TOKEN_PREFIX,
     METRICS_FILE,
     OUTPUT_DIR,
@@ -429,6 +431,7 @@ class JobEngine:
             logger.warning("job failed to launch", extra={"job_id": job_id, "reason": reason})
             self._fail_launch(job_id, f"launch failed: {reason}")
             return 0
+        _write_handle(self.jobs_dir / f"{job_id}.{HANDLE_FILE}", handle)
         with self.session_factory.begin() as session:
             session.execute(update(Job).where(Job.id == job_id).values(handle=handle.to_json()))
             cancelled_meanwhile = session.scalar(
@@ -650,19 +653,28 @@ class JobEngine:
     # --- recovery and reconciliation -----------------------------------------------------
 
     def recover(self) -> None:
-        """At start: requeues jobs placed here whose process never started."""
+        """At start: requeues jobs placed here whose process never started, and records the
+        handle of those that started just before the server stopped."""
         if not self.heartbeat.runs_jobs:
             return
         with self.session_factory() as session:
-            never_started = session.scalars(
+            never_recorded = session.scalars(
                 select(Job.id).where(
                     Job.status == JobStatus.RUNNING,
                     Job.node == self.node,
                     Job.handle.is_(None),
                 )
             ).all()
-        for job_id in never_started:
+        for job_id in never_recorded:
+            handle = _read_handle(self.jobs_dir / f"{job_id}.{HANDLE_FILE}")
             with self.session_factory.begin() as session:
+                if handle is not None:
+                    # Started, then the server stopped before recording it: the
+                    # reconcile pass below adopts the process (or records its exit).
+                    session.execute(
+                        update(Job).where(Job.id == job_id).values(handle=handle.to_json())
+                    )
+                    continue
                 change_status(
                     session,
                     job_id,
@@ -788,3 +800,18 @@ def _outcome(job: Job, report: ExitReport) -> tuple[JobStatus, str | None]:
             name = f"signal {report.signal}"
         return JobStatus.FAILED, f"killed by signal {report.signal} ({name})"
     return JobStatus.FAILED, f"exited with code {report.exit_code}"
+
+
+def _write_handle(path: Path, handle: Handle) -> None:
+    # Beside the job's directory, not in it: the job's user owns that one, and a forged
+    # handle would have the server adopt (and later signal) a process of its choosing.
+    staging = path.with_name(f".{path.name}.part")
+    staging.write_text(json.dumps(handle.to_json()), encoding="utf-8")
+    staging.replace(path)
+
+
+def _read_handle(path: Path) -> Handle | None:
+    try:
+        return Handle.from_json(json.loads(path.read_text(encoding="utf-8")))
+    except (OSError, ValueError, KeyError):
+        return None
