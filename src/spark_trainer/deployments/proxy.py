@@ -197,7 +197,14 @@ class DeploymentProxy:
         self._pool = UpstreamPool(CONNECT_TIMEOUT_SECONDS)
 
     def invalidate(self) -> None:
-        """Makes the next request reload the route table (after a supervisor pass)."""
+        """Makes the next request reload the route table (after a supervisor pass).
+
+        The pass has just health-checked every replica, so local down marks give way to
+        it: a replica restarted on the same port is used again at once rather than after
+        DOWN_SECONDS. One that died since its probe costs one refused connection, and
+        the request moves on to the next replica.
+        """
+        self._down.clear()
         self._loaded_at = float("-inf")
 
     async def aclose(self) -> None:
