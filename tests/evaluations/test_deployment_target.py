@@ -10,7 +10,6 @@ covered on both backends by their API tests.
 from __future__ import annotations
 
 import socket
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -18,7 +17,6 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 
 from spark_trainer.app import create_app
 from spark_trainer.context import AppContext
@@ -27,6 +25,7 @@ from spark_trainer.settings import Settings
 from tests.conftest import Account
 from tests.evaluations.conftest import SUBJECTS
 from tests.evaluations.helpers import jsonl
+from tests.live_server import bound_socket, serving
 from tests.recipes.helpers import model_files
 
 PROBES = [
@@ -39,10 +38,8 @@ MAX_TOKENS = 8
 
 @pytest.fixture
 def listener() -> Iterator[socket.socket]:
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    yield sock
-    sock.close()
+    with bound_socket() as sock:
+        yield sock
 
 
 @pytest.fixture
@@ -55,18 +52,11 @@ def settings(settings_factory: Callable[..., Settings], listener: socket.socket)
 
 @pytest.fixture
 def api(settings: Settings, ctx: AppContext, listener: socket.socket) -> Iterator[httpx.Client]:
-    config = uvicorn.Config(create_app(settings, ctx), log_config=None, access_log=False)
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [listener]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert time.monotonic() < deadline, "server did not start"
-        time.sleep(0.05)
-    with httpx.Client(base_url=settings.api_url, timeout=60) as client:
+    with (
+        serving(create_app(settings, ctx), listener=listener),
+        httpx.Client(base_url=settings.api_url, timeout=60) as client,
+    ):
         yield client
-    server.should_exit = True
-    thread.join(20)
 
 
 def _until(api: httpx.Client, path: str, headers: dict[str, str], done: Any, what: str) -> Any:

@@ -10,15 +10,12 @@
 from __future__ import annotations
 
 import socket
-import threading
-import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
 from fastapi import APIRouter
 from fastapi.testclient import TestClient
 from starlette.websockets import WebSocketDisconnect
@@ -32,6 +29,7 @@ from tests.conftest import Account
 from tests.hardening.conftest import StartServer
 from tests.hardening.wire import read_response
 from tests.jobs.helpers import blocker, submit, wait_for, wait_until
+from tests.live_server import port_of, serving
 from tests.services import require_redis
 
 
@@ -46,18 +44,8 @@ def failing_server(settings: Settings, ctx: AppContext) -> Iterator[int]:
 
     app = create_app(settings, ctx)
     app.include_router(router)
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=0, log_config=None, access_log=False)
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert time.monotonic() < deadline, "server did not start"
-        time.sleep(0.05)
-    yield server.servers[0].sockets[0].getsockname()[1]
-    server.should_exit = True
-    thread.join(timeout=20)
+    with serving(app, start_timeout=30) as server:
+        yield port_of(server)
 
 
 def _exchange(sock: socket.socket, request: bytes) -> tuple[str, str]:
