@@ -28,6 +28,7 @@ from spark_trainer.app import create_app
 from spark_trainer.context import AppContext
 from spark_trainer.settings import Settings
 from tests.conftest import Account
+from tests.jobs.helpers import wait_until
 from tests.live_server import bound_socket, serving
 from tests.recipes.helpers import model_files, sse_metrics
 
@@ -183,9 +184,15 @@ def test_the_complete_training_workflow(
     last_losses = history["values"][-3:]
     assert sum(last_losses) / 3 < sum(first_losses) / 3 - 0.2, (first_losses, last_losses)
 
-    # The adapter is registered as a model, with lineage to the dataset version.
-    models = api.get("/api/models", params={"name": "llama-training"}, headers=headers).json()
-    assert models["total"] == 1
+    # The adapter is registered as a model, with lineage to the dataset version: by the
+    # job-end event's handler, so shortly after the job reads "completed".
+    def registered() -> dict:  # type: ignore[type-arg]
+        return api.get(  # type: ignore[no-any-return]
+            "/api/models", params={"name": "llama-training"}, headers=headers
+        ).json()
+
+    wait_until(lambda: registered()["total"] == 1, what="the adapter to be registered")
+    models = registered()
     model = api.get(f"/api/models/{models['items'][0]['id']}", headers=headers).json()
     assert model["source_job_id"] == second_id
     assert model["lineage"]["dataset"] == {
