@@ -32,6 +32,7 @@ class Server:
         self.data_dir = data_dir
         self.proc: subprocess.Popen[bytes] | None = None
         self.base = ""
+        self.log = data_dir.parent / "server.log"
 
     def start(self) -> None:
         with socket.socket() as sock:
@@ -44,20 +45,25 @@ class Server:
             SPARKTRAINER_GPUS="4",
             SPARKTRAINER_JOB_USER=getpass.getuser(),
         )
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "spark_trainer", "serve", "--port", str(port)],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        # Appended across restarts: a start that fails says why in the assertion.
+        with self.log.open("ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "spark_trainer", "serve", "--port", str(port)],
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
         self.base = f"http://127.0.0.1:{port}"
-        wait_until(self._up, timeout=30, what="the server to start")
+        # Generous: a start runs the migrations and imports, slow on a loaded CI machine.
+        wait_until(self._up, timeout=90, what="the server to start")
         token = httpx.post(
             f"{self.base}/api/auth/login", json={"username": "admin", "password": PASSWORD}
         ).json()["access_token"]
         self.headers = {"Authorization": f"Bearer {token}"}
 
     def _up(self) -> bool:
+        assert self.proc is not None
+        assert self.proc.poll() is None, self.log.read_text(errors="replace")[-4000:]
         try:
             return httpx.get(f"{self.base}/healthz", timeout=1).status_code == 200
         except httpx.TransportError:
@@ -85,7 +91,7 @@ class Server:
         return job_id
 
     def wait(self, job_id: str, statuses: set[str]) -> dict[str, object]:
-        wait_until(lambda: self.job(job_id)["status"] in statuses, timeout=30, what=job_id)
+        wait_until(lambda: self.job(job_id)["status"] in statuses, timeout=60, what=job_id)
         return self.job(job_id)
 
 

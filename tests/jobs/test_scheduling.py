@@ -31,11 +31,19 @@ def test_priority_first_then_fifo(client: TestClient, alice: Account, tmp_path: 
     mid = submit(client, alice.headers, command="sleep 0.05", gpu_count=4, priority=5)
     high_2 = submit(client, alice.headers, command="sleep 0.05", gpu_count=4, priority=10)
 
+    # A pass after the last submission explains the whole queue; until then a reason may be
+    # missing or count fewer jobs ahead.
+    def reason(job: dict) -> str:  # type: ignore[type-arg]
+        return get(client, alice.headers, job["id"])["pending_reason"] or ""
+
+    wait_until(
+        lambda: "1 job ahead" in reason(high_2),
+        what="a scheduler pass that has seen every submission",
+    )
     waiting = get(client, alice.headers, low["id"])
     assert waiting["status"] == "pending"
     assert "needs 4 GPUs; the largest free block is 0" in waiting["pending_reason"]
     assert "3 jobs ahead in the queue" in waiting["pending_reason"]
-    assert "1 job ahead" in get(client, alice.headers, high_2["id"])["pending_reason"]
 
     release.touch()
     order = _started_order(

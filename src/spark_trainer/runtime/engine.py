@@ -77,8 +77,6 @@ GPU_READING_TTL = 1.0
 MAX_REASON_CHARS = 500
 CANCEL_POLL_SECONDS = 0.05
 LOST_PREFIX = "lost: "
-# Pending jobs looked up per query when announcing their new reasons.
-REASON_CHUNK = 500
 
 
 @dataclass(frozen=True, slots=True)
@@ -254,7 +252,7 @@ class JobEngine:
         # jobs: a third of the pass's own time went into building them by name).
         queue = [
             QueuedJob(job_id, priority, created_at, gpu_count, (now - created_at).total_seconds())
-            for job_id, priority, created_at, gpu_count in pending
+            for job_id, priority, created_at, gpu_count, _, _ in pending
         ]
         decision = schedule(
             queue,
@@ -262,7 +260,7 @@ class JobEngine:
             {node: len(gpus) for node, gpus in nodes.items()},
             reserve_after=self.settings.reserve_after_seconds,
         )
-        self._record_reasons(decision.reasons)
+        self._record_reasons(decision.reasons, {row[0]: (row[4], row[5]) for row in pending})
         started = 0
         remote = False
         for placement in decision.placements:
@@ -276,7 +274,14 @@ class JobEngine:
             self._publish_control({"placed": True})
         return started
 
-    def _record_reasons(self, reasons: dict[str, str]) -> None:
+    def _record_reasons(self, reasons: dict[str, str], owners: dict[str, tuple[str, str]]) -> None:
+        """Writes what changed of the pending jobs' reasons, and tells the dashboards.
+
+        ``owners``: job → (owner, name) as the pass read the queue. Re-reading them after the
+        update cost a query per 500 jobs (2.2 s of a 10,000-job first pass on PostgreSQL); a
+        job that left the queue since is not updated (the status guard), and its event only
+        makes a dashboard refresh what it shows.
+        """
         changed = {job: why for job, why in reasons.items() if self._reasons.get(job) != why}
         if not changed:
             return
@@ -289,26 +294,17 @@ class JobEngine:
                 .values(pending_reason=bindparam("why")),
                 [{"job": job_id, "why": why} for job_id, why in changed.items()],
             )
-            # For the dashboards' event streams, in chunks: a long queue's ids would pass
-            # SQLite's limit on bound parameters in one IN list.
-            changed_ids = list(changed)
-            for start in range(0, len(changed_ids), REASON_CHUNK):
-                waiting = session.execute(
-                    select(Job.id, Job.owner_id, Job.name).where(
-                        Job.id.in_(changed_ids[start : start + REASON_CHUNK]),
-                        Job.status == JobStatus.PENDING,
-                    )
+            for job_id, why in changed.items():
+                owner_id, name = owners[job_id]
+                record(
+                    session,
+                    kind="job.pending_reason",
+                    job_id=job_id,
+                    owner_id=owner_id,
+                    name=name,
+                    status=JobStatus.PENDING,
+                    pending_reason=why,
                 )
-                for job_id, owner_id, name in waiting:
-                    record(
-                        session,
-                        kind="job.pending_reason",
-                        job_id=job_id,
-                        owner_id=owner_id,
-                        name=name,
-                        status=JobStatus.PENDING,
-                        pending_reason=changed[job_id],
-                    )
         self._reasons = dict(reasons)
 
     def _assign(self, job_id: str, node: str, gpus: tuple[int, ...]) -> bool:

@@ -16,10 +16,11 @@ class RuntimeRepository:
     def __init__(self, session: Session) -> None:
         self.session = session
 
-    def pending_queue(self) -> Sequence[Row[str, int, datetime, int]]:
-        """Pending jobs in the queue order (``models.job.QUEUE_ORDER``)."""
+    def pending_queue(self) -> Sequence[Row[str, int, datetime, int, str, str]]:
+        """Pending jobs in the queue order (``models.job.QUEUE_ORDER``), with the owner and
+        name the activity events of their pending reasons carry."""
         return self.session.execute(
-            select(Job.id, Job.priority, Job.created_at, Job.gpu_count)
+            select(Job.id, Job.priority, Job.created_at, Job.gpu_count, Job.owner_id, Job.name)
             .where(Job.status == JobStatus.PENDING)
             .order_by(*queue_order_by())
         ).all()
