@@ -3,12 +3,8 @@ living job processes are adopted, and logs survive."""
 
 from __future__ import annotations
 
-import getpass
 import os
 import signal
-import socket
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -23,81 +19,14 @@ from spark_trainer.context import AppContext
 from spark_trainer.models import Job, JobStatus
 from spark_trainer.runtime.states import change_status
 from spark_trainer.settings import Settings
-from tests.conftest import PASSWORD, Account
+from tests.conftest import Account
 from tests.jobs.helpers import FINAL, blocker, wait_until
-
-
-class Server:
-    def __init__(self, data_dir: Path) -> None:
-        self.data_dir = data_dir
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.base = ""
-        self.log = data_dir.parent / "server.log"
-
-    def start(self) -> None:
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = sock.getsockname()[1]
-        env = {k: v for k, v in os.environ.items() if not k.startswith("SPARKTRAINER_")}
-        env.update(
-            SPARKTRAINER_DATA_DIR=str(self.data_dir),
-            SPARKTRAINER_ADMIN_PASSWORD=PASSWORD,
-            SPARKTRAINER_GPUS="4",
-            SPARKTRAINER_JOB_USER=getpass.getuser(),
-        )
-        # Appended across restarts: a start that fails says why in the assertion.
-        with self.log.open("ab") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "spark_trainer", "serve", "--port", str(port)],
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        self.base = f"http://127.0.0.1:{port}"
-        # Generous: a start runs the migrations and imports, slow on a loaded CI machine.
-        wait_until(self._up, timeout=90, what="the server to start")
-        token = httpx.post(
-            f"{self.base}/api/auth/login", json={"username": "admin", "password": PASSWORD}
-        ).json()["access_token"]
-        self.headers = {"Authorization": f"Bearer {token}"}
-
-    def _up(self) -> bool:
-        assert self.proc is not None
-        assert self.proc.poll() is None, self.log.read_text(errors="replace")[-4000:]
-        try:
-            return httpx.get(f"{self.base}/healthz", timeout=1).status_code == 200
-        except httpx.TransportError:
-            return False
-
-    def kill(self) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait()
-
-    def job(self, job_id: str) -> dict[str, object]:
-        body: dict[str, object] = httpx.get(
-            f"{self.base}/api/jobs/{job_id}", headers=self.headers
-        ).json()
-        return body
-
-    def submit(self, command: str) -> str:
-        response = httpx.post(
-            f"{self.base}/api/jobs",
-            json={"name": "survivor", "command": command, "gpu_count": 1},
-            headers=self.headers,
-        )
-        assert response.status_code == 201, response.text
-        job_id: str = response.json()["id"]
-        return job_id
-
-    def wait(self, job_id: str, statuses: set[str]) -> dict[str, object]:
-        wait_until(lambda: self.job(job_id)["status"] in statuses, timeout=60, what=job_id)
-        return self.job(job_id)
+from tests.runtime.servers import Server
 
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[Server]:
-    running = Server(tmp_path / "data")
+    running = Server(tmp_path / "data", None, SPARKTRAINER_GPUS="4")
     yield running
     if running.proc is not None and running.proc.poll() is None:
         running.kill()
@@ -132,7 +61,7 @@ def test_jobs_survive_a_server_kill(server: Server, tmp_path: Path) -> None:
     )
 
     # The survivor was adopted: still running, its GPU still held, then it completes.
-    assert server.job(survivor)["status"] == "running"
+    assert server.get(f"/api/jobs/{survivor}")["status"] == "running"
     gpus = httpx.get(f"{server.base}/api/gpus", headers=server.headers).json()
     assert [g["job_id"] for g in gpus if g["in_use"]] == [survivor]
     keep.touch()
@@ -209,12 +138,14 @@ def test_a_process_started_just_before_a_kill_is_adopted_not_requeued(
     engine.dispose()
 
     server.start()
-    wait_until(lambda: server.job(job_id)["status"] != "running" or _adopted(server, job_id))
-    assert server.job(job_id)["status"] == "running"
+    wait_until(
+        lambda: server.get(f"/api/jobs/{job_id}")["status"] != "running" or _adopted(server, job_id)
+    )
+    assert server.get(f"/api/jobs/{job_id}")["status"] == "running"
     keep.touch()
     done = server.wait(job_id, FINAL)
     assert done["status"] == "completed"
-    transitions = [(e["from_status"], e["to_status"]) for e in done["events"]]  # type: ignore[attr-defined]
+    transitions = [(e["from_status"], e["to_status"]) for e in done["events"]]
     assert transitions == [("pending", "running"), ("running", "completed")]
     log = httpx.get(f"{server.base}/api/jobs/{job_id}/logs", headers=server.headers).text
     assert log == "started once\n"

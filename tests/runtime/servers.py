@@ -18,13 +18,16 @@ from tests.jobs.helpers import wait_until
 
 
 class Server:
-    def __init__(self, data_dir: Path, database_url: str, **env: str) -> None:
+    """``database_url`` None: the embedded default (SQLite in the data directory)."""
+
+    def __init__(self, data_dir: Path, database_url: str | None, **env: str) -> None:
         self.data_dir = data_dir
         self.database_url = database_url
         self.extra_env = env
         self.proc: subprocess.Popen[bytes] | None = None
         self.base = ""
         self.headers: dict[str, str] = {}
+        self.log = data_dir.parent / f"{data_dir.name}.log"
 
     def start(self) -> None:
         with socket.socket() as sock:
@@ -33,23 +36,26 @@ class Server:
         env = {k: v for k, v in os.environ.items() if not k.startswith("SPARKTRAINER_")}
         env.update(
             SPARKTRAINER_DATA_DIR=str(self.data_dir),
-            SPARKTRAINER_DATABASE_URL=self.database_url,
             SPARKTRAINER_SECRET_KEY=SECRET_KEY,
             SPARKTRAINER_ADMIN_PASSWORD=PASSWORD,
             SPARKTRAINER_JOB_USER=getpass.getuser(),
             SPARKTRAINER_KILL_GRACE_SECONDS="2",
             SPARKTRAINER_LOG_LEVEL="WARNING",
         )
+        if self.database_url is not None:
+            env["SPARKTRAINER_DATABASE_URL"] = self.database_url
         env.update(self.extra_env)
-        log = (self.data_dir.parent / f"{self.data_dir.name}.log").open("ab")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "spark_trainer", "serve", "--port", str(port)],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
+        # Appended across restarts: a start that fails says why in the assertion.
+        with self.log.open("ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "spark_trainer", "serve", "--port", str(port)],
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
         self.base = f"http://127.0.0.1:{port}"
-        wait_until(self._up, timeout=60, what="the server to start")
+        # Generous: a start runs the migrations and imports, slow on a loaded CI machine.
+        wait_until(self._up, timeout=90, what="the server to start")
         token = httpx.post(
             f"{self.base}/api/auth/login", json={"username": "admin", "password": PASSWORD}
         ).json()["access_token"]
@@ -58,7 +64,8 @@ class Server:
     def _up(self) -> bool:
         assert self.proc is not None
         if self.proc.poll() is not None:
-            raise AssertionError(f"the server exited with {self.proc.returncode}")
+            output = self.log.read_text(errors="replace")[-4000:]
+            raise AssertionError(f"the server exited with {self.proc.returncode}:\n{output}")
         try:
             return httpx.get(f"{self.base}/healthz", timeout=1).status_code == 200
         except httpx.TransportError:
