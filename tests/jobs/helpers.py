@@ -5,6 +5,7 @@ from __future__ import annotations
 import shlex
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,24 @@ def get(client: TestClient, headers: dict[str, str], job_id: str) -> dict[str, A
     return job
 
 
+def poll(
+    fetch: Callable[[], dict[str, Any]],
+    until: Callable[[dict[str, Any]], bool],
+    timeout: float,
+    what: str,
+) -> dict[str, Any]:
+    """Fetches until ``until`` holds of what came back, and returns that; fails on timeout
+    with the last one fetched."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = fetch()
+        if until(value):
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} not so after {timeout}s: {value}")
+        time.sleep(0.05)
+
+
 def wait_for(
     client: TestClient,
     headers: dict[str, str],
@@ -36,14 +55,12 @@ def wait_for(
     statuses: set[str],
     timeout: float = 30.0,
 ) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while True:
-        job = get(client, headers, job_id)
-        if job["status"] in statuses:
-            return job
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{job_id} still {job['status']} after {timeout}s: {job}")
-        time.sleep(0.05)
+    return poll(
+        lambda: get(client, headers, job_id),
+        lambda job: job["status"] in statuses,
+        timeout,
+        f"{job_id} {statuses}",
+    )
 
 
 def wait_until(predicate: Any, timeout: float = 20.0, what: str = "condition") -> None:

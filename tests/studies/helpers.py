@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 import shlex
 import sys
-import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from fastapi.testclient import TestClient
+
+from tests.jobs.helpers import poll
 
 PY = shlex.quote(sys.executable)
 ENDED = {"completed", "failed", "cancelled"}
@@ -86,18 +88,11 @@ def wait_study(
     client: TestClient,
     headers: dict[str, str],
     study_id: str,
-    until: Any = lambda s: s["status"] in ENDED,
+    until: Callable[[dict[str, Any]], bool] = lambda s: s["status"] in ENDED,
     timeout: float = 90.0,
 ) -> dict[str, Any]:
     """Polls the study until ``until`` holds (default: it has ended); fails on timeout."""
-    deadline = time.monotonic() + timeout
-    while True:
-        study = get(client, headers, study_id)
-        if until(study):
-            return study
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{study_id} not there after {timeout}s: {study}")
-        time.sleep(0.1)
+    return poll(lambda: get(client, headers, study_id), until, timeout, study_id)
 
 
 def quadratic(params: dict[str, Any]) -> float:
