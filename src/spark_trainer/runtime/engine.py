@@ -773,8 +773,7 @@ class JobEngine:
             return
         with self.session_factory() as session:
             ours = RuntimeRepository(session).running_here(self.node, supervised)
-        with self._lock:
-            superseded = supervised - ours - self._owned
+        superseded = supervised - ours
         for job_id in superseded:
             logger.warning(
                 "stopping a job settled as lost while this node was away",
