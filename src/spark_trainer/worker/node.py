@@ -12,6 +12,8 @@ the API processes read at the same path (a shared mount, see the README).
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
 from datetime import timedelta
 from typing import Any
@@ -32,6 +34,7 @@ from spark_trainer.metrics.hub import StreamHub
 from spark_trainer.metrics.pipeline import MetricsPipeline
 from spark_trainer.models import Job, JobStatus
 from spark_trainer.runtime.engine import LOST_PREFIX, JobEngine
+from spark_trainer.runtime.jobfiles import HANDLE_FILE
 from spark_trainer.runtime.repository import RuntimeRepository
 from spark_trainer.settings import Settings
 from spark_trainer.storage.local import LocalArtifactStore
@@ -136,6 +139,13 @@ class WorkerNode:
         for job_id, handle in [*lost, *requeued]:
             if kill_group_if_alive(Handle.from_json(handle)):
                 logger.warning("stopped a lost job's leftover processes", extra={"job_id": job_id})
+        for job_id, handle in requeued:
+            # Were the job placed here again, recovery must not take the lost attempt's
+            # handle, left beside its directory, for the new attempt's.
+            recorded = self.engine.jobs_dir / f"{job_id}.{HANDLE_FILE}"
+            with contextlib.suppress(OSError, ValueError, KeyError):
+                if Handle.from_json(json.loads(recorded.read_text())) == Handle.from_json(handle):
+                    recorded.unlink()
         if requeued:
             with self.engine.session_factory.begin() as session:
                 repo = RuntimeRepository(session)
