@@ -19,6 +19,11 @@ jobs are submitted and wait; the worker is started again and the rate is the job
 process started (each writes its stamp) divided by the time from the first stamp to the
 last. The published Slurm figure is 500 jobs/s (slurmctld, ``sbatch`` throughput on a
 tuned controller); the difference is printed.
+
+(c) The API's ``/metrics``: after (a), its dispatch-latency histogram (recorded by the
+worker with each job, served by the API process) against the client's own measurement of
+the same jobs; after (b), a scrape's wall time (p50 of 20, every figure read from the
+database) against ``/healthz`` measured in the same loop.
 """
 
 from __future__ import annotations
@@ -200,6 +205,29 @@ def _report(label: str, values: list[float]) -> dict[str, float]:
     return {f"{label}_p50_ms": p50, f"{label}_p99_ms": percentile(values, 99)}
 
 
+def _histogram(client: httpx.Client) -> tuple[float, float]:
+    """(count, mean ms) of the API's ``sparktrainer_dispatch_latency_seconds``."""
+    values = {}
+    for line in client.get("/metrics").text.splitlines():
+        for part in ("sum", "count"):
+            if line.startswith(f"sparktrainer_dispatch_latency_seconds_{part} "):
+                values[part] = float(line.rsplit(" ", 1)[1])
+    count = values["count"]
+    return count, 1000 * values["sum"] / count if count else float("nan")
+
+
+def _scrape_ms(client: httpx.Client, rounds: int = 20) -> tuple[float, float]:
+    """p50 wall ms of GET /metrics and of GET /healthz, interleaved."""
+    scrapes: list[float] = []
+    baseline: list[float] = []
+    for _ in range(rounds):
+        for path, into in (("/metrics", scrapes), ("/healthz", baseline)):
+            began = time.perf_counter()
+            client.get(path).raise_for_status()
+            into.append(1000 * (time.perf_counter() - began))
+    return percentile(scrapes, 50), percentile(baseline, 50)
+
+
 def run(args: argparse.Namespace) -> list[Result]:
     if not postgres_reachable(args.postgres_url):
         print(f"{NAME}: PostgreSQL not reachable at {args.postgres_url}; skipped")
@@ -235,8 +263,30 @@ def run(args: argparse.Namespace) -> list[Result]:
                     token = login(client)
                     _wait_node(client, token, up=True)
                     b = Backend("distributed", server, url, root / "work", client, token)
-                    figures.update(_report("distributed", _latencies(b, args.latency_jobs)))
+                    measured = _latencies(b, args.latency_jobs)
+                    figures.update(_report("distributed", measured))
+                    count, mean = _histogram(client)
+                    figures.update(
+                        {
+                            "metrics_histogram_mean_ms": mean,
+                            "client_mean_ms": sum(measured) / len(measured),
+                        }
+                    )
+                    print(
+                        f"{NAME} /metrics: dispatch histogram {count:.0f} jobs (with 3 warm-ups), "
+                        f"mean {mean:.1f} ms; client-measured mean "
+                        f"{figures['client_mean_ms']:.1f} ms",
+                        flush=True,
+                    )
                     rate, span = _start_rate(b, worker, args.rate_jobs)
+                    scrape, healthz = _scrape_ms(client)
+                    figures.update({"metrics_scrape_p50_ms": scrape, "healthz_p50_ms": healthz})
+                    print(
+                        f"{NAME} /metrics: scrape p50 {scrape:.1f} ms with "
+                        f"{count + args.rate_jobs:.0f} jobs, {scrape / healthz:.1f}x /healthz "
+                        f"({healthz:.1f} ms) in the same loop",
+                        flush=True,
+                    )
                 finally:
                     worker.stop()
     p50 = figures["distributed_p50_ms"]

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import urlsplit, urlunsplit
 
 import redis
-from sqlalchemy import URL, Engine, make_url, text
+from sqlalchemy import URL, Engine, make_url, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from spark_trainer.activity.hub import ActivityHub
@@ -26,7 +26,7 @@ from spark_trainer.kit.gates import ConcurrencyGate
 from spark_trainer.metrics.bus import EventBus, LocalBus, RedisBus
 from spark_trainer.metrics.hub import StreamHub
 from spark_trainer.metrics.pipeline import MetricsPipeline
-from spark_trainer.models import JobKind
+from spark_trainer.models import JobKind, Node
 from spark_trainer.ratelimit import RateLimiter
 from spark_trainer.registry import service as registry
 from spark_trainer.runtime.engine import JobEngine
@@ -44,6 +44,7 @@ if TYPE_CHECKING:
 MODEL_REGISTRATION = "registry.register_completed_job"
 EVALUATION_RESULTS = "evaluations.record_outcome"
 TRIAL_RESULTS = "studies.record_trial_end"
+WORKER_LIVE = "live"
 
 
 @dataclass
@@ -167,18 +168,39 @@ class AppContext:
         """A shortcut for a study created here; the leader's controller polls anyway."""
         self.studies.wake()
 
-    def dependency_status(self) -> dict[str, bool]:
-        """The spec's dependencies, and whether each answers right now.
+    def dependency_status(self) -> tuple[dict[str, bool], dict[str, str]]:
+        """The spec's dependencies and whether each answers right now, and in distributed
+        mode each registered worker node's state (``worker_states``).
 
         Embedded mode has no Redis and no Celery: their in-process stand-ins (the local
         event bus, the in-process executor) answer for them; ``backends`` says which.
+        Distributed mode's ``celery`` is true while at least one worker answers.
         """
-        return {
-            "database": self._database_ok(),
+        database = self._database_ok()
+        workers = self.worker_states() if self.dispatcher is not None else {}
+        checks = {
+            "database": database,
             "redis": self._redis_ok() if self.redis is not None else True,
-            "celery": self.running
-            and (self.dispatcher is None or self.dispatcher.workers_answer()),
+            "celery": self.running and (self.dispatcher is None or WORKER_LIVE in workers.values()),
         }
+        return checks, workers
+
+    def worker_states(self) -> dict[str, str]:
+        """Node name → ``live`` (its worker answers a Celery ping), else the state its
+        heartbeats left in the database: ``up`` (heartbeating, not answering the broker),
+        ``down`` (stopped) or ``lost`` (stopped heartbeating)."""
+        assert self.dispatcher is not None
+        try:
+            with self.session_factory() as session:
+                registered = dict(session.execute(select(Node.name, Node.state)).tuples().all())
+        except Exception:
+            registered = {}  # the database is down: list whoever answers
+        answering = self.dispatcher.answering_nodes(len(registered))
+        states = {
+            name: WORKER_LIVE if name in answering else state for name, state in registered.items()
+        }
+        states.update((name, WORKER_LIVE) for name in answering)
+        return dict(sorted(states.items()))
 
     def backends(self) -> dict[str, str]:
         """What backs each dependency; URLs without their credentials."""

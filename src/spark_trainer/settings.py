@@ -198,13 +198,6 @@ class Settings(BaseSettings):
         description="Celery's broker in distributed mode (a Redis URL). Default: "
         "SPARKTRAINER_REDIS_URL.",
     )
-    worker_metrics_port: int | None = Field(
-        default=None,
-        ge=1,
-        le=65535,
-        description="`sparktrainer worker` only: serve this worker's Prometheus metrics "
-        "(dispatch latency, job starts and ends) on this port. Unset: not served.",
-    )
     leader_lease_seconds: float = Field(
         default=10.0,
         gt=0,

@@ -66,12 +66,12 @@ class PrivateRedis:
         wait_until(lambda: not self.answers(), what="redis to stop")
 
 
-def cluster_env(redis_url: str) -> dict[str, str]:
+def cluster_env(redis_url: str, stale_seconds: float) -> dict[str, str]:
     return {
         "SPARKTRAINER_EXECUTOR": "celery",
         "SPARKTRAINER_REDIS_URL": redis_url,
         "SPARKTRAINER_NODE_HEARTBEAT_SECONDS": str(HEARTBEAT_SECONDS),
-        "SPARKTRAINER_NODE_STALE_SECONDS": str(STALE_SECONDS),
+        "SPARKTRAINER_NODE_STALE_SECONDS": str(stale_seconds),
         "SPARKTRAINER_LEADER_LEASE_SECONDS": "3",
     }
 
@@ -106,14 +106,32 @@ class Worker:
         )
 
     def signal(self, sig: signal.Signals) -> None:
+        """Sends ``sig`` and waits for the worker to exit."""
         if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(sig)
             self.proc.wait(timeout=30)
 
+    def freeze(self) -> None:
+        """SIGSTOP: no heartbeat, no database access, while its jobs' processes run on, as
+        in a network partition."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGCONT)
+
 
 class Cluster:
-    def __init__(self, tmp_path: Path, database_url: str, redis_server: PrivateRedis) -> None:
-        env = cluster_env(redis_server.url)
+    def __init__(
+        self,
+        tmp_path: Path,
+        database_url: str,
+        redis_server: PrivateRedis,
+        *,
+        stale_seconds: float = STALE_SECONDS,
+    ) -> None:
+        env = cluster_env(redis_server.url, stale_seconds)
         self.redis = redis_server
         self.database_url = database_url
         self.apis = [
@@ -138,6 +156,8 @@ class Cluster:
 
     def stop(self) -> None:
         for worker in self.workers.values():
+            if worker.proc is not None:
+                worker.thaw()  # a stopped process cannot be waited for after SIGKILL
             worker.signal(signal.SIGKILL)
         for api in self.apis:
             api.kill()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import create_engine, text
@@ -34,11 +35,11 @@ def redis_server(tmp_path: Path) -> Iterator[PrivateRedis]:
 @pytest.fixture
 def cluster(
     tmp_path: Path, postgres_url: str, redis_server: PrivateRedis
-) -> Iterator[Callable[[], Cluster]]:
+) -> Iterator[Callable[..., Cluster]]:
     made: list[Cluster] = []
 
-    def make() -> Cluster:
-        made.append(Cluster(tmp_path, postgres_url, redis_server))
+    def make(**options: Any) -> Cluster:
+        made.append(Cluster(tmp_path, postgres_url, redis_server, **options))
         made[-1].start()
         return made[-1]
 

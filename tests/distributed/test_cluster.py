@@ -152,6 +152,8 @@ def test_placement_inventory_and_no_double_booking(cluster: Callable[[], Cluster
     assert 'sparktrainer_job_ends_total{status="completed"} 201.0' in metrics
     assert 'sparktrainer_gpus_allocated{node="node4"} 0.0' in metrics
     assert 'sparktrainer_gpus{node="node2",state="up"} 2.0' in metrics
+    # Recorded by the workers that started the processes, served by either API process.
+    assert "sparktrainer_dispatch_latency_seconds_count 201.0" in metrics
 
 
 # Logs three points, waits for a "go" file, logs two more, then sleeps with a child.
@@ -274,16 +276,24 @@ def test_readyz_reflects_stopped_workers_and_redis_and_jobs_wait(
     api1, api2 = running.apis
     code, body = _readyz(api2)
     assert code == 200 and body["celery"] is True and body["redis"] is True, body
+    assert body["workers"] == {"node2": "live", "node4": "live"}
 
-    for worker in running.workers.values():
-        worker.signal(signal.SIGTERM)
+    # One of two workers stopped: still ready (jobs run on the other), and it shows.
+    running.workers["node4"].signal(signal.SIGTERM)
+    code, body = _readyz(api2)
+    assert code == 200 and body["celery"] is True, body
+    assert body["workers"] == {"node2": "live", "node4": "down"}
+
+    running.workers["node2"].signal(signal.SIGTERM)
     code, body = _readyz(api2)
     assert code == 503 and body["celery"] is False and body["redis"] is True, body
+    assert body["workers"] == {"node2": "down", "node4": "down"}
     waiting = api1.submit("echo waited", 1)
 
     running.redis.stop()
     code, body = _readyz(api1)
     assert code == 503 and body["redis"] is False and body["celery"] is False, body
+    assert body["workers"] == {"node2": "down", "node4": "down"}
     time.sleep(5)  # a broker outage does not fail the waiting job
     # Read from the database: without Redis the API's rate limiter refuses requests.
     engine = create_engine(running.database_url)
@@ -299,3 +309,97 @@ def test_readyz_reflects_stopped_workers_and_redis_and_jobs_wait(
     wait_until(lambda: _readyz(api1)[0] == 200, timeout=60, what="ready again")
     job = api2.wait(waiting, FINAL, timeout=60)
     assert job["status"] == "completed", job
+
+
+def _submit(server: Server, command: str, gpu_count: int, max_retries: int = 0) -> str:
+    response = server.post(
+        "/api/jobs",
+        {"name": "retry", "command": command, "gpu_count": gpu_count, "max_retries": max_retries},
+    )
+    assert response.status_code == 201, response.text
+    job_id: str = response.json()["id"]
+    return job_id
+
+
+def _pids(path: Path) -> list[int]:
+    return [int(line) for line in path.read_text().split()] if path.exists() else []
+
+
+PARTITION_STALE_SECONDS = 15.0
+
+
+def test_a_partitioned_worker_stops_its_lost_jobs_and_a_retried_job_runs_again(
+    cluster: Callable[..., Cluster], tmp_path: Path
+) -> None:
+    running = cluster(stale_seconds=PARTITION_STALE_SECONDS)
+    api1, api2 = running.apis
+    node4 = running.workers["node4"]
+    go = tmp_path / "go"
+    once, retried, requeued_pids = tmp_path / "once", tmp_path / "retried", tmp_path / "requeued"
+    # Three GPUs: only node4 fits. No retries: it fails as lost.
+    lost = _submit(api1, f"echo $$ >> {once}; sleep 300", 3)
+    wait_until(lambda: _pids(once), timeout=60, what="the first job's process")
+    # Two GPUs: node4 has one left, so node2, which it fills.
+    filler = _submit(api1, f"while [ ! -e {go} ]; do sleep 0.05; done", 2)
+    assert api1.wait(filler, {"running"})["node"] == "node2"
+    # One GPU, so node4 again; one retry: requeued when node4 is lost, then runs to the end.
+    again = _submit(api2, f"echo $$ >> {retried}; [ -e {go} ] || sleep 300", 1, max_retries=1)
+    wait_until(lambda: _pids(retried), timeout=60, what="the retried job's process")
+    assert api1.get(f"/api/jobs/{again}")["node"] == "node4"
+    first_attempt = _pids(retried)[0]
+
+    node4.freeze()
+    failed = api1.wait(lost, FINAL, timeout=PARTITION_STALE_SECONDS + 60)
+    assert failed["status"] == "failed"
+    assert failed["status_reason"] == "lost: node node4 stopped heartbeating"
+    job = api2.wait(again, {"pending"})
+    assert job["restarts"] == 1 and job["max_retries"] == 1, job
+    assert job["status_reason"] == "requeued: node node4 stopped heartbeating (restart 1)"
+    assert [g for g in api1.get("/api/gpus") if g["in_use"] and g["node"] == "node4"] == []
+    code, body = _readyz(api1)
+    assert code == 200 and body["workers"] == {"node2": "live", "node4": "lost"}, body
+    # Cut off, node4 knows nothing yet: both jobs' processes still run there.
+    assert not _gone(_pids(once)[0]) and not _gone(first_attempt)
+
+    # The filler ends: the retried job's next attempt runs on node2, and completes.
+    go.touch()
+    job = api1.wait(again, FINAL, timeout=60)
+    assert job["status"] == "completed", job
+    assert job["restarts"] == 1 and job["node"] == "node2" and job["exit_code"] == 0
+    assert _pids(retried)[1] != first_attempt
+    assert not _gone(first_attempt)  # node4 is still cut off
+    events = [(e["from_status"], e["to_status"]) for e in api2.get(f"/api/jobs/{again}")["events"]]
+    assert events == [
+        ("pending", "running"),
+        ("running", "pending"),
+        ("pending", "running"),
+        ("running", "completed"),
+    ]
+
+    node4.thaw()  # back: it stops both lost processes before it takes work again
+    wait_until(lambda: _gone(_pids(once)[0]), timeout=60, what="the lost job's process to stop")
+    wait_until(lambda: _gone(first_attempt), timeout=60, what="the lost attempt to stop")
+    wait_until(
+        lambda: _readyz(api2)[1]["workers"] == {"node2": "live", "node4": "live"},
+        timeout=60,
+        what="node4 to be live again",
+    )
+    # The stopped attempt's exit is not recorded over the job's real end.
+    job = api2.get(f"/api/jobs/{again}")
+    assert (job["status"], job["node"], job["exit_code"]) == ("completed", "node2", 0)
+    assert api1.get(f"/api/jobs/{lost}")["status"] == "failed"  # stays failed
+
+    # A worker killed outright, a retried job requeued, the worker restarted: the lost
+    # attempt's process, left behind, is stopped; the job runs again.
+    third = _submit(api1, f"echo $$ >> {requeued_pids}; sleep 300", 3, max_retries=1)
+    wait_until(lambda: _pids(requeued_pids), timeout=60, what="the third job's process")
+    node4.signal(signal.SIGKILL)
+    job = api1.wait(third, {"pending"}, timeout=PARTITION_STALE_SECONDS + 60)
+    assert job["restarts"] == 1, job
+    assert not _gone(_pids(requeued_pids)[0])
+    node4.start()
+    wait_until(lambda: _gone(_pids(requeued_pids)[0]), timeout=60, what="the old attempt to stop")
+    wait_until(lambda: len(_pids(requeued_pids)) == 2, timeout=60, what="the second attempt")
+    assert api2.get(f"/api/jobs/{third}")["status"] == "running"
+    api2.post(f"/api/jobs/{third}/cancel")
+    assert api2.wait(third, FINAL)["status"] == "cancelled"

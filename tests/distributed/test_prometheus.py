@@ -29,6 +29,15 @@ def test_metrics_are_served_unauthenticated_in_prometheus_format(
     node = settings.node_name
     assert f'sparktrainer_gpus_allocated{{node="{node}"}} 4.0' in text
     assert "sparktrainer_stream_subscribers 0.0" in text
+    # Submission to process started, recorded with each of the two started jobs.
+    assert "sparktrainer_dispatch_latency_seconds_count 2.0" in text
+    assert 'sparktrainer_dispatch_latency_seconds_bucket{le="+Inf"} 2.0' in text
+    within = [
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("sparktrainer_dispatch_latency_seconds_bucket")
+    ]
+    assert within == sorted(within) and within[-1] == 2.0, within
     depth = [line for line in text.splitlines() if line.startswith("sparktrainer_queue_depth")]
     assert depth == ['sparktrainer_queue_depth{reason="gpus_busy"} 1.0'], depth
     for job_id in (blocked["id"], waits["id"]):

@@ -113,7 +113,13 @@ def test_readyz_answers_four_keys_with_redis(
         ctx.close()
         private.stop()
     backends = body.pop("backends")
-    assert body == {"status": "ready", "database": True, "redis": True, "celery": True}
+    assert body == {
+        "status": "ready",
+        "database": True,
+        "redis": True,
+        "celery": True,
+        "workers": {},
+    }
     assert backends["redis"] == f"redis://127.0.0.1:{private.port}/0"
     assert backends["celery"] == "in-process"
 

@@ -26,7 +26,13 @@ def test_readyz_answers_the_specs_four_keys_and_what_backs_them(
     database = "sqlite" if settings.is_sqlite else "postgresql+psycopg://127.0.0.1:5432/"
     assert body.pop("backends")["database"].startswith(database)
     # Embedded mode: the in-process bus and executor stand in for Redis and Celery.
-    assert body == {"status": "ready", "database": True, "redis": True, "celery": True}
+    assert body == {
+        "status": "ready",
+        "database": True,
+        "redis": True,
+        "celery": True,
+        "workers": {},  # distributed mode lists its worker nodes
+    }
     assert response.json()["backends"]["redis"] == "in-process"
     assert response.json()["backends"]["celery"] == "in-process"
 
@@ -43,7 +49,13 @@ def test_readyz_is_503_when_the_database_is_down(settings: Settings) -> None:
     body = response.json()
     assert body["backends"]["database"] == "postgresql+psycopg://127.0.0.1:1/none"
     del body["backends"]
-    assert body == {"status": "not ready", "database": False, "redis": True, "celery": True}
+    assert body == {
+        "status": "not ready",
+        "database": False,
+        "redis": True,
+        "celery": True,
+        "workers": {},
+    }
 
 
 def test_openapi_json_and_yaml_are_valid_and_equal(client: TestClient) -> None:

@@ -80,6 +80,7 @@ def test_redis_limit_is_shared_between_two_app_instances(
             "database": True,
             "redis": True,
             "celery": True,
+            "workers": {},
         }
     first_ctx.close()
     second_ctx.close()
@@ -96,4 +97,10 @@ def test_readyz_is_503_when_redis_is_down(settings_factory: Callable[..., Settin
     body = response.json()
     assert body["backends"]["redis"] == "redis://127.0.0.1:1/0"
     del body["backends"]
-    assert body == {"status": "not ready", "database": True, "redis": False, "celery": True}
+    assert body == {
+        "status": "not ready",
+        "database": True,
+        "redis": False,
+        "celery": True,
+        "workers": {},
+    }

@@ -77,19 +77,25 @@ class CeleryDispatcher:
                 extra={"job_id": job_id, "node": node},
             )
 
-    def workers_answer(self, timeout: float = 1.0) -> bool:
-        """Whether the broker answers and a worker answers a Celery ping through it.
+    def answering_nodes(self, expected: int, timeout: float = 1.0) -> set[str]:
+        """The nodes whose worker answers a Celery ping; empty if the broker does not answer.
 
-        Returns at the first reply; waits ``timeout`` only when no worker is alive.
+        Returns once ``expected`` workers replied; waits ``timeout`` only when fewer are alive.
         """
         try:
             with self.app.connection_for_write() as connection:
                 # Once, not with the worker's endless reconnection policy.
                 connection.ensure_connection(max_retries=1, timeout=BROKER_TIMEOUT_SECONDS)
-            replies = self.app.control.ping(timeout=timeout, limit=1)
+            replies = self.app.control.ping(timeout=timeout, limit=expected or None)
         except Exception:
-            return False
-        return bool(replies)
+            return set()
+        prefix = worker_hostname("")
+        return {
+            hostname.removeprefix(prefix)
+            for reply in replies
+            for hostname in reply
+            if hostname.startswith(prefix)
+        }
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)

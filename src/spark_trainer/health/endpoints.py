@@ -44,6 +44,12 @@ class Readiness(BaseModel):
         "whether the broker answers and at least one worker answers a Celery ping."
     )
     backends: Backends
+    workers: dict[str, str] = Field(
+        description='Distributed mode: each registered worker node → "live" (answers a '
+        'Celery ping), or the state its heartbeats left: "up" (heartbeating but not '
+        'answering through the broker), "down" (stopped) or "lost" (stopped '
+        "heartbeating; its jobs failed or were requeued). Embedded mode: empty."
+    )
 
 
 @router.get(
@@ -53,11 +59,12 @@ class Readiness(BaseModel):
     responses={503: {"model": Readiness, "description": "A dependency is down"}},
 )
 async def readyz(ctx: Context) -> JSONResponse:
-    checks = await run_in_threadpool(ctx.dependency_status)
+    checks, workers = await run_in_threadpool(ctx.dependency_status)
     ready = all(checks.values())
     body = Readiness(
         status="ready" if ready else "not ready",
         backends=Backends(**ctx.backends()),
+        workers=workers,
         **checks,
     )
     return JSONResponse(body.model_dump(), status_code=200 if ready else 503)

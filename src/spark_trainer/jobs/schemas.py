@@ -61,6 +61,14 @@ class JobCreate(InputSchema):
         strict=True,
         description="Kill and fail the job after this.",
     )
+    max_retries: int = Field(
+        default=0,
+        ge=0,
+        le=10,
+        strict=True,
+        description="How many times to requeue the job (same id, a fresh attempt) when its "
+        "node is lost while it runs; 0: it fails as lost.",
+    )
     working_dir: str | None = Field(
         default=None,
         max_length=4096,
@@ -119,6 +127,8 @@ class JobRead(Schema):
     pending_reason: str | None = Field(description="Why a pending job is still waiting.")
     gpus: list[int] = Field(description="GPU indices allocated to the job on its node.")
     node: str | None
+    max_retries: int = Field(description="Requeues allowed after its node is lost.")
+    restarts: int = Field(description="Times it was requeued after its node was lost.")
 
 
 class JobDetail(JobRead):

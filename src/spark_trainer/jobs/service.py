@@ -77,6 +77,7 @@ def submit(
             model_name=data.model_name,
             timeout_seconds=data.timeout_seconds,
             working_dir=data.working_dir,
+            max_retries=data.max_retries,
             status=JobStatus.PENDING,
             gpus=[],
             kind=kind,

@@ -92,6 +92,16 @@ class Job(TimestampMixin, Base):
     # What the executor needs to find the job's process again (local: pid and start time).
     # SQL NULL for None (not JSON null): the engine finds unlaunched jobs by `handle IS NULL`.
     handle: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True), default=None)
+    # Requeues after the job's node was lost (opt-in), and how many happened so far.
+    max_retries: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    restarts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # The handle of an attempt lost with its node, plus that node's name ("node"): the node
+    # stops the process when it comes back, whatever the job has become since.
+    lost_handle: Mapped[dict[str, Any] | None] = mapped_column(
+        JSON(none_as_null=True), default=None
+    )
+    # Submission to the first attempt's process started (the /metrics histogram).
+    dispatch_seconds: Mapped[float | None] = mapped_column(Float, default=None)
 
     # Metrics bookkeeping, committed with the points themselves so ingestion resumes
     # exactly where it stopped after a restart.

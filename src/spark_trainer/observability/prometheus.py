@@ -2,9 +2,9 @@
 
 Everything but the stream subscribers comes from the shared database, so any API process
 answers for the whole cluster and counters survive restarts: queue depth by why jobs
-wait, GPUs held per node, job starts and ends (from the recorded status transitions).
-Dispatch latency (placement to process started) is measured where the process starts:
-each worker serves it on ``SPARKTRAINER_WORKER_METRICS_PORT``.
+wait, GPUs held per node, job starts and ends (from the recorded status transitions), and
+dispatch latency: submission to the job's process started, which the process that starts
+it records with the job (``Job.dispatch_seconds``, first attempt only), bucketed here.
 """
 
 from __future__ import annotations
@@ -12,15 +12,21 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
-from sqlalchemy import func, select
+from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from spark_trainer.metrics.hub import StreamHub
 from spark_trainer.models import GpuAllocation, Job, JobEvent, JobStatus, Node
 
 FINAL = [str(JobStatus.COMPLETED), str(JobStatus.FAILED), str(JobStatus.CANCELLED)]
+DISPATCH_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
 
 
 def waiting_reason(pending_reason: str | None) -> str:
@@ -58,6 +64,7 @@ class ClusterCollector(Collector):
             "sparktrainer_job_ends", "Jobs that ended, by final status.", labels=["status"]
         )
         with self.session_factory() as session:
+            dispatch = self._dispatch(session)
             depth: dict[str, int] = {}
             for reason, count in session.execute(
                 select(Job.pending_reason, func.count())
@@ -94,7 +101,30 @@ class ClusterCollector(Collector):
             "Live SSE and WebSocket subscribers of this API process.",
             value=self.hub.total_subscribers(),
         )
-        yield from (queue, allocated, total, starts, ends, subscribers)
+        yield from (queue, allocated, total, starts, ends, dispatch, subscribers)
+
+    @staticmethod
+    def _dispatch(session: Session) -> HistogramMetricFamily:
+        """Every bucket in one pass over the jobs: cumulative counts, as Prometheus wants."""
+        latency = Job.dispatch_seconds
+        row = session.execute(
+            select(
+                func.count(latency),
+                func.coalesce(func.sum(latency), 0.0),
+                *(func.sum(case((latency <= bound, 1), else_=0)) for bound in DISPATCH_BUCKETS),
+            ).where(latency.is_not(None))
+        ).one()
+        count, total, *within = row
+        buckets = [
+            (str(bound), int(n or 0)) for bound, n in zip(DISPATCH_BUCKETS, within, strict=True)
+        ]
+        buckets.append(("+Inf", int(count)))
+        return HistogramMetricFamily(
+            "sparktrainer_dispatch_latency_seconds",
+            "Submission to the job's process started (first attempt), cluster-wide.",
+            buckets=buckets,
+            sum_value=float(total),
+        )
 
 
 def exposition(session_factory: sessionmaker[Session], hub: StreamHub) -> bytes:

@@ -32,10 +32,11 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, select, update
+from sqlalchemy import Table, bindparam, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -77,6 +78,9 @@ GPU_READING_TTL = 1.0
 MAX_REASON_CHARS = 500
 CANCEL_POLL_SECONDS = 0.05
 LOST_PREFIX = "lost: "
+# How long a node marked lost waits for its superseded jobs' processes to exit (SIGKILL,
+# so about at once) before it heartbeats itself up again.
+REJOIN_WAIT_SECONDS = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +92,7 @@ class _Started:
     timeout_seconds: int | None
     gpus: tuple[int, ...]
     dataset_path: Path | None
+    created_at: datetime
 
 
 class JobEngine:
@@ -124,7 +129,11 @@ class JobEngine:
         # Domain loops that run on the scheduling leader only (see LeaderLoops).
         self.leader_loops = LeaderLoops(lambda: self.lease.held)
         self.heartbeat = NodeHeartbeat(
-            session_factory, inventory, self.node, interval=settings.node_heartbeat_seconds
+            session_factory,
+            inventory,
+            self.node,
+            interval=settings.node_heartbeat_seconds,
+            before_rejoin=lambda: self.stop_superseded(REJOIN_WAIT_SECONDS),
         )
         self.handlers = handlers or HandlerRegistry()
         self.events = EventDispatcher(
@@ -410,6 +419,7 @@ class JobEngine:
             timeout_seconds=job.timeout_seconds,
             gpus=gpus,
             dataset_path=self.artifacts.local_path(dataset_hash) if dataset_hash else None,
+            created_at=job.created_at,
         )
 
     def _launch(self, started: _Started, job_dir: Path, token: str) -> int:
@@ -428,8 +438,18 @@ class JobEngine:
             self._fail_launch(job_id, f"launch failed: {reason}")
             return 0
         _write_handle(self.jobs_dir / f"{job_id}.{HANDLE_FILE}", handle)
+        # Across machines this includes clock skew: keep node clocks in sync (NTP).
+        dispatch = max(0.0, (utcnow() - started.created_at).total_seconds())
         with self.session_factory.begin() as session:
-            session.execute(update(Job).where(Job.id == job_id).values(handle=handle.to_json()))
+            session.execute(
+                update(Job)
+                .where(Job.id == job_id)
+                .values(
+                    handle=handle.to_json(),
+                    # The first attempt's only: a requeue is not a submission.
+                    dispatch_seconds=func.coalesce(Job.dispatch_seconds, dispatch),
+                )
+            )
             cancelled_meanwhile = session.scalar(
                 select(Job.cancel_requested_at).where(Job.id == job_id)
             )
@@ -605,7 +625,10 @@ class JobEngine:
             logger.exception("draining a job's metrics failed", extra={"job_id": report.job_id})
         with self.session_factory.begin() as session:
             job = session.get(Job, report.job_id)
-            if job is None or job.status != JobStatus.RUNNING:
+            if job is None or job.status != JobStatus.RUNNING or job.node != self.node:
+                # Settled elsewhere: failed or requeued as lost with this node (then
+                # stopped here, see stop_superseded), or cancelled while pending.
+                self._forget(report.job_id)
                 return
             status, reason = _outcome(job, report)
             if status == JobStatus.FAILED and reason is not None and job.job_dir is not None:
@@ -625,13 +648,16 @@ class JobEngine:
         )
         self._ended(report.job_id, status, report.exit_code, reason)
 
-    def _ended(
-        self, job_id: str, status: JobStatus, exit_code: int | None, reason: str | None
-    ) -> None:
+    def _forget(self, job_id: str) -> threading.Event | None:
         with self._lock:
             self._allocations.pop(job_id, None)
             self._cancel_sent.discard(job_id)
-            event = self._finished.pop(job_id, None)
+            return self._finished.pop(job_id, None)
+
+    def _ended(
+        self, job_id: str, status: JobStatus, exit_code: int | None, reason: str | None
+    ) -> None:
+        event = self._forget(job_id)
         try:
             self.bus.publish_end(job_id, end_payload(status, exit_code, reason))
         except Exception as exc:
@@ -691,6 +717,7 @@ class JobEngine:
         jobs that are no longer running are deleted.
         """
         if self.heartbeat.runs_jobs:
+            self.stop_superseded()
             self._reconcile_node()
         if self.lease.held:
             self._reconcile_cluster()
@@ -729,6 +756,30 @@ class JobEngine:
         if adopted and job.cancel_requested_at is not None:
             self._terminate(job.id)
 
+    def stop_superseded(self, wait_seconds: float = 0.0) -> None:
+        """Stops processes supervised here whose jobs no longer run on this node.
+
+        They were failed or requeued as lost while this node could not reach the database
+        (a network partition): their GPUs may be someone else's now. With
+        ``wait_seconds``, waits (that long at most) for their exits to be seen, so that a
+        requeued job placed here again is never confused with its stopped attempt.
+        """
+        supervised = self.executor.running()
+        if not supervised:
+            return
+        with self.session_factory() as session:
+            ours = RuntimeRepository(session).running_here(self.node, supervised)
+        superseded = supervised - ours
+        for job_id in superseded:
+            logger.warning(
+                "stopping a job settled as lost while this node was away",
+                extra={"job_id": job_id},
+            )
+            self.executor.terminate(job_id, 0.0)
+        deadline = time.monotonic() + wait_seconds
+        while superseded & self.executor.running() and time.monotonic() < deadline:
+            time.sleep(CANCEL_POLL_SECONDS)
+
     def _reconcile_cluster(self) -> None:
         now = utcnow()
         with self.session_factory() as session:
@@ -737,7 +788,11 @@ class JobEngine:
             lost = repo.running_on_nodes(stale) if stale else []
             orphans = repo.orphan_allocations()
         for row in lost:
-            reason = f"{LOST_PREFIX}node {row.node} stopped heartbeating"
+            lost_why = f"node {row.node} stopped heartbeating"
+            if row.restarts < row.max_retries and row.cancel_requested_at is None:
+                self._requeue_lost(row.id, row.node, row.handle, row.restarts, lost_why)
+                continue
+            reason = LOST_PREFIX + lost_why
             with self.session_factory.begin() as session:
                 ended = change_status(session, row.id, JobStatus.RUNNING, JobStatus.FAILED, reason)
             if ended:
@@ -749,6 +804,37 @@ class JobEngine:
         if stale:
             with self.session_factory.begin() as session:
                 RuntimeRepository(session).mark_lost(stale)
+
+    def _requeue_lost(
+        self,
+        job_id: str,
+        node: str | None,
+        handle: dict[str, Any] | None,
+        restarts: int,
+        why: str,
+    ) -> None:
+        """Back to the queue, same id, for a fresh attempt; its lost process is left to its
+        node to stop when it returns (``lost_handle``)."""
+        reason = f"requeued: {why} (restart {restarts + 1})"
+        with self.session_factory.begin() as session:
+            requeued = change_status(
+                session,
+                job_id,
+                JobStatus.RUNNING,
+                JobStatus.PENDING,
+                reason,
+                restarts=Job.restarts + 1,
+                lost_handle={"node": node, **handle} if handle is not None else None,
+                ingest_token_digest=None,
+            )
+        if not requeued:
+            return
+        # The recorded handle of the lost attempt must not be adopted by the next one's
+        # node if that node restarts before launching it.
+        with contextlib.suppress(OSError):
+            (self.jobs_dir / f"{job_id}.{HANDLE_FILE}").unlink()
+        logger.warning("job requeued after its node was lost", extra={"job_id": job_id})
+        self.wake()
 
     # --- GPU readings -----------------------------------------------------------------
 

@@ -4,13 +4,19 @@ A process whose machine has GPUs registers its node with its inventory and heart
 while it runs; the scheduling leader places jobs on nodes whose heartbeat is fresh, so a
 process without GPUs schedules onto GPUs elsewhere. Submissions are checked against every
 registered node (a node that is down now may come back).
+
+A node marked lost (it stopped heartbeating, say cut off from the database while its job
+processes ran on) has had its jobs failed or requeued and its GPUs handed out again: before
+its heartbeat makes it up again, ``before_rejoin`` stops whatever of those jobs still runs.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from spark_trainer.gpus.inventory import GpuInventory
@@ -28,8 +34,10 @@ class NodeHeartbeat:
         name: str,
         *,
         interval: float,
+        before_rejoin: Callable[[], None] | None = None,
     ) -> None:
         self.session_factory = session_factory
+        self.before_rejoin = before_rejoin
         self.inventory = inventory
         self.name = name
         self.interval = interval
@@ -43,6 +51,12 @@ class NodeHeartbeat:
         """Registers or refreshes the node row, at most every ``interval`` seconds."""
         if not self.runs_jobs or (not force and time.monotonic() - self._last < self.interval):
             return
+        if self.before_rejoin is not None:
+            with self.session_factory() as session:
+                state = session.scalar(select(Node.state).where(Node.name == self.name))
+            if state == NodeState.LOST:
+                logger.warning("this node was marked lost; stopping its settled jobs")
+                self.before_rejoin()
         devices = self.inventory.devices()
         gpus = [
             {"index": d.index, "name": d.name, "uuid": d.uuid, "memory_total": d.memory_total}

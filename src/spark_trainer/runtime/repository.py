@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import Row, func, select, update
 from sqlalchemy.orm import Session
@@ -63,10 +64,39 @@ class RuntimeRepository:
             select(Job).where(Job.status == JobStatus.RUNNING, Job.node == node)
         ).all()
 
-    def running_on_nodes(self, nodes: Sequence[str]) -> Sequence[Row[str, str | None]]:
+    def running_on_nodes(
+        self, nodes: Sequence[str]
+    ) -> Sequence[Row[str, str | None, int, int, dict[str, Any] | None, datetime | None]]:
         return self.session.execute(
-            select(Job.id, Job.node).where(Job.status == JobStatus.RUNNING, Job.node.in_(nodes))
+            select(
+                Job.id,
+                Job.node,
+                Job.restarts,
+                Job.max_retries,
+                Job.handle,
+                Job.cancel_requested_at,
+            ).where(Job.status == JobStatus.RUNNING, Job.node.in_(nodes))
         ).all()
+
+    def running_here(self, node: str, job_ids: Collection[str]) -> set[str]:
+        """Which of ``job_ids`` are running on ``node``."""
+        return set(
+            self.session.scalars(
+                select(Job.id).where(
+                    Job.id.in_(job_ids), Job.status == JobStatus.RUNNING, Job.node == node
+                )
+            )
+        )
+
+    def lost_here(self, node: str) -> Sequence[Row[str, dict[str, Any]]]:
+        """Lost attempts' handles left for ``node`` to stop (see ``Job.lost_handle``)."""
+        rows = self.session.execute(
+            select(Job.id, Job.lost_handle).where(Job.lost_handle.is_not(None))
+        ).all()
+        return [row for row in rows if row.lost_handle.get("node") == node]
+
+    def forget_lost_handle(self, job_id: str) -> None:
+        self.session.execute(update(Job).where(Job.id == job_id).values(lost_handle=None))
 
     def orphan_allocations(self) -> list[str]:
         """Jobs holding GPUs although they are not running (a safety net: every status

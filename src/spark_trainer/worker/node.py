@@ -12,12 +12,13 @@ the API processes read at the same path (a shared mount, see the README).
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
 from datetime import timedelta
 from typing import Any
 
 import redis
-from prometheus_client import CollectorRegistry, Histogram, start_http_server
 from sqlalchemy import select
 
 from spark_trainer.context import job_end_handlers
@@ -33,6 +34,8 @@ from spark_trainer.metrics.hub import StreamHub
 from spark_trainer.metrics.pipeline import MetricsPipeline
 from spark_trainer.models import Job, JobStatus
 from spark_trainer.runtime.engine import LOST_PREFIX, JobEngine
+from spark_trainer.runtime.jobfiles import HANDLE_FILE
+from spark_trainer.runtime.repository import RuntimeRepository
 from spark_trainer.settings import Settings
 from spark_trainer.storage.local import LocalArtifactStore
 
@@ -42,7 +45,6 @@ logger = logging.getLogger(__name__)
 CELERY_THREADS = 4
 # How far back a restarted worker looks for lost jobs whose processes may still run here.
 LOST_LOOKBACK_DAYS = 7
-DISPATCH_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
 class WorkerNode:
@@ -71,13 +73,6 @@ class WorkerNode:
             job_end_handlers(artifacts),
             schedules=False,
         )
-        self.metrics = CollectorRegistry()
-        self.dispatch_latency = Histogram(
-            "sparktrainer_dispatch_latency_seconds",
-            "Placement committed by the leader to the job's process started on this node.",
-            registry=self.metrics,
-            buckets=DISPATCH_BUCKETS,
-        )
         self.celery = celery_app(broker)
         self.celery.task(name=LAUNCH_TASK, ignore_result=True)(self._launch_task)
 
@@ -86,15 +81,8 @@ class WorkerNode:
         return self.settings.node_name
 
     def _launch_task(self, job_id: str) -> None:
-        if self.engine.launch_placed():
-            self._observe(job_id)
-
-    def _observe(self, job_id: str) -> None:
-        with self.engine.session_factory() as session:
-            placed_at = session.scalar(select(Job.started_at).where(Job.id == job_id))
-        if placed_at is not None:
-            # Across machines this includes clock skew: keep node clocks in sync (NTP).
-            self.dispatch_latency.observe(max(0.0, (utcnow() - placed_at).total_seconds()))
+        # The id only names the message: every placement waiting here is launched.
+        self.engine.launch_placed()
 
     def run(self) -> None:
         """Runs until SIGTERM or SIGINT (Celery's warm shutdown), then marks the node down.
@@ -107,8 +95,6 @@ class WorkerNode:
                 "GPUs set SPARKTRAINER_GPUS for a virtual inventory"
             )
         self.stop_lost_jobs()
-        if self.settings.worker_metrics_port is not None:
-            start_http_server(self.settings.worker_metrics_port, registry=self.metrics)
         self.bus.start()
         self.engine.heartbeat.beat(force=True)
         self.engine.start()
@@ -148,9 +134,23 @@ class WorkerNode:
                     Job.finished_at >= utcnow() - timedelta(days=LOST_LOOKBACK_DAYS),
                 )
             ).all()
-        for job_id, handle in lost:
+            # Attempts lost here whose jobs were requeued (and may run elsewhere now).
+            requeued = RuntimeRepository(session).lost_here(self.name)
+        for job_id, handle in [*lost, *requeued]:
             if kill_group_if_alive(Handle.from_json(handle)):
                 logger.warning("stopped a lost job's leftover processes", extra={"job_id": job_id})
+        for job_id, handle in requeued:
+            # Were the job placed here again, recovery must not take the lost attempt's
+            # handle, left beside its directory, for the new attempt's.
+            recorded = self.engine.jobs_dir / f"{job_id}.{HANDLE_FILE}"
+            with contextlib.suppress(OSError, ValueError, KeyError):
+                if Handle.from_json(json.loads(recorded.read_text())) == Handle.from_json(handle):
+                    recorded.unlink()
+        if requeued:
+            with self.engine.session_factory.begin() as session:
+                repo = RuntimeRepository(session)
+                for job_id, _ in requeued:
+                    repo.forget_lost_handle(job_id)
 
     def stop(self) -> None:
         self.engine.stop()

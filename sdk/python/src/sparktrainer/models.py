@@ -539,6 +539,15 @@ class JobCreate(BaseModel):
         TimeoutSeconds | None,
         Field(description="Kill and fail the job after this.", title="Timeout Seconds"),
     ] = None
+    max_retries: Annotated[
+        int | None,
+        Field(
+            description="How many times to requeue the job (same id, a fresh attempt) when its node is lost while it runs; 0: it fails as lost.",
+            ge=0,
+            le=10,
+            title="Max Retries",
+        ),
+    ] = 0
     working_dir: Annotated[
         WorkingDir | None,
         Field(
@@ -752,6 +761,13 @@ class Readiness(BaseModel):
         ),
     ]
     backends: Backends
+    workers: Annotated[
+        dict[str, str],
+        Field(
+            description='Distributed mode: each registered worker node → "live" (answers a Celery ping), or the state its heartbeats left: "up" (heartbeating but not answering through the broker), "down" (stopped) or "lost" (stopped heartbeating; its jobs failed or were requeued). Embedded mode: empty.',
+            title="Workers",
+        ),
+    ]
 
 
 class RefreshRequest(BaseModel):
@@ -1123,6 +1139,12 @@ class JobRead(BaseModel):
         list[int], Field(description="GPU indices allocated to the job on its node.", title="Gpus")
     ]
     node: Annotated[str | None, Field(title="Node")]
+    max_retries: Annotated[
+        int, Field(description="Requeues allowed after its node is lost.", title="Max Retries")
+    ]
+    restarts: Annotated[
+        int, Field(description="Times it was requeued after its node was lost.", title="Restarts")
+    ]
 
 
 class Leaderboard(BaseModel):
@@ -1319,6 +1341,12 @@ class JobDetail(BaseModel):
         list[int], Field(description="GPU indices allocated to the job on its node.", title="Gpus")
     ]
     node: Annotated[str | None, Field(title="Node")]
+    max_retries: Annotated[
+        int, Field(description="Requeues allowed after its node is lost.", title="Max Retries")
+    ]
+    restarts: Annotated[
+        int, Field(description="Times it was requeued after its node was lost.", title="Restarts")
+    ]
     events: Annotated[
         list[JobEventRead],
         Field(description="Every status transition, oldest first.", title="Events"),

@@ -1500,6 +1500,12 @@ export interface components {
              */
             timeout_seconds?: number | null;
             /**
+             * Max Retries
+             * @description How many times to requeue the job (same id, a fresh attempt) when its node is lost while it runs; 0: it fails as lost.
+             * @default 0
+             */
+            max_retries: number;
+            /**
              * Working Dir
              * @description Absolute directory the command starts in; default: a fresh directory of the job's own.
              */
@@ -1559,6 +1565,16 @@ export interface components {
             gpus: number[];
             /** Node */
             node: string | null;
+            /**
+             * Max Retries
+             * @description Requeues allowed after its node is lost.
+             */
+            max_retries: number;
+            /**
+             * Restarts
+             * @description Times it was requeued after its node was lost.
+             */
+            restarts: number;
             /**
              * Events
              * @description Every status transition, oldest first.
@@ -1628,6 +1644,16 @@ export interface components {
             gpus: number[];
             /** Node */
             node: string | null;
+            /**
+             * Max Retries
+             * @description Requeues allowed after its node is lost.
+             */
+            max_retries: number;
+            /**
+             * Restarts
+             * @description Times it was requeued after its node was lost.
+             */
+            restarts: number;
         };
         /** JobRef */
         JobRef: {
@@ -2010,6 +2036,13 @@ export interface components {
              */
             celery: boolean;
             backends: components["schemas"]["Backends"];
+            /**
+             * Workers
+             * @description Distributed mode: each registered worker node → "live" (answers a Celery ping), or the state its heartbeats left: "up" (heartbeating but not answering through the broker), "down" (stopped) or "lost" (stopped heartbeating; its jobs failed or were requeued). Embedded mode: empty.
+             */
+            workers: {
+                [key: string]: string;
+            };
         };
         /** RefreshRequest */
         RefreshRequest: {

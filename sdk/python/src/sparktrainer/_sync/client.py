@@ -66,6 +66,7 @@ class Jobs(Resource):
         model_name: str | None = None,
         timeout_seconds: int | None = None,
         working_dir: str | None = None,
+        max_retries: int | None = None,
     ) -> models.JobRead:
         """Submits a job; it answers at once with ``status == "pending"``."""
         body = _body(
@@ -80,6 +81,7 @@ class Jobs(Resource):
             model_name=model_name,
             timeout_seconds=timeout_seconds,
             working_dir=working_dir,
+            max_retries=max_retries,
         )
         response = self._t.request("POST", "/api/jobs", json=body)
         return models.JobRead.model_validate_json(response.content)
