@@ -56,7 +56,7 @@ shutil.copytree(sys.argv[1], os.environ["SPARKTRAINER_OUTPUT_DIR"], dirs_exist_o
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group(NAME)
     group.add_argument("--eval-questions", type=int, default=100, help="test questions a subject")
-    group.add_argument("--eval-rounds", type=int, default=3, help="runs of each side")
+    group.add_argument("--eval-rounds", type=int, default=5, help="runs of each side")
     group.add_argument("--eval-shots", type=int, default=1)
     group.add_argument("--eval-batch", type=int, default=8)
     group.add_argument(
