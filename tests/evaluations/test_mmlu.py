@@ -4,6 +4,7 @@ log-likelihoods computed by the test itself."""
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 import tarfile
@@ -192,3 +193,25 @@ def test_a_lora_adapter_is_scored_over_its_base(
         row["logprobs"] != pytest.approx(b, abs=1e-3)
         for row, b in zip(scored, base_scores, strict=True)
     ), "the adapter changed nothing: the test would not tell adapter from base"
+
+
+@pytest.mark.parametrize("keeps_logits", [True, False])
+def test_scoring_reads_the_same_logprobs_with_or_without_logits_to_keep(
+    keeps_logits: bool, tiny_lm: Path, mmlu_questions: dict[str, Any]
+) -> None:
+    """The scorer asks the model for the answer positions' logits only where its forward
+    takes ``logits_to_keep`` (transformers' causal LMs), else it picks them out of the
+    full logits: a model of either kind scores the same."""
+    from spark_trainer.evaluations.scorers import mmlu
+    from spark_trainer.evaluations.scorers.lm import LoadedLM
+    from tests.evaluations.reference import prompt
+
+    lm = LoadedLM.load(tiny_lm)
+    assert lm.keeps_logits, "the tiny GPT-2 takes logits_to_keep"
+    lm = dataclasses.replace(lm, keeps_logits=keeps_logits)
+    shots = {r["subject"]: r for r in mmlu_questions["dev"]}
+    prompts = [prompt(q["subject"], [shots[q["subject"]]], q) for q in mmlu_questions["test"]]
+    # A batch of 4 over prompts of different lengths: rows padded on the right.
+    got = list(mmlu.lm_scorer(lm, 4)(prompts))
+    for row, expected in zip(got, mmlu_questions["logprobs"], strict=True):
+        assert list(row) == pytest.approx(expected, abs=1e-4)

@@ -78,7 +78,9 @@ def run_mmlu(spec: RunSpec, workdir: Path, out: Path, progress: ProgressFactory)
         )
     else:
         scorer = mmlu.lm_scorer(_load_lm(spec, workdir), config.batch_size)
-    scored, seconds = mmlu.score(work, scorer, batch=config.batch_size, progress=report)
+    scored, seconds, cpu_seconds = mmlu.score(
+        work, scorer, batch=config.batch_size, progress=report
+    )
     with (out / PREDICTIONS_FILE).open("w", encoding="utf-8") as handle:
         for item in scored:
             row = {
@@ -88,7 +90,7 @@ def run_mmlu(spec: RunSpec, workdir: Path, out: Path, progress: ProgressFactory)
                 "logprobs": list(item.logprobs),
             }
             handle.write(json.dumps(row) + "\n")
-    return mmlu.summarize(scored, requested, config.num_shots, seconds)
+    return mmlu.summarize(scored, requested, config.num_shots, seconds, cpu_seconds)
 
 
 def run_coco(spec: RunSpec, progress: ProgressFactory) -> dict[str, Any]:

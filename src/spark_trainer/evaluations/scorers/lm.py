@@ -3,6 +3,7 @@ evaluations ask of it: log-likelihoods of continuations and greedy completions."
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 from collections.abc import Iterator, Sequence
@@ -20,6 +21,12 @@ def _device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def _keeps_logits(model: Any) -> bool:
+    # transformers' causal LMs take ``logits_to_keep``; a model's own code may not.
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return "logits_to_keep" in inspect.signature(base.forward).parameters
+
+
 def _chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
@@ -31,6 +38,7 @@ class LoadedLM:
     tokenizer: PreTrainedTokenizerBase
     device: torch.device
     max_length: int
+    keeps_logits: bool = False
 
     @classmethod
     def load(cls, model_dir: Path, base_dir: Path | str | None = None) -> LoadedLM:
@@ -64,7 +72,7 @@ class LoadedLM:
             or getattr(config, "n_positions", None)
             or 2048
         )
-        return cls(model, tokenizer, device, int(max_length))
+        return cls(model, tokenizer, device, int(max_length), _keeps_logits(model))
 
     def encode(self, text: str) -> list[int]:
         ids: list[int] = self.tokenizer(text, add_special_tokens=False)["input_ids"]
@@ -99,14 +107,26 @@ class LoadedLM:
             for i, row in enumerate(rows):
                 input_ids[i, : len(row)] = torch.tensor(row, dtype=torch.long)
                 mask[i, : len(row)] = 1
+            # Only the last n + 1 positions of each row are scored: projecting the rest
+            # onto the vocabulary (and normalising it) was most of the head's work, and
+            # no key/value cache is kept for a single pass.
+            keep = torch.tensor(
+                [list(range(len(row) - 1 - n, len(row))) for row in rows], dtype=torch.long
+            )
             logits = self.model(
-                input_ids=input_ids.to(self.device), attention_mask=mask.to(self.device)
+                input_ids=input_ids.to(self.device),
+                attention_mask=mask.to(self.device),
+                use_cache=False,
+                **({"logits_to_keep": keep.to(self.device)} if self.keeps_logits else {}),
             ).logits
+            if not self.keeps_logits:
+                logits = logits.gather(
+                    1, keep.to(self.device).unsqueeze(-1).expand(-1, -1, logits.shape[-1])
+                )
             logprobs = torch.log_softmax(logits.float(), dim=-1).cpu()
-            for i, row in enumerate(rows):
-                end = len(row) - 1
-                prefix_logprob = sum(float(logprobs[i, end - n + k, prefix[k]]) for k in range(n))
-                yield prefix_logprob, logprobs[i, end]
+            for i in range(len(rows)):
+                prefix_logprob = sum(float(logprobs[i, k, prefix[k]]) for k in range(n))
+                yield prefix_logprob, logprobs[i, n]
 
     @torch.inference_mode()
     def continuation_logprob(self, context: list[int], continuation: list[int]) -> float:

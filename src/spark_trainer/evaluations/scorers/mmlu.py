@@ -283,9 +283,10 @@ def score(
     *,
     batch: int,
     progress: Callable[[int], None],
-) -> tuple[list[Scored], float]:
-    """Scores every question; returns them with the scoring phase's seconds."""
-    started = time.perf_counter()
+) -> tuple[list[Scored], float, float]:
+    """Scores every question; returns them with the scoring phase's wall and CPU seconds
+    (the process's CPU: on a shared machine it tells the work apart from the waiting)."""
+    started, cpu_started = time.perf_counter(), time.process_time()
     scored: list[Scored] = []
     for start in range(0, len(work), batch):
         chunk = work[start : start + batch]
@@ -293,11 +294,15 @@ def score(
         for (question, _), row in zip(chunk, scorer(prompts), strict=True):
             scored.append(Scored(question, (row[0], row[1], row[2], row[3])))
         progress(len(scored))
-    return scored, time.perf_counter() - started
+    return scored, time.perf_counter() - started, time.process_time() - cpu_started
 
 
 def summarize(
-    scored: Sequence[Scored], requested: dict[str, tuple[str, ...]], num_shots: int, seconds: float
+    scored: Sequence[Scored],
+    requested: dict[str, tuple[str, ...]],
+    num_shots: int,
+    seconds: float,
+    cpu_seconds: float,
 ) -> dict[str, Any]:
     per: dict[str, list[int]] = defaultdict(lambda: [0, 0])
     for item in scored:
@@ -323,6 +328,7 @@ def summarize(
         "questions": total,
         "correct": correct,
         "scoring_seconds": round(seconds, 4),
+        "scoring_cpu_seconds": round(cpu_seconds, 4),
         "questions_per_second": round(total / seconds, 2) if seconds > 0 else None,
     }
 
