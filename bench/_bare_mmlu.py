@@ -34,8 +34,11 @@ def block(row: dict[str, object], answer: bool) -> str:
 def main() -> None:
     model_dir, path, shots, batch = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
     torch.set_num_threads(max(1, min(torch.get_num_threads(), 8)))
+    # On the device and in the dtype the job's scorer uses, so a GPU run compares like with like.
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype).to(device).eval()
     window = model.config.n_positions
     with open(path, encoding="utf-8") as handle:  # noqa: PTH123
         rows = [json.loads(line) for line in handle if line.strip()]
@@ -71,9 +74,8 @@ def main() -> None:
             for i, x in enumerate(ids):
                 input_ids[i, : len(x)] = torch.tensor(x)
                 mask[i, : len(x)] = 1
-            logprobs = torch.log_softmax(
-                model(input_ids=input_ids, attention_mask=mask).logits.float(), dim=-1
-            )
+            logits = model(input_ids=input_ids.to(device), attention_mask=mask.to(device)).logits
+            logprobs = torch.log_softmax(logits.float(), dim=-1).cpu()
             for i, (row, x) in enumerate(zip(chunk, ids, strict=True)):
                 scores = [float(logprobs[i, len(x) - 1, t]) for t in last]
                 correct += int(max(range(4), key=scores.__getitem__) == int(row["answer"]))

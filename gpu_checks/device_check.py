@@ -11,7 +11,10 @@ stack. It
 3. runs the recipe once end to end on one GPU as a job would (``CUDA_VISIBLE_DEVICES``,
    ``SPARKTRAINER_OUTPUT_DIR``, a metrics file) and checks the adapter is saved and the
    loss went down;
-4. reads every GPU through NVML (name, UUID, memory, utilisation, temperature, power).
+4. scores MMLU-format questions with the evaluation job's scorer
+   (``spark_trainer.evaluations.scorers``, bf16 on the GPU) against bench/_bare_mmlu.py's
+   bare ``transformers`` loop on the same device, same questions, fresh processes;
+5. reads every GPU through NVML (name, UUID, memory, utilisation, temperature, power).
 
 Without a GPU it runs the same steps smaller, on the CPU (that is how it is tested). It
 prints a summary and writes ``device_check.json`` (and the runs' logs) into ``$OUT``
@@ -32,6 +35,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from bench.evaluation import SUBJECTS, _questions  # noqa: E402
 from bench.recipe import compare, write_data  # noqa: E402
 from tests.tinylm import WORDS, build_tiny_lm  # noqa: E402
 
@@ -172,6 +176,68 @@ output: {{merge: true}}
     return result
 
 
+# The evaluation job's scoring phase without its spec and config parsing (pydantic is not
+# on the device): the same reader, selection, scorer and summary the job runs.
+JOB_SCORER = """
+import json, sys
+from pathlib import Path
+from spark_trainer.evaluations.scorers import mmlu
+from spark_trainer.evaluations.scorers.lm import LoadedLM
+model_dir, path, shots, batch = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+work, requested = mmlu.select(
+    mmlu.read_file(Path(path), "test"), subjects=None, split="test", dev=None,
+    num_shots=shots, max_per_subject=None,
+)
+scorer = mmlu.lm_scorer(LoadedLM.load(Path(model_dir)), batch)
+scored, seconds, cpu = mmlu.score(work, scorer, batch=batch, progress=lambda n: None)
+summary = mmlu.summarize(scored, requested, shots, seconds, cpu)
+print(json.dumps({"questions": summary["questions"], "scoring_seconds": seconds,
+                  "scoring_cpu_seconds": cpu, "accuracy": summary["overall_accuracy"]}))
+"""
+
+
+def mmlu_scoring(
+    root: Path, model: Path, *, per_subject: int, shots: int, batch: int, rounds: int
+) -> dict[str, Any]:
+    """Questions/s of the scoring phase, the job's scorer against the bare loop, rounds
+    alternating and each side's best kept."""
+    from tests.tinylm import WORDS as words
+
+    questions = root / "mmlu.jsonl"
+    total = _questions(questions, list(words), per_subject, shots)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SPARKTRAINER_")}
+    env["PYTHONPATH"] = f"{REPO / 'src'}:{REPO}"
+    args = [str(model), str(questions), str(shots), str(batch)]
+    sides = {
+        "job": [sys.executable, "-c", JOB_SCORER, *args],
+        "bare": [sys.executable, str(REPO / "bench" / "_bare_mmlu.py"), *args],
+    }
+    best: dict[str, dict[str, Any]] = {}
+    for _ in range(rounds):
+        for side, command in sides.items():
+            done = subprocess.run(
+                command, env=env, capture_output=True, text=True, timeout=300, check=False
+            )
+            if done.returncode != 0:
+                return {"error": f"{side} exited {done.returncode}", "stderr": done.stderr[-1500:]}
+            figures = json.loads(done.stdout.strip().splitlines()[-1])
+            if side not in best or figures["scoring_seconds"] < best[side]["scoring_seconds"]:
+                best[side] = figures
+    job_qps = total / best["job"]["scoring_seconds"]
+    bare_qps = total / best["bare"]["scoring_seconds"]
+    return {
+        "questions": total,
+        "subjects": len(SUBJECTS),
+        "num_shots": shots,
+        "batch": batch,
+        "job_questions_per_s": round(job_qps, 1),
+        "bare_questions_per_s": round(bare_qps, 1),
+        "overhead_pct": round(100 * (bare_qps / job_qps - 1), 1),
+        "job_accuracy": best["job"]["accuracy"],
+        "bare_accuracy": best["bare"]["accuracy"],
+    }
+
+
 def main() -> int:
     import torch
 
@@ -227,11 +293,23 @@ def main() -> int:
             save()
         print("one recipe job on one GPU" if gpu else "one recipe job on the CPU", flush=True)
         summary["recipe_job"] = recipe_job(root, bigger, data, gpu=gpu, steps=60 if gpu else 8)
+        save()
+        print("MMLU scoring: the evaluation job's scorer vs a bare loop", flush=True)
+        summary["mmlu_scoring"] = mmlu_scoring(
+            root,
+            bigger,
+            per_subject=500 if gpu else 10,
+            shots=5 if gpu else 1,
+            batch=32 if gpu else 4,
+            rounds=2,
+        )
         summary["nvml_after"] = nvml_readings()
     save()
     print(json.dumps(summary, indent=2))
-    ok = summary["recipe_job"]["ok"] and all(
-        v["ratio"] > 0 for v in summary["recipe_vs_bare"].values()
+    ok = (
+        summary["recipe_job"]["ok"]
+        and all(v["ratio"] > 0 for v in summary["recipe_vs_bare"].values())
+        and "error" not in summary["mmlu_scoring"]
     )
     print("DEVICE CHECK " + ("PASSED" if ok else "FAILED"), flush=True)
     return 0 if ok else 1
