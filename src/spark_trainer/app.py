@@ -73,7 +73,6 @@ def create_app(settings: Settings | None = None, context: AppContext | None = No
             yield
         finally:
             await ctx.deployment_proxy.aclose()
-            await ctx.reads.aclose()
             ctx.stop()
             ctx.close()
 

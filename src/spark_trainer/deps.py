@@ -269,10 +269,11 @@ class Reader:
 
     The pattern for a list or detail GET (``jobs.endpoints.list_jobs``): an ``async def``
     handler that declares its ``response_model`` and answers
-    ``await reader.respond(partial(service.fn, viewer=reader.viewer, ...))``, where
+    ``reader.respond(partial(service.fn, viewer=reader.viewer, ...))``, where
     ``service.fn(conn, ...)`` selects the schema's columns through a Core connection and
-    returns the schema's shape as plain dicts (``kit.responses``). Nothing blocks the
-    loop or hops to a thread (``db.reads``); writes and long reads keep ``DbSession``.
+    returns the schema's shape as plain dicts (``kit.responses``). It runs on the event
+    loop with no thread hop (``db.reads``), so it must be a short, bounded read; writes
+    and long reads keep ``DbSession``.
     One dependency for authentication and the database: each one FastAPI resolves per
     request costs about as much as the query.
     """
@@ -280,8 +281,8 @@ class Reader:
     viewer: UserSnapshot
     db: ReadDatabase
 
-    async def respond(self, read: Callable[[Connection], object]) -> Response:
-        return json_response(await self.db.run(read))
+    def respond(self, read: Callable[[Connection], object]) -> Response:
+        return json_response(self.db.run(read))
 
 
 async def get_reader(request: Request, header: BearerHeader) -> Reader:

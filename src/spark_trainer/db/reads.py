@@ -1,26 +1,26 @@
 """Short reads for the request path, run on the event loop with no thread hop.
 
 A read route hands :meth:`ReadDatabase.run` a plain function of a Core ``Connection``
-(select the columns it answers, build dicts); the same function serves both backends:
+(select the columns it answers, build dicts). It runs on the event loop, on a connection of
+a small engine of its own, for SQLite and PostgreSQL alike: a page or a row by id takes
+tens to a few hundred microseconds, less than a hop to a worker thread and back, and the
+loop never waits for a connection that a worker thread holds (the main pool's are).
 
-- SQLite: on the event loop, on a connection of a small engine of its own. A page or a row
-  by id takes tens of microseconds in-process, less than a hop to a worker thread and back.
-  Its own engine: the main pool's connections are held by worker threads, and a loop
-  that had to wait for one of them would stall every request of the process.
-- PostgreSQL: an asyncio engine (psycopg 3 async); the function runs in a greenlet
-  (``AsyncConnection.run_sync``), so each query awaits the network while the loop serves
-  other requests, where a blocking driver call would stop the loop for a round trip.
+PostgreSQL through an asyncio engine (SQLAlchemy asyncio over psycopg 3 async, a greenlet
+per read) was measured against this and lost clearly: 2.0-3.9 ms of server CPU per
+request against 0.8-1.4 ms, and 0.03-0.09 of ``/healthz`` against 0.20-0.34 (README,
+*Performance*). A blocking round trip on the loop costs less than the asyncio machinery
+around an awaited one. ``statement_timeout`` bounds how long one read could hold the loop.
 
 Both read in autocommit: a read needs no transaction (under READ COMMITTED each statement
 takes its own snapshot anyway), which spares PostgreSQL a BEGIN and a ROLLBACK per
-request. The PostgreSQL pool does not ping a connection on checkout (a round trip per
-request); a read that meets a connection the server dropped is run once more instead,
-which is safe because it writes nothing.
+request. The connection is not pinged at checkout (a round trip per request); a read that
+meets a connection the server dropped is run once more instead, which is safe because it
+writes nothing.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
@@ -32,14 +32,12 @@ from sqlalchemy import (
     Connection,
     DateTime,
     Dialect,
-    Engine,
     FromClause,
     create_engine,
     event,
     type_coerce,
 )
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.types import TypeEngine
 
 from spark_trainer.db.engine import sqlite_pragmas
@@ -48,9 +46,9 @@ from spark_trainer.settings import Settings
 
 T = TypeVar("T")
 
-# Requests at once beyond which a read waits for a connection. The load the request path
-# is sized for is 16 concurrent clients; most of a request is spent outside the database.
-POSTGRES_READ_POOL = (8, 8)  # (pool_size, max_overflow)
+# The longest a PostgreSQL read may hold the event loop (a read is bounded: a page of at
+# most 200 rows or a row by id; this is only a guard).
+TIMEOUT_MS = 5000
 
 
 def _json_loads(text: str | None) -> Any:
@@ -103,64 +101,35 @@ def read_columns(table: FromClause, fields: Iterable[str]) -> list[ColumnElement
 
 class ReadDatabase:
     def __init__(self, settings: Settings) -> None:
-        self._url = settings.effective_database_url
-        self._sqlite: Engine | None = None
+        url = settings.effective_database_url
+        # One connection serves the loop (reads on it run one at a time); a little
+        # overflow for a second loop in the process (a test client's).
+        options: dict[str, Any] = {
+            "pool_size": 1,
+            "max_overflow": 2,
+            "isolation_level": "AUTOCOMMIT",
+            "json_deserializer": _json_loads,
+        }
         if settings.is_sqlite:
-            # One connection is enough: reads on the loop run one at a time.
-            self._sqlite = create_engine(
-                self._url,
-                connect_args={"check_same_thread": False},
-                pool_size=1,
-                max_overflow=0,
-                isolation_level="AUTOCOMMIT",
-                json_deserializer=_json_loads,
+            self._engine = create_engine(url, connect_args={"check_same_thread": False}, **options)
+            event.listen(self._engine, "connect", sqlite_pragmas)
+        else:
+            self._engine = create_engine(
+                url,
+                connect_args={"options": f"-c TimeZone=UTC -c statement_timeout={TIMEOUT_MS}"},
+                **options,
             )
-            event.listen(self._sqlite, "connect", sqlite_pragmas)
-        # The asyncio engine belongs to the loop that made it (its connections do), so it
-        # is made on first use and again should another loop run the app (test clients).
-        self._async: tuple[asyncio.AbstractEventLoop, AsyncEngine] | None = None
 
-    async def run(self, read: Callable[[Connection], T]) -> T:
-        if self._sqlite is not None:
-            with self._sqlite.connect() as conn:
-                return read(conn)
-        engine = self._async_engine()
+    def run(self, read: Callable[[Connection], T]) -> T:
+        """``read`` on a connection, blocking: call it from the event loop, for short reads."""
         try:
-            async with engine.connect() as conn:
-                return await conn.run_sync(read)
+            with self._engine.connect() as conn:
+                return read(conn)
         except DBAPIError as exc:
             if not exc.connection_invalidated:
                 raise
-        async with engine.connect() as conn:
-            return await conn.run_sync(read)
-
-    def _async_engine(self) -> AsyncEngine:
-        loop = asyncio.get_running_loop()
-        if self._async is None or self._async[0] is not loop:
-            if self._async is not None:
-                self._async[1].sync_engine.dispose(close=False)
-            size, overflow = POSTGRES_READ_POOL
-            engine = create_async_engine(
-                self._url,
-                pool_size=size,
-                max_overflow=overflow,
-                isolation_level="AUTOCOMMIT",
-                json_deserializer=_json_loads,
-                connect_args={"options": "-c TimeZone=UTC"},
-            )
-            self._async = (loop, engine)
-        return self._async[1]
-
-    async def aclose(self) -> None:
-        """Closes the asyncio engine's connections, on the loop they belong to."""
-        if self._async is not None and self._async[0] is asyncio.get_running_loop():
-            await self._async[1].dispose()
-            self._async = None
+        with self._engine.connect() as conn:
+            return read(conn)
 
     def close(self) -> None:
-        if self._sqlite is not None:
-            self._sqlite.dispose()
-        if self._async is not None:
-            # Its loop is gone: drop the pool without talking to connections tied to it.
-            self._async[1].sync_engine.dispose(close=False)
-            self._async = None
+        self._engine.dispose()
