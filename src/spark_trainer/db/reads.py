@@ -46,8 +46,8 @@ from spark_trainer.settings import Settings
 
 T = TypeVar("T")
 
-# The longest a PostgreSQL read may hold the event loop (a read is bounded: a page of at
-# most 200 rows or a row by id; this is only a guard).
+# The longest a PostgreSQL read, or connecting for one, may hold the event loop (a read is
+# bounded: a page of at most 200 rows or a row by id; this is only a guard).
 TIMEOUT_MS = 5000
 
 
@@ -116,7 +116,10 @@ class ReadDatabase:
         else:
             self._engine = create_engine(
                 url,
-                connect_args={"options": f"-c TimeZone=UTC -c statement_timeout={TIMEOUT_MS}"},
+                connect_args={
+                    "options": f"-c TimeZone=UTC -c statement_timeout={TIMEOUT_MS}",
+                    "connect_timeout": TIMEOUT_MS // 1000,
+                },
                 **options,
             )
 
