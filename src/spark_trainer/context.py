@@ -15,6 +15,7 @@ from spark_trainer.activity.hub import ActivityHub
 from spark_trainer.activity.record import publish_after_commit
 from spark_trainer.datadir import secure_data_dir
 from spark_trainer.db.engine import make_engine, make_session_factory, request_session_limit
+from spark_trainer.db.reads import ReadDatabase
 from spark_trainer.deployments.proxy import DeploymentProxy
 from spark_trainer.deployments.supervisor import ReplicaSupervisor
 from spark_trainer.evaluations.collector import host_collector, on_job_ended
@@ -52,6 +53,8 @@ class AppContext:
     settings: Settings
     engine: Engine
     session_factory: sessionmaker[Session]
+    # The request path's short reads (db.reads): on the loop, no session, no thread hop.
+    reads: ReadDatabase
     tokens: TokenConfig
     limiter: RateLimiter
     gpu_inventory: GpuInventory
@@ -130,6 +133,7 @@ class AppContext:
             settings=settings,
             engine=engine,
             session_factory=session_factory,
+            reads=ReadDatabase(settings),
             session_slots=asyncio.Semaphore(request_session_limit(settings)),
             uploads=ConcurrencyGate(settings.max_uploads_per_user),
             tokens=tokens,
@@ -243,6 +247,7 @@ class AppContext:
         self.gpu_inventory.close()
         if self.redis is not None:
             self.redis.close()
+        self.reads.close()
         self.engine.dispose()
 
 

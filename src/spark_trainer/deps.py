@@ -6,24 +6,30 @@ import functools
 import inspect
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextvars import ContextVar
+from dataclasses import dataclass
 from typing import Annotated, ParamSpec, TypeVar
 
 import anyio
 import anyio.to_thread
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Request, Response
 from fastapi.routing import APIRoute
 from fastapi.security import APIKeyQuery, HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy import Connection
 from sqlalchemy.orm import Session
 
 from spark_trainer.context import AppContext
+from spark_trainer.db.reads import ReadDatabase
 from spark_trainer.errors import RateLimited, Unauthorized
 from spark_trainer.identity import service as identity
+from spark_trainer.identity.cache import UserSnapshot
+from spark_trainer.kit.responses import json_response
 from spark_trainer.models import Tier, User
 from spark_trainer.ratelimit import LocalWindows
 
 P = ParamSpec("P")
 R = TypeVar("R")
 T = TypeVar("T")
+U = TypeVar("U", User, UserSnapshot)
 
 # Dependencies that do no I/O are ``async def``: FastAPI runs plain ``def`` dependencies in
 # the thread pool, and each of those hops costs more than the dependency itself.
@@ -227,13 +233,13 @@ def authenticate_request(request: Request, ctx: Context, credential: str) -> Use
     return _rate_limited(request, ctx, ctx.users.get(credential))
 
 
-def _rate_limited(request: Request, ctx: AppContext, user: User) -> User:
+def _rate_limited(request: Request, ctx: AppContext, user: U) -> U:
     request.state.rate_limit_headers = count_request(ctx, user)
     request.state.user_id = user.id
     return user
 
 
-def count_request(ctx: AppContext, user: User) -> dict[str, str]:
+def count_request(ctx: AppContext, user: User | UserSnapshot) -> dict[str, str]:
     """Counts one request against the user's limit (HTTP and WebSocket alike); answers the
     rate-limit headers, or raises RateLimited carrying them."""
     per_minute = (
@@ -252,6 +258,53 @@ def count_request(ctx: AppContext, user: User) -> dict[str, str]:
 
 
 CurrentUser = Annotated[User, Depends(get_current_user)]
+
+
+# --- the request path's short reads ------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Reader:
+    """An authenticated short read: who it is for, and the database to read.
+
+    The pattern for a list or detail GET (``jobs.endpoints.list_jobs``): an ``async def``
+    handler that declares its ``response_model`` and answers
+    ``reader.respond(partial(service.fn, viewer=reader.viewer, ...))``, where
+    ``service.fn(conn, ...)`` selects the schema's columns through a Core connection and
+    returns the schema's shape as plain dicts (``kit.responses``). It runs on the event
+    loop with no thread hop (``db.reads``), so it must be a short, bounded read; writes
+    and long reads keep ``DbSession``.
+    One dependency for authentication and the database: each one FastAPI resolves per
+    request costs about as much as the query.
+    """
+
+    viewer: UserSnapshot
+    db: ReadDatabase
+
+    def respond(self, read: Callable[[Connection], object]) -> Response:
+        return json_response(self.db.run(read))
+
+
+async def get_reader(request: Request, header: BearerHeader) -> Reader:
+    ctx: AppContext = request.app.state.ctx
+    credential = header.credentials if header else bearer_credential(request)
+    viewer = ctx.users.cached_snapshot(credential)
+    if viewer is not None and isinstance(ctx.limiter.storage, LocalWindows):
+        _rate_limited(request, ctx, viewer)
+    else:
+        user = await anyio.to_thread.run_sync(authenticate_request, request, ctx, credential)
+        viewer = UserSnapshot.of(user)
+    return Reader(viewer, ctx.reads)
+
+
+async def get_admin_reader(request: Request, header: BearerHeader) -> Reader:
+    reader = await get_reader(request, header)
+    identity.require_admin(reader.viewer)
+    return reader
+
+
+CurrentReader = Annotated[Reader, Depends(get_reader)]
+AdminReader = Annotated[Reader, Depends(get_admin_reader)]
 StreamUser = Annotated[User, Depends(get_stream_user)]
 
 

@@ -19,7 +19,7 @@ from fastapi.responses import HTMLResponse, Response
 from fastapi.routing import APIRoute, iter_route_contexts
 from fastapi.staticfiles import StaticFiles
 
-from spark_trainer.deps import get_admin_user, get_upload_user
+from spark_trainer.deps import get_admin_reader, get_admin_user, get_upload_user
 
 DOCS_ASSETS = "/api/docs/assets"
 _ASSETS_DIR = Path(fastapi_offline.__file__).parent / "static"
@@ -89,7 +89,7 @@ def _error_statuses(route: APIRoute, operation: dict[str, Any]) -> set[int]:
     calls = {sub.call for sub in _dependencies(route.dependant)}
     if operation.get("security"):
         statuses |= {401, 429}
-    if get_admin_user in calls:
+    if get_admin_user in calls or get_admin_reader in calls:
         statuses.add(403)
     if get_upload_user in calls:
         statuses.add(429)

@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from spark_trainer.settings import Settings
 
 
-def _sqlite_pragmas(dbapi_connection: Any, _: Any) -> None:
+def sqlite_pragmas(dbapi_connection: Any, _: Any) -> None:
     cursor = dbapi_connection.cursor()
     # WAL lets readers run while the scheduler writes; busy_timeout turns writer
     # contention between threads and processes into a short wait instead of an error.
@@ -53,7 +53,7 @@ def make_engine(settings: Settings) -> Engine:
             pool_size=SQLITE_POOL[0],
             max_overflow=SQLITE_POOL[1],
         )
-        event.listen(engine, "connect", _sqlite_pragmas)
+        event.listen(engine, "connect", sqlite_pragmas)
         return engine
     return create_engine(
         url, pool_size=POSTGRES_POOL[0], max_overflow=POSTGRES_POOL[1], pool_pre_ping=True

@@ -1,12 +1,13 @@
 from __future__ import annotations
 
+from functools import partial
 from typing import Annotated, Literal
 
 import orjson
 from fastapi import APIRouter, Query, Response, status
 from pydantic import StringConstraints
 
-from spark_trainer.deps import CurrentUser, DbSession, read_on_loop
+from spark_trainer.deps import CurrentReader, CurrentUser, DbSession, read_on_loop
 from spark_trainer.experiments import service
 from spark_trainer.experiments.schemas import (
     ExperimentCreate,
@@ -75,20 +76,23 @@ def get_experiment(experiment_id: str, user: CurrentUser, session: DbSession) ->
     "(default), `started_at`, `finished_at`, `name`, `status` or `metric:<name>`, which "
     "orders by the metric's best value, best first unless `order` says otherwise.",
 )
-@read_on_loop
-def list_runs(
+async def list_runs(
     experiment_id: str,
-    user: CurrentUser,
-    session: DbSession,
+    reader: CurrentReader,
     paging: PagingParams,
     sort: Annotated[str, Query(max_length=140, pattern=RUN_SORT_PATTERN)] = "created_at",
     order: Annotated[Literal["asc", "desc"] | None, Query()] = None,
-) -> Page[RunRead]:
-    experiment = service.get_owned(session, user, experiment_id)
-    items, total = service.runs(
-        session, experiment, sort=sort, order=order, limit=paging.limit, offset=paging.offset
+) -> Response:
+    return reader.respond(
+        partial(
+            service.run_page,
+            viewer=reader.viewer,
+            experiment_id=experiment_id,
+            sort=sort,
+            order=order,
+            paging=paging,
+        )
     )
-    return Page[RunRead].of(items, total, paging)
 
 
 @router.get(

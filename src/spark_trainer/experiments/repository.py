@@ -1,12 +1,14 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import cache
 from typing import Any
 
-from sqlalchemy import and_, func, select
-from sqlalchemy.orm import Session, aliased
+from sqlalchemy import Connection, and_, bindparam, func, select
+from sqlalchemy.orm import Session
 
-from spark_trainer.kit.pagination import page_of
+from spark_trainer.db.reads import read_columns
+from spark_trainer.kit.pagination import PageQuery, page_of
 from spark_trainer.models import Experiment, Job, MetricSummary, User
 
 RUN_SORT_COLUMNS: dict[str, Any] = {
@@ -58,34 +60,6 @@ class ExperimentRepository:
             offset=offset,
         )
 
-    def runs(
-        self,
-        experiment_id: str,
-        *,
-        metric: str | None,
-        metric_goal: str,
-        sort: str,
-        descending: bool,
-        limit: int,
-        offset: int,
-    ) -> tuple[Sequence[Job], int]:
-        query = select(Job).where(Job.experiment_id == experiment_id)
-        if metric is not None:
-            summary = aliased(MetricSummary)
-            query = query.outerjoin(summary, and_(summary.job_id == Job.id, summary.name == metric))
-            key: Any = summary.max if metric_goal == "maximize" else summary.min
-            # Runs that never logged the metric go last, whatever the direction.
-            ordering = [key.is_(None), key.desc() if descending else key.asc()]
-        else:
-            column = RUN_SORT_COLUMNS[sort]
-            ordering = [column.desc() if descending else column.asc()]
-        return page_of(
-            self.session,
-            query.order_by(*ordering, Job.created_at, Job.id),
-            limit=limit,
-            offset=offset,
-        )
-
     def run_jobs(self, experiment_id: str, job_ids: Sequence[str] | None, limit: int) -> list[Job]:
         """The experiment's runs, oldest first: those named, or the first ``limit``."""
         query = select(Job).where(Job.experiment_id == experiment_id)
@@ -101,11 +75,90 @@ class ExperimentRepository:
         ).all()
         return {str(status): count for status, count in rows}
 
-    def summaries(self, job_ids: Sequence[str]) -> dict[str, list[MetricSummary]]:
-        result: dict[str, list[MetricSummary]] = {job_id: [] for job_id in job_ids}
+
+_EXPERIMENTS = Experiment.__table__
+_JOBS = Job.__table__
+_SUMMARIES = MetricSummary.__table__
+_RUN_FIELDS = (
+    "id",
+    "name",
+    "status",
+    "environment",
+    "command",
+    "gpu_count",
+    "created_at",
+    "started_at",
+    "finished_at",
+    "exit_code",
+)
+_SUMMARY_FIELDS = ("job_id", "name", "latest", "latest_step", "min", "max", "count")
+_OWNER_AND_GOALS = select(_EXPERIMENTS.c.owner_id, _EXPERIMENTS.c.metric_goals).where(
+    _EXPERIMENTS.c.id == bindparam("experiment_id")
+)
+# By name: a run's metrics come in one order every time.
+_RUN_SUMMARIES = (
+    select(*read_columns(_SUMMARIES, _SUMMARY_FIELDS))
+    .where(_SUMMARIES.c.job_id.in_(bindparam("job_ids", expanding=True)))
+    .order_by(_SUMMARIES.c.job_id, _SUMMARIES.c.name)
+)
+
+
+@cache
+def _run_page(sort: str, *, metric_goal: str | None, descending: bool) -> PageQuery:
+    """Runs ordered by a column (``metric_goal`` None) or by a metric's best value."""
+    query = select(*read_columns(_JOBS, _RUN_FIELDS)).where(
+        _JOBS.c.experiment_id == bindparam("experiment_id")
+    )
+    if metric_goal is not None:
+        summary = _SUMMARIES.alias()
+        query = query.outerjoin(
+            summary,
+            and_(summary.c.job_id == _JOBS.c.id, summary.c.name == bindparam("metric")),
+        )
+        key: Any = summary.c.max if metric_goal == "maximize" else summary.c.min
+        # Runs that never logged the metric go last, whatever the direction.
+        ordering = [key.is_(None), key.desc() if descending else key.asc()]
+    else:
+        column = _JOBS.c[sort]
+        ordering = [column.desc() if descending else column.asc()]
+    return PageQuery(query.order_by(*ordering, _JOBS.c.created_at, _JOBS.c.id))
+
+
+class ExperimentRows:
+    """The request path's reads of experiments and their runs (``db.reads``): plain
+    dicts through a Core connection, each shape's statement built once."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+
+    def owner_and_goals(self, experiment_id: str) -> tuple[str, dict[str, str]] | None:
+        row = self.conn.execute(_OWNER_AND_GOALS, {"experiment_id": experiment_id}).first()
+        return (row[0], row[1]) if row is not None else None
+
+    def runs(
+        self,
+        experiment_id: str,
+        *,
+        metric: str | None,
+        metric_goal: str,
+        sort: str,
+        descending: bool,
+        limit: int,
+        offset: int,
+    ) -> tuple[list[dict[str, Any]], int]:
+        """A page of the experiment's runs (their jobs' fields), in the order asked."""
+        query = _run_page(
+            sort, metric_goal=metric_goal if metric is not None else None, descending=descending
+        )
+        params = {"experiment_id": experiment_id}
+        if metric is not None:
+            params["metric"] = metric
+        return query.rows(self.conn, params, limit=limit, offset=offset)
+
+    def summaries(self, job_ids: list[str]) -> dict[str, list[dict[str, Any]]]:
+        """Each job's metric summaries (name, latest, latest_step, min, max, count)."""
+        result: dict[str, list[dict[str, Any]]] = {job_id: [] for job_id in job_ids}
         if job_ids:
-            for summary in self.session.scalars(
-                select(MetricSummary).where(MetricSummary.job_id.in_(job_ids))
-            ):
-                result[summary.job_id].append(summary)
+            for row in self.conn.execute(_RUN_SUMMARIES, {"job_ids": job_ids}):
+                result[row[0]].append(dict(zip(_SUMMARY_FIELDS[1:], row[1:], strict=True)))
         return result

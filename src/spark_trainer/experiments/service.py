@@ -5,23 +5,28 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from sqlalchemy import Connection
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from spark_trainer.errors import BadRequest, Conflict, NotFound
-from spark_trainer.experiments.repository import RUN_SORT_COLUMNS, ExperimentRepository
+from spark_trainer.errors import BadRequest, Conflict, NotFound, resource_not_found
+from spark_trainer.experiments.repository import (
+    RUN_SORT_COLUMNS,
+    ExperimentRepository,
+    ExperimentRows,
+)
 from spark_trainer.experiments.schemas import (
     ExperimentCreate,
     ExperimentDetail,
     ExperimentRead,
-    MetricSummaryRead,
-    RunRead,
 )
 from spark_trainer.identity import service as identity
+from spark_trainer.identity.viewer import Viewer
 from spark_trainer.kit.ids import IdPrefix, new_id
+from spark_trainer.kit.pagination import Paging, page_payload
 from spark_trainer.kit.time import utcnow
 from spark_trainer.metrics import store
-from spark_trainer.models import Experiment, Job, MetricSummary, User
+from spark_trainer.models import Experiment, User
 
 METRIC_SORT_PREFIX = "metric:"
 # Declared on the query parameters, so the OpenAPI document states what is enforced.
@@ -91,67 +96,76 @@ def parse_tag_filters(values: Sequence[str]) -> dict[str, str]:
     return tags
 
 
-def runs(
-    session: Session,
-    experiment: Experiment,
+def run_page(
+    conn: Connection,
     *,
+    viewer: Viewer,
+    experiment_id: str,
     sort: str,
     order: str | None,
-    limit: int,
-    offset: int,
-) -> tuple[list[RunRead], int]:
+    paging: Paging,
+) -> dict[str, Any]:
+    """``Page[RunRead]``: the experiment's runs side by side (the request path's read)."""
+    repo = ExperimentRows(conn)
+    found = repo.owner_and_goals(experiment_id)
+    if found is None:
+        raise resource_not_found("Experiment", experiment_id)
+    owner_id, goals = found
+    identity.ensure_owner(viewer, owner_id, "Experiment", experiment_id)
     metric = sort.removeprefix(METRIC_SORT_PREFIX) if sort.startswith(METRIC_SORT_PREFIX) else None
     if metric is None and sort not in RUN_SORT_COLUMNS:
         choices = ", ".join([*RUN_SORT_COLUMNS, "metric:<name>"])
         raise BadRequest(f"sort must be one of {choices}")
-    goal = experiment.metric_goals.get(metric or "", "minimize")
+    goal = goals.get(metric or "", "minimize")
     if order is None:
         # Best first by default: the smallest loss, the largest accuracy, the newest run.
         descending = goal == "maximize" if metric is not None else True
     else:
         descending = order == "desc"
-    repo = ExperimentRepository(session)
     jobs, total = repo.runs(
-        experiment.id,
+        experiment_id,
         metric=metric,
         metric_goal=goal,
         sort=sort,
         descending=descending,
-        limit=limit,
-        offset=offset,
+        limit=paging.limit,
+        offset=paging.offset,
     )
-    summaries = repo.summaries([job.id for job in jobs])
-    return [_run(job, summaries[job.id], experiment.metric_goals) for job in jobs], total
+    summaries = repo.summaries([job["id"] for job in jobs])
+    return page_payload([_run(job, summaries[job["id"]], goals) for job in jobs], total, paging)
 
 
-def _run(job: Job, summaries: list[MetricSummary], goals: dict[str, str]) -> RunRead:
-    duration = None
-    if job.started_at is not None and job.finished_at is not None:
-        duration = (job.finished_at - job.started_at).total_seconds()
-    return RunRead(
-        id=job.id,
-        name=job.name,
-        status=job.status,
-        params=job.environment,
-        command=job.command,
-        gpu_count=job.gpu_count,
-        created_at=job.created_at,
-        started_at=job.started_at,
-        finished_at=job.finished_at,
-        duration_seconds=duration,
-        exit_code=job.exit_code,
-        metrics={
-            s.name: MetricSummaryRead(
-                latest=s.latest,
-                latest_step=s.latest_step,
-                best=s.max if goals.get(s.name) == "maximize" else s.min,
-                min=s.min,
-                max=s.max,
-                count=s.count,
-            )
+def _run(
+    job: dict[str, Any], summaries: list[dict[str, Any]], goals: dict[str, str]
+) -> dict[str, Any]:
+    """A ``RunRead``, field for field."""
+    started, finished = job["started_at"], job["finished_at"]
+    return {
+        "id": job["id"],
+        "name": job["name"],
+        "status": job["status"],
+        "params": job["environment"],
+        "command": job["command"],
+        "gpu_count": job["gpu_count"],
+        "created_at": job["created_at"],
+        "started_at": started,
+        "finished_at": finished,
+        "duration_seconds": (finished - started).total_seconds()
+        if started is not None and finished is not None
+        else None,
+        "exit_code": job["exit_code"],
+        "metrics": {
+            s["name"]: {
+                "latest": s["latest"],
+                "latest_step": s["latest_step"],
+                "best": s["max"] if goals.get(s["name"]) == "maximize" else s["min"],
+                "min": s["min"],
+                "max": s["max"],
+                "count": s["count"],
+            }
             for s in summaries
         },
-    )
+    }
 
 
 def run_metrics(

@@ -1,8 +1,17 @@
 from __future__ import annotations
 
-from fastapi import APIRouter, Request, status
+from functools import partial
 
-from spark_trainer.deps import AdminUser, Context, CurrentUser, DbSession, read_on_loop
+from fastapi import APIRouter, Request, Response, status
+
+from spark_trainer.deps import (
+    AdminReader,
+    AdminUser,
+    Context,
+    CurrentUser,
+    DbSession,
+    read_on_loop,
+)
 from spark_trainer.errors import RateLimited
 from spark_trainer.identity import service
 from spark_trainer.identity.schemas import (
@@ -98,10 +107,8 @@ def revoke_api_key(key_id: str, user: CurrentUser, session: DbSession) -> None:
 
 
 @users_router.get("", response_model=Page[UserRead], summary="List users (admin)")
-@read_on_loop
-def list_users(_: AdminUser, session: DbSession, paging: PagingParams) -> Page[UserRead]:
-    users, total = service.list_users(session, limit=paging.limit, offset=paging.offset)
-    return Page[UserRead].of([UserRead.model_validate(u) for u in users], total, paging)
+async def list_users(reader: AdminReader, paging: PagingParams) -> Response:
+    return reader.respond(partial(service.user_page, paging=paging))
 
 
 @users_router.post(

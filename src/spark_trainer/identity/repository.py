@@ -2,11 +2,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
+from functools import cache
+from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import Connection, func, select, update
 from sqlalchemy.orm import Session
 
-from spark_trainer.kit.pagination import page_of
+from spark_trainer.db.reads import read_columns
+from spark_trainer.kit.pagination import PageQuery, page_of
 from spark_trainer.models import ApiKey, RefreshToken, User
 
 
@@ -96,3 +99,26 @@ class RefreshTokenRepository:
             .where(RefreshToken.user_id == user_id, RefreshToken.revoked_at.is_(None))
             .values(revoked_at=now)
         )
+
+
+_USERS = User.__table__
+
+
+@cache
+def _user_page(fields: tuple[str, ...]) -> PageQuery:
+    return PageQuery(
+        select(*read_columns(_USERS, fields)).order_by(_USERS.c.created_at, _USERS.c.id)
+    )
+
+
+class UserRows:
+    """The request path's reads of users (``db.reads``): plain dicts, no session."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+
+    def page(
+        self, fields: tuple[str, ...], *, limit: int, offset: int
+    ) -> tuple[list[dict[str, Any]], int]:
+        """Every user, oldest first."""
+        return _user_page(fields).rows(self.conn, {}, limit=limit, offset=offset)

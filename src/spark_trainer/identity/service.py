@@ -11,8 +11,9 @@ import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
+from sqlalchemy import Connection
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -23,9 +24,12 @@ from spark_trainer.identity.repository import (
     ApiKeyRepository,
     RefreshTokenRepository,
     UserRepository,
+    UserRows,
 )
-from spark_trainer.identity.schemas import TokenPair, UserCreate, UserUpdate
+from spark_trainer.identity.schemas import TokenPair, UserCreate, UserRead, UserUpdate
+from spark_trainer.identity.viewer import Viewer
 from spark_trainer.kit.ids import IdPrefix, new_id
+from spark_trainer.kit.pagination import Paging, page_payload
 from spark_trainer.kit.time import utcnow
 from spark_trainer.models import ApiKey, RefreshToken, Role, Tier, User
 from spark_trainer.settings import Settings
@@ -166,14 +170,14 @@ def get_owned(
     return found
 
 
-def ensure_owner(user: User, owner_id: str, kind: str, resource_id: str) -> None:
+def ensure_owner(user: Viewer, owner_id: str, kind: str, resource_id: str) -> None:
     """Lets the owner or an admin through; anyone else is told the resource does not exist,
     so ids of other users' resources cannot be probed."""
     if owner_id != user.id and not user.is_admin:
         raise resource_not_found(kind, resource_id)
 
 
-def require_admin(user: User) -> None:
+def require_admin(user: Viewer) -> None:
     if not user.is_admin:
         raise Forbidden("Administrator role required")
 
@@ -208,6 +212,15 @@ def get_user(session: Session, user_id: str) -> User:
 
 def list_users(session: Session, *, limit: int, offset: int) -> tuple[Sequence[User], int]:
     return UserRepository(session).page(limit=limit, offset=offset)
+
+
+USER_FIELDS = tuple(UserRead.model_fields)
+
+
+def user_page(conn: Connection, *, paging: Paging) -> dict[str, Any]:
+    """``Page[UserRead]`` of every user, oldest first (the request path's read)."""
+    items, total = UserRows(conn).page(USER_FIELDS, limit=paging.limit, offset=paging.offset)
+    return page_payload(items, total, paging)
 
 
 def update_user(session: Session, user_id: str, data: UserUpdate, *, actor: User | None) -> User:

@@ -4,6 +4,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator
+from functools import partial
 from pathlib import Path
 from typing import Annotated
 
@@ -17,6 +18,7 @@ from spark_trainer.context import AppContext
 from spark_trainer.deps import (
     BearerHeader,
     Context,
+    CurrentReader,
     CurrentUser,
     DbSession,
     authenticate_request,
@@ -57,23 +59,19 @@ def submit_job(body: JobCreate, user: CurrentUser, ctx: Context, session: DbSess
 
 
 @router.get("", response_model=Page[JobRead], summary="List jobs, newest first")
-@read_on_loop
-def list_jobs(
-    user: CurrentUser,
-    session: DbSession,
+async def list_jobs(
+    reader: CurrentReader,
     paging: PagingParams,
     status: Annotated[JobStatus | None, Query(description="Only jobs in this status")] = None,
-) -> Page[JobRead]:
-    jobs, total = service.list_jobs(
-        session, user, status=status, limit=paging.limit, offset=paging.offset
+) -> Response:
+    return reader.respond(
+        partial(service.job_page, viewer=reader.viewer, status=status, paging=paging)
     )
-    return Page[JobRead].of([service.read(session, job) for job in jobs], total, paging)
 
 
 @router.get("/{job_id}", response_model=JobDetail, summary="A job, with its status history")
-@read_on_loop
-def get_job(job_id: str, user: CurrentUser, session: DbSession) -> JobDetail:
-    return service.detail(session, service.get_owned(session, user, job_id))
+async def get_job(job_id: str, reader: CurrentReader) -> Response:
+    return reader.respond(partial(service.job_detail, viewer=reader.viewer, job_id=job_id))
 
 
 @router.post(

@@ -1,12 +1,17 @@
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping
+from datetime import UTC
+from functools import cache
+from typing import Any
 
-from sqlalchemy import Row, bindparam, func, select
+from sqlalchemy import Connection, Row, Select, bindparam, func, select
 from sqlalchemy.orm import Session
 
-from spark_trainer.kit.pagination import page_of
-from spark_trainer.models import Job, JobEvent, JobStatus, User
+from spark_trainer.db.reads import read_columns
+from spark_trainer.identity.viewer import Viewer
+from spark_trainer.kit.pagination import PageQuery
+from spark_trainer.models import Job, JobEvent, JobStatus
 from spark_trainer.models.job import ahead_in_queue
 
 # Built once: a statement reused as is skips construction and cache-key generation, a
@@ -40,26 +45,6 @@ class JobRepository:
         self.session.flush()
         return job
 
-    def page(
-        self, user: User, *, status: JobStatus | None, limit: int, offset: int
-    ) -> tuple[Sequence[Job], int]:
-        query = select(Job)
-        if not user.is_admin:
-            query = query.where(Job.owner_id == user.id)
-        if status is not None:
-            query = query.where(Job.status == status)
-        return page_of(
-            self.session,
-            query.order_by(Job.created_at.desc(), Job.id.desc()),
-            limit=limit,
-            offset=offset,
-        )
-
-    def events(self, job_id: str) -> Sequence[JobEvent]:
-        return self.session.scalars(
-            select(JobEvent).where(JobEvent.job_id == job_id).order_by(JobEvent.id)
-        ).all()
-
     def ahead_in_queue(self, job: Job) -> int:
         """Pending jobs the scheduler considers before this one."""
         return (
@@ -67,6 +52,82 @@ class JobRepository:
                 select(func.count())
                 .select_from(Job)
                 .where(Job.status == JobStatus.PENDING, ahead_in_queue(job))
+            )
+            or 0
+        )
+
+
+_JOBS = Job.__table__
+_EVENTS = JobEvent.__table__
+
+
+@cache
+def _page_query(fields: tuple[str, ...], *, owned: bool, by_status: bool) -> PageQuery:
+    query = select(*read_columns(_JOBS, fields))
+    if owned:
+        query = query.where(_JOBS.c.owner_id == bindparam("owner_id"))
+    if by_status:
+        query = query.where(_JOBS.c.status == bindparam("status"))
+    return PageQuery(query.order_by(_JOBS.c.created_at.desc(), _JOBS.c.id.desc()))
+
+
+@cache
+def _by_id(fields: tuple[str, ...]) -> Select[Any]:
+    return select(*read_columns(_JOBS, fields)).where(_JOBS.c.id == bindparam("job_id"))
+
+
+@cache
+def _events(fields: tuple[str, ...]) -> Select[Any]:
+    return (
+        select(*read_columns(_EVENTS, fields))
+        .where(_EVENTS.c.job_id == bindparam("job_id"))
+        .order_by(_EVENTS.c.id)
+    )
+
+
+class JobRows:
+    """The request path's reads of jobs (``db.reads``): the named fields' column values
+    as dicts, through a Core connection; no ORM objects, no session. Each shape's
+    statement is built once."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+
+    def page(
+        self,
+        viewer: Viewer,
+        fields: tuple[str, ...],
+        *,
+        status: JobStatus | None,
+        limit: int,
+        offset: int,
+    ) -> tuple[list[dict[str, Any]], int]:
+        """The jobs ``viewer`` may see (an admin: every job), newest first."""
+        owned = not viewer.is_admin
+        query = _page_query(fields, owned=owned, by_status=status is not None)
+        params = {"owner_id": viewer.id} if owned else {}
+        if status is not None:
+            params["status"] = status
+        return query.rows(self.conn, params, limit=limit, offset=offset)
+
+    def one(self, job_id: str, fields: tuple[str, ...]) -> dict[str, Any] | None:
+        row = self.conn.execute(_by_id(fields), {"job_id": job_id}).first()
+        return dict(zip(fields, row, strict=True)) if row is not None else None
+
+    def events(self, job_id: str, fields: tuple[str, ...]) -> list[dict[str, Any]]:
+        result = self.conn.execute(_events(fields), {"job_id": job_id})
+        return [dict(zip(fields, row, strict=True)) for row in result]
+
+    def ahead_in_queue(self, job: Mapping[str, Any]) -> int:
+        """Pending jobs the scheduler considers before this one (its queue-order fields)."""
+        created_at = job["created_at"]
+        if created_at.tzinfo is None:  # read_columns' SQLite timestamp: naive UTC
+            job = {**job, "created_at": created_at.replace(tzinfo=UTC)}
+        return (
+            self.conn.scalar(
+                select(func.count())
+                .select_from(_JOBS)
+                .where(_JOBS.c.status == JobStatus.PENDING, ahead_in_queue(job))
             )
             or 0
         )

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import hmac
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO, Literal
 
+from sqlalchemy import Connection
 from sqlalchemy.orm import Session
 
 from spark_trainer.activity.record import record
@@ -16,9 +17,11 @@ from spark_trainer.executor.local import STDERR_FILE, STDOUT_FILE
 from spark_trainer.experiments import service as experiments
 from spark_trainer.identity import service as identity
 from spark_trainer.identity.tokens import api_key_digest
-from spark_trainer.jobs.repository import JobRepository
-from spark_trainer.jobs.schemas import JobCreate, JobDetail, JobEventRead, JobRead
+from spark_trainer.identity.viewer import Viewer
+from spark_trainer.jobs.repository import JobRepository, JobRows
+from spark_trainer.jobs.schemas import JobCreate, JobEventRead, JobRead
 from spark_trainer.kit.ids import IdPrefix, new_id
+from spark_trainer.kit.pagination import Paging, page_payload
 from spark_trainer.models import Job, JobKind, JobStatus, User
 from spark_trainer.runtime.engine import JobEngine
 from spark_trainer.runtime.jobfiles import JOB_TOKEN_PREFIX
@@ -117,23 +120,51 @@ def read(session: Session, job: Job) -> JobRead:
     result = JobRead.model_validate(job)
     if job.status == JobStatus.PENDING:
         ahead = JobRepository(session).ahead_in_queue(job)
-        reason = job.pending_reason or "waiting for the scheduler's next pass"
-        if ahead:
-            reason = f"{reason}; {ahead} job{'s' if ahead != 1 else ''} ahead in the queue"
-        result.pending_reason = reason
+        result.pending_reason = _pending_reason(job.pending_reason, ahead)
     return result
 
 
-def detail(session: Session, job: Job) -> JobDetail:
-    base = read(session, job)
-    events = [JobEventRead.model_validate(e) for e in JobRepository(session).events(job.id)]
-    return JobDetail(**base.model_dump(), events=events)
+def _pending_reason(recorded: str | None, ahead: int) -> str:
+    reason = recorded or "waiting for the scheduler's next pass"
+    if ahead:
+        reason = f"{reason}; {ahead} job{'s' if ahead != 1 else ''} ahead in the queue"
+    return reason
 
 
-def list_jobs(
-    session: Session, user: User, *, status: JobStatus | None, limit: int, offset: int
-) -> tuple[Sequence[Job], int]:
-    return JobRepository(session).page(user, status=status, limit=limit, offset=offset)
+# --- the request path's reads (db.reads): plain dicts in the schemas' shapes ------------
+
+JOB_FIELDS = tuple(JobRead.model_fields)
+EVENT_FIELDS = tuple(JobEventRead.model_fields)
+
+
+def job_page(
+    conn: Connection, *, viewer: Viewer, status: JobStatus | None, paging: Paging
+) -> dict[str, Any]:
+    """``Page[JobRead]`` of the viewer's jobs (every job for an admin), newest first."""
+    rows = JobRows(conn)
+    items, total = rows.page(
+        viewer, JOB_FIELDS, status=status, limit=paging.limit, offset=paging.offset
+    )
+    for item in items:
+        _explain_pending(rows, item)
+    return page_payload(items, total, paging)
+
+
+def job_detail(conn: Connection, *, viewer: Viewer, job_id: str) -> dict[str, Any]:
+    """``JobDetail``: the job with its status history; 404 unless ``viewer`` may see it."""
+    rows = JobRows(conn)
+    job = rows.one(job_id, JOB_FIELDS)
+    if job is None:
+        raise resource_not_found("Job", job_id)
+    identity.ensure_owner(viewer, job["owner_id"], "Job", job_id)
+    _explain_pending(rows, job)
+    job["events"] = rows.events(job_id, EVENT_FIELDS)
+    return job
+
+
+def _explain_pending(rows: JobRows, job: dict[str, Any]) -> None:
+    if job["status"] == JobStatus.PENDING:
+        job["pending_reason"] = _pending_reason(job["pending_reason"], rows.ahead_in_queue(job))
 
 
 def cancel(session: Session, engine: JobEngine, user: User, job_id: str) -> Job:

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
@@ -205,13 +206,14 @@ def queue_order_by() -> list[UnaryExpression[Any] | InstrumentedAttribute[Any]]:
     return terms
 
 
-def ahead_in_queue(job: Job) -> ColumnElement[bool]:
-    """Jobs before ``job`` in :data:`QUEUE_ORDER` (a lexicographic comparison)."""
+def ahead_in_queue(job: Job | Mapping[str, Any]) -> ColumnElement[bool]:
+    """Jobs before ``job`` in :data:`QUEUE_ORDER` (a lexicographic comparison); ``job`` is
+    a row or a read path's dict of its fields."""
     before: list[ColumnElement[bool]] = []
     tied: list[ColumnElement[bool]] = []
     for name, descending in QUEUE_ORDER:
         column: InstrumentedAttribute[Any] = getattr(Job, name)
-        value = getattr(job, name)
+        value = job[name] if isinstance(job, Mapping) else getattr(job, name)
         before.append(and_(*tied, column > value if descending else column < value))
         tied.append(column == value)
     return or_(*before)
