@@ -16,6 +16,7 @@ from spark_trainer.activity.endpoints import router as activity_router
 from spark_trainer.context import AppContext
 from spark_trainer.datasets.endpoints import UPLOAD_ROUTES as DATASET_UPLOAD_ROUTES
 from spark_trainer.datasets.endpoints import router as datasets_router
+from spark_trainer.deployments.endpoints import proxy_router as deployment_proxy_router
 from spark_trainer.deployments.endpoints import router as deployments_router
 from spark_trainer.deps import one_hop_routes
 from spark_trainer.evaluations.endpoints import router as evaluations_router
@@ -106,6 +107,8 @@ def create_app(settings: Settings | None = None, context: AppContext | None = No
         )
     app.add_middleware(RequestContextMiddleware)
 
+    # First: matching walks the routes in order, and inference calls are the hot path.
+    app.include_router(deployment_proxy_router)
     app.include_router(health_router)
     app.include_router(auth_router)
     app.include_router(users_router)

@@ -17,6 +17,10 @@ from spark_trainer.kit.pagination import PagingParams
 from spark_trainer.kit.schemas import Page
 
 router = APIRouter(prefix="/api/deployments", tags=["deployments"])
+# The endpoint's routes on a router of their own, which the app includes first: routing
+# tries every route included before a request's own, and behind all the API's routers
+# that matching was a quarter of the proxy's CPU per request.
+proxy_router = APIRouter(prefix="/api/deployments", tags=["deployments"])
 
 
 @router.get("", response_model=Page[DeploymentRead], summary="List deployments, newest first")
@@ -136,14 +140,14 @@ _PROXY_DESCRIPTION = (
 )
 
 
-@router.get(
+@proxy_router.get(
     "/{deployment_id}/v1/{path:path}",
     summary="Call the deployment (OpenAI-compatible API)",
     description=_PROXY_DESCRIPTION,
     response_class=StreamingResponse,
     operation_id="deployments-call_deployment_get",
 )
-@router.post(
+@proxy_router.post(
     "/{deployment_id}/v1/{path:path}",
     summary="Call the deployment (OpenAI-compatible API)",
     description=_PROXY_DESCRIPTION,
@@ -157,14 +161,14 @@ async def call_deployment(
     return await ctx.deployment_proxy.forward(request, credential, deployment_id, f"v1/{path}")
 
 
-@router.get(
+@proxy_router.get(
     "/{deployment_id}/v2/{path:path}",
     summary="Call the deployment (Triton's KServe v2 API)",
     description=_PROXY_DESCRIPTION,
     response_class=StreamingResponse,
     operation_id="deployments-call_deployment_v2_get",
 )
-@router.post(
+@proxy_router.post(
     "/{deployment_id}/v2/{path:path}",
     summary="Call the deployment (Triton's KServe v2 API)",
     description=_PROXY_DESCRIPTION,

@@ -233,7 +233,9 @@ class DeploymentProxy:
             else:
                 self._flush_counts(loop)
         headers = [(k, v) for k in FORWARDED_REQUEST_HEADERS if (v := request.headers.get(k))]
-        target = f"/{path}?{request.url.query}" if request.url.query else f"/{path}"
+        # The raw query string as received (request.url would parse the whole URL).
+        query = request.scope["query_string"].decode("latin-1")
+        target = f"/{path}?{query}" if query else f"/{path}"
         tried: set[int] = set()
         while True:
             port = self._pick(route, tried)
@@ -326,15 +328,13 @@ class DeploymentProxy:
         ports: dict[str, list[int]] = {}
         found: dict[str, tuple[str, str]] = {}
         with self.session_factory() as session:
-            for deployment, replica in DeploymentRepository(session).routes():
-                found[deployment.id] = (deployment.owner_id, deployment.status)
-                entry = ports.setdefault(deployment.id, [])
-                if (
-                    replica is not None
-                    and replica.state == ReplicaState.HEALTHY
-                    and replica.port is not None
-                ):
-                    entry.append(replica.port)
+            for deployment_id, owner_id, status, state, port in DeploymentRepository(
+                session
+            ).routes():
+                found[deployment_id] = (owner_id, status)
+                entry = ports.setdefault(deployment_id, [])
+                if state == ReplicaState.HEALTHY and port is not None:
+                    entry.append(port)
         return {
             deployment_id: _Route(deployment_id, owner, status, tuple(ports[deployment_id]))
             for deployment_id, (owner, status) in found.items()

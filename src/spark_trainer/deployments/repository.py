@@ -74,14 +74,22 @@ class DeploymentRepository:
             if port is not None
         }
 
-    def routes(self) -> list[tuple[Deployment, DeploymentReplica | None]]:
-        """Every deployment that is not final, with each of its replicas (or None)."""
+    def routes(self) -> list[tuple[str, str, str, str | None, int | None]]:
+        """``(deployment id, owner id, status, replica state, replica port)`` of every
+        deployment that is not final, one row per replica (state and port None when it
+        has none). Columns, not entities: the proxy reloads this twice a second."""
         rows = self.session.execute(
-            select(Deployment, DeploymentReplica)
+            select(
+                Deployment.id,
+                Deployment.owner_id,
+                Deployment.status,
+                DeploymentReplica.state,
+                DeploymentReplica.port,
+            )
             .outerjoin(DeploymentReplica, DeploymentReplica.deployment_id == Deployment.id)
             .where(Deployment.status.not_in(FINAL))
         ).all()
-        return [(deployment, replica) for deployment, replica in rows]
+        return [(d, owner, status, state, port) for d, owner, status, state, port in rows]
 
     def key_by_digest(self, digest: str) -> DeploymentKey | None:
         return self.session.scalar(

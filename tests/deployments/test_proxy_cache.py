@@ -1,0 +1,301 @@
+"""What the endpoint caches, seen from another API process.
+
+A second ``DeploymentProxy`` on the same database stands for another API process: it has
+cached the route table and the caller's credential, and nothing in it is told about the
+change (only the process whose supervisor made a change reloads at once). It must still
+notice a deleted deployment, a changed replica set, a revoked key and a disabled user
+within the lifetimes the README documents. The replicas are small real HTTP servers on
+loopback; the rows are written as the supervisor and the services write them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+from sqlalchemy import update
+from starlette.requests import Request
+
+from spark_trainer.context import AppContext
+from spark_trainer.deployments import service
+from spark_trainer.deployments.proxy import (
+    AUTH_TTL_SECONDS,
+    ROUTE_TTL_SECONDS,
+    DeploymentProxy,
+)
+from spark_trainer.errors import NotFound, ServiceUnavailable, Unauthorized
+from spark_trainer.kit.ids import IdPrefix, new_id
+from spark_trainer.kit.time import utcnow
+from spark_trainer.models import (
+    Deployment,
+    DeploymentKey,
+    DeploymentReplica,
+    DeploymentStatus,
+    ModelVersion,
+    ReplicaState,
+    User,
+)
+from tests.conftest import Account
+
+# How long a test waits for a change the proxy must notice within ``lifetime``: a wide
+# margin on a loaded machine; the tests end as soon as the change is seen.
+PATIENCE = 10.0
+
+
+class _Replica(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive, as the real backends
+
+    def do_GET(self) -> None:
+        body = json.dumps({"replica": self.server.name}).encode()  # type: ignore[attr-defined]
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def replicas() -> Iterator[Callable[[str], int]]:
+    """Starts named replica servers; returns each one's port."""
+    servers: list[ThreadingHTTPServer] = []
+
+    def start(name: str) -> int:
+        server = ThreadingHTTPServer(("127.0.0.1", 0), _Replica)
+        server.name = name  # type: ignore[attr-defined]
+        server.daemon_threads = True
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        servers.append(server)
+        return int(server.server_address[1])
+
+    yield start
+    for server in servers:
+        server.shutdown()
+        server.server_close()
+
+
+@dataclass
+class _Deployed:
+    id: str
+    slots: dict[str, int]  # replica name -> slot
+
+
+@pytest.fixture
+def deploy(ctx: AppContext, alice: Account) -> Callable[[dict[str, int]], _Deployed]:
+    def make(ports: dict[str, int]) -> _Deployed:
+        deployment_id = new_id(IdPrefix.DEPLOYMENT)
+        with ctx.session_factory.begin() as session:
+            model = ModelVersion(
+                id=new_id(IdPrefix.MODEL), owner_id=alice.user.id, name="m", version=1
+            )
+            session.add(model)
+            session.flush()
+            session.add(
+                Deployment(
+                    id=deployment_id,
+                    owner_id=alice.user.id,
+                    name="cached",
+                    model_id=model.id,
+                    backend="vllm",
+                    replicas=len(ports),
+                    gpu_count=0,
+                    status=DeploymentStatus.RUNNING,
+                )
+            )
+            session.flush()
+            for slot, port in enumerate(ports.values()):
+                session.add(_replica_row(deployment_id, slot, port))
+        return _Deployed(deployment_id, {name: slot for slot, name in enumerate(ports)})
+
+    return make
+
+
+def _replica_row(deployment_id: str, slot: int, port: int) -> DeploymentReplica:
+    return DeploymentReplica(
+        deployment_id=deployment_id,
+        slot=slot,
+        node="test-node",
+        port=port,
+        state=ReplicaState.HEALTHY,
+        healthy_since=utcnow(),
+    )
+
+
+class OtherProcess:
+    """A DeploymentProxy on the test's database with an event loop of its own."""
+
+    def __init__(self, ctx: AppContext) -> None:
+        self.proxy = DeploymentProxy(ctx.session_factory, ctx.tokens.key)
+        self.loop = asyncio.new_event_loop()
+
+    def call(self, credential: str, deployment_id: str) -> str:
+        """GET v1/models through the proxy; the name of the replica that answered."""
+
+        async def receive() -> dict[str, object]:
+            return {"type": "http.request", "body": b"", "more_body": False}
+
+        scope = {
+            "type": "http",
+            "method": "GET",
+            "path": f"/api/deployments/{deployment_id}/v1/models",
+            "query_string": b"",
+            "headers": [(b"accept", b"application/json")],
+        }
+
+        async def forward() -> str:
+            response = await self.proxy.forward(
+                Request(scope, receive), credential, deployment_id, "v1/models"
+            )
+            assert response.status_code == 200
+            return str(json.loads(bytes(response.body))["replica"])
+
+        return self.loop.run_until_complete(forward())
+
+    def close(self) -> None:
+        self.loop.run_until_complete(self.proxy.aclose())
+        self.loop.close()
+
+
+@pytest.fixture
+def other_process(ctx: AppContext) -> Iterator[OtherProcess]:
+    other = OtherProcess(ctx)
+    yield other
+    other.close()
+
+
+def _served_by(other: OtherProcess, credential: str, deployment_id: str) -> set[str]:
+    return {other.call(credential, deployment_id) for _ in range(6)}
+
+
+def _eventually(check: Callable[[], bool], what: str, lifetime: float) -> None:
+    deadline = time.monotonic() + lifetime + PATIENCE
+    while not check():
+        assert time.monotonic() < deadline, f"{what}: not noticed (documented: {lifetime} s)"
+        time.sleep(0.05)
+
+
+def _raises(kind: type[Exception], call: Callable[[], object]) -> bool:
+    try:
+        call()
+    except kind:
+        return True
+    return False
+
+
+def test_a_cached_route_notices_a_deleted_deployment(
+    ctx: AppContext,
+    alice: Account,
+    replicas: Callable[[str], int],
+    deploy: Callable[[dict[str, int]], _Deployed],
+    other_process: OtherProcess,
+) -> None:
+    deployed = deploy({"one": replicas("one")})
+    assert other_process.call(alice.token, deployed.id) == "one"
+    with ctx.session_factory.begin() as session:
+        # What DELETE and then the supervisor write: stopping, then stopped.
+        session.execute(
+            update(Deployment)
+            .where(Deployment.id == deployed.id)
+            .values(status=DeploymentStatus.STOPPED, stopped_at=utcnow())
+        )
+        session.execute(
+            update(DeploymentReplica)
+            .where(DeploymentReplica.deployment_id == deployed.id)
+            .values(state=ReplicaState.STOPPED, port=None)
+        )
+    _eventually(
+        lambda: _raises(NotFound, lambda: other_process.call(alice.token, deployed.id)),
+        "a stopped deployment answering 404",
+        ROUTE_TTL_SECONDS,
+    )
+
+
+def test_a_cached_route_follows_the_replica_set(
+    ctx: AppContext,
+    alice: Account,
+    replicas: Callable[[str], int],
+    deploy: Callable[[dict[str, int]], _Deployed],
+    other_process: OtherProcess,
+) -> None:
+    deployed = deploy({"one": replicas("one"), "two": replicas("two")})
+    assert _served_by(other_process, alice.token, deployed.id) == {"one", "two"}
+
+    # Scaled to one: the replica scaled away drains (no new requests).
+    with ctx.session_factory.begin() as session:
+        session.execute(
+            update(DeploymentReplica)
+            .where(
+                DeploymentReplica.deployment_id == deployed.id,
+                DeploymentReplica.slot == deployed.slots["two"],
+            )
+            .values(state=ReplicaState.DRAINING)
+        )
+    _eventually(
+        lambda: _served_by(other_process, alice.token, deployed.id) == {"one"},
+        "a draining replica taken out",
+        ROUTE_TTL_SECONDS,
+    )
+
+    # Scaled to two again: the new replica gets requests once healthy.
+    three = replicas("three")
+    with ctx.session_factory.begin() as session:
+        session.add(_replica_row(deployed.id, 2, three))
+    _eventually(
+        lambda: _served_by(other_process, alice.token, deployed.id) == {"one", "three"},
+        "a new healthy replica used",
+        ROUTE_TTL_SECONDS,
+    )
+
+    # Every replica unhealthy: 503, not a request to a replica the supervisor took out.
+    with ctx.session_factory.begin() as session:
+        session.execute(
+            update(DeploymentReplica)
+            .where(DeploymentReplica.deployment_id == deployed.id)
+            .values(state=ReplicaState.UNHEALTHY)
+        )
+    _eventually(
+        lambda: _raises(ServiceUnavailable, lambda: other_process.call(alice.token, deployed.id)),
+        "no healthy replica answering 503",
+        ROUTE_TTL_SECONDS,
+    )
+
+
+def test_a_revoked_key_and_a_disabled_user_stop_working(
+    ctx: AppContext,
+    alice: Account,
+    replicas: Callable[[str], int],
+    deploy: Callable[[dict[str, int]], _Deployed],
+    other_process: OtherProcess,
+) -> None:
+    deployed = deploy({"one": replicas("one")})
+    with ctx.session_factory.begin() as session:
+        user = session.get(User, alice.user.id)
+        assert user is not None
+        created = service.create_key(session, user, deployed.id, "app")
+    # Both credentials resolved once, so both are in the proxy's cache.
+    assert other_process.call(created.key, deployed.id) == "one"
+    assert other_process.call(alice.token, deployed.id) == "one"
+
+    with ctx.session_factory.begin() as session:
+        session.execute(
+            update(DeploymentKey).where(DeploymentKey.id == created.id).values(revoked_at=utcnow())
+        )
+        session.execute(update(User).where(User.id == alice.user.id).values(is_active=False))
+    _eventually(
+        lambda: _raises(Unauthorized, lambda: other_process.call(created.key, deployed.id)),
+        "a revoked deployment key refused",
+        AUTH_TTL_SECONDS,
+    )
+    _eventually(
+        lambda: _raises(Unauthorized, lambda: other_process.call(alice.token, deployed.id)),
+        "a disabled user's token refused",
+        AUTH_TTL_SECONDS,
+    )
