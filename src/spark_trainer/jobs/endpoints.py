@@ -245,7 +245,11 @@ async def ingest_metrics(
     authorize = service.ingest_authorizer(job_id, credential, user)
     now = time.time()
     try:
-        points = [parse_point(p.model_dump(), now=now) for p in body.points]
+        # The fields as they are, not model_dump(): a third of the cost of a large batch.
+        points = [
+            parse_point({"step": p.step, "metrics": p.metrics, "ts": p.ts}, now=now)
+            for p in body.points
+        ]
     except InvalidPoint as exc:
         # Who may not post here at all learns that first, as before any other check.
         await ctx.jobs.pipeline.submit(job_id, [], authorize)
