@@ -7,6 +7,11 @@ seconds in one transaction, together with each job's progress (last seq and, for
 ingestion, the byte offset read), so that after a restart ingestion resumes exactly where
 the database says it stopped: nothing lost, nothing stored twice.
 
+A metrics POST takes another way in, :meth:`MetricsPipeline.submit`: its points are
+numbered and stored by the group commit (:mod:`.group_commit`) together with the other
+requests that arrived meanwhile, and whatever else is queued, before the request is
+answered.
+
 Numbering never collides between writers: each process reserves blocks of sequence
 numbers for a job from the database (``jobs.metrics_seq_reserved``, one atomic update per
 ``SEQ_BLOCK`` points), so a metrics POST served by one API process and the file tailer of
