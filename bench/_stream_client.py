@@ -31,14 +31,15 @@ from pathlib import Path
 from typing import Any, cast
 
 _SSE_MESSAGE = re.compile(rb'data: \{"step": (\d+), "t_sent": ([0-9.eE+-]+)\}')
-_WS_MESSAGE = re.compile(rb'^\{"step": (\d+), "t_sent": ([0-9.eE+-]+)\}$')
+# A message is one point, or with ?batch=true (protocol "ws") an array of them.
+_WS_POINT = re.compile(rb'\{"step": (\d+), "t_sent": ([0-9.eE+-]+)\}')
 _SSE_END = b"event: end"
 
 
 class _Subscriber(asyncio.Protocol):
     def __init__(self, request: bytes, protocol: str, expected: int, latencies: array[float]):
         self.request = request
-        self.ws = protocol == "ws"
+        self.ws = protocol in ("ws", "ws1")
         self.expected = expected
         self.latencies = latencies
         self.seen = bytearray(expected)
@@ -155,12 +156,13 @@ class _Subscriber(asyncio.Protocol):
             payload = bytes(buf[offset : offset + length])
             del buf[: offset + length]
             if opcode == 0x1:
-                match = _WS_MESSAGE.match(payload)
-                if match is not None:
+                matched = False
+                for match in _WS_POINT.finditer(payload):
+                    matched = True
                     self._record(int(match.group(1)), float(match.group(2)), now)
-                elif b'"event": "end"' in payload:
+                if not matched and b'"event": "end"' in payload:
                     self.ended = True
-                else:
+                elif not matched:
                     self.unexpected += 1
             elif opcode == 0x9:  # ping: answer with a masked pong
                 self._ws_send(0xA, payload)
@@ -196,8 +198,10 @@ class _Subscriber(asyncio.Protocol):
 
 def _request(args: argparse.Namespace) -> bytes:
     target = f"{args.path}?access_token={args.token}"
-    lines = [f"GET {target} HTTP/1.1", f"Host: 127.0.0.1:{args.port}"]
     if args.protocol == "ws":
+        target += "&batch=true"  # as the TypeScript SDK (and so the dashboard) asks
+    lines = [f"GET {target} HTTP/1.1", f"Host: 127.0.0.1:{args.port}"]
+    if args.protocol in ("ws", "ws1"):
         key = base64.b64encode(os.urandom(16)).decode()
         lines += [
             "Upgrade: websocket",
@@ -266,7 +270,8 @@ def main() -> None:
     parser.add_argument("--token", required=True)
     parser.add_argument("--subs", type=int, required=True)
     parser.add_argument("--expected", type=int, required=True)
-    parser.add_argument("--protocol", choices=("sse", "ws"), default="sse")
+    # ws: one message per server wake-up (?batch=true); ws1: one message per point.
+    parser.add_argument("--protocol", choices=("sse", "ws", "ws1"), default="sse")
     parser.add_argument("--ready", required=True)
     parser.add_argument("--out", required=True)
     parser.add_argument("--timeout", type=float, default=120.0)

@@ -4,7 +4,8 @@ Per backend, for each case of ``--stream-cases`` (default ``sse:1,sse:100,sse:50
 
 1. a job starts (``bench/_job_workload.py paced``) and waits for a go signal;
 2. N subscribers connect to ``GET /api/jobs/{id}/stream?access_token=…`` (or
-   ``/ws/jobs/{id}/stream``), in ``bench/_stream_client.py`` processes (raw asyncio, up to
+   ``/ws/jobs/{id}/stream?batch=true``, as the TypeScript SDK subscribes; ``ws1`` without
+   ``batch``: one message per point), in ``bench/_stream_client.py`` processes (raw asyncio, up to
    ``--stream-subs-per-proc`` connections each, so the clients cost little CPU on 2 cores);
 3. once all have their response headers (plus 1 s for them to be subscribed), the job logs
    ``--stream-points`` (5,000) points at ``--stream-rate`` (1,000/s), each carrying its own
@@ -62,7 +63,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--stream-cases",
         default="sse:1,sse:100,sse:500,ws:100",
-        help="PROTOCOL:SUBSCRIBERS, comma-separated (default sse:1,sse:100,sse:500,ws:100)",
+        help="PROTOCOL:SUBSCRIBERS, comma-separated (default sse:1,sse:100,sse:500,ws:100); "
+        "ws subscribes with ?batch=true as the TypeScript SDK does, ws1 gets one message per point",
     )
     group.add_argument("--stream-rate", type=float, default=1000.0, help="points/s (1,000)")
     group.add_argument("--stream-points", type=int, default=5000, help="points logged (5,000)")
@@ -151,7 +153,9 @@ def _case(b: Backend, protocol: str, subs: int, args: argparse.Namespace, index:
     command = workload_command("paced", out, go, args.stream_rate, args.stream_points)
     job_id = submit(b, command, name=f"stream-{tag}")
     wait_status(b, job_id, ["running"])
-    path = f"/ws/jobs/{job_id}/stream" if protocol == "ws" else f"/api/jobs/{job_id}/stream"
+    path = (
+        f"/ws/jobs/{job_id}/stream" if protocol in ("ws", "ws1") else f"/api/jobs/{job_id}/stream"
+    )
     try:
         clients, cpu, cpu_before = _subscribe_and_go(b, protocol, subs, args, tag, path, go)
     except BaseException:
@@ -234,7 +238,7 @@ def run(args: argparse.Namespace) -> list[Result]:
     cases = []
     for item in args.stream_cases.split(","):
         protocol, _, subs = item.strip().partition(":")
-        if protocol not in ("sse", "ws"):
+        if protocol not in ("sse", "ws", "ws1"):
             raise ValueError(f"unknown stream protocol {protocol!r}")
         cases.append((protocol, int(subs)))
     results: list[Result] = []

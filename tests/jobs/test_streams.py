@@ -144,6 +144,61 @@ def test_websocket_resumes_after_an_id_it_sent(
     assert messages[-1]["status"] == "completed"
 
 
+# Logs three points, waits for a "go" file, then logs 200 more as fast as it can.
+BURST_SCRIPT = """
+import os, sys, time
+import sparktrainer
+go = sys.argv[1]
+for step in range(3):
+    sparktrainer.log({"loss": step}, step=step)
+while not os.path.exists(go):
+    time.sleep(0.02)
+for step in range(3, 203):
+    sparktrainer.log({"loss": step}, step=step)
+"""
+
+
+def _batched_messages(client: TestClient, url: str) -> list[Any]:
+    """Every message until the end, batches of points as their lists."""
+    messages: list[Any] = []
+    with client.websocket_connect(url) as socket:
+        while not messages or not (
+            isinstance(messages[-1], dict) and messages[-1].get("event") == "end"
+        ):
+            messages.append(json.loads(socket.receive_text()))
+    return messages
+
+
+def test_websocket_batches_deliver_every_point_once_in_order(
+    client: TestClient, alice: Account, tmp_path: Path
+) -> None:
+    go = tmp_path / "go"
+    command = f"{PY} -c {shlex.quote(BURST_SCRIPT)} {shlex.quote(str(go))}"
+    job = submit(client, alice.headers, command=command)
+    wait_until(lambda: _history_count(client, alice, job["id"]) == 3, what="history")
+    url = f"/ws/jobs/{job['id']}/stream?access_token={alice.token}&ids=true&batch=true"
+    messages: list[Any] = []
+    with client.websocket_connect(url) as socket:
+        # The stored history comes as one message.
+        messages.append(json.loads(socket.receive_text()))
+        assert messages[0] == [{"id": i + 1, "data": {"step": i, "loss": i}} for i in range(3)]
+        go.touch()
+        while not (isinstance(messages[-1], dict) and messages[-1].get("event") == "end"):
+            messages.append(json.loads(socket.receive_text()))
+    assert messages[-1]["status"] == "completed"
+    points = [point for batch in messages[:-1] for point in batch]
+    assert [p["id"] for p in points] == list(range(1, 204))
+    assert [p["data"]["step"] for p in points] == list(range(203))
+
+    # Resumed after an id it sent: the rest, once each, still batched.
+    resumed = _batched_messages(client, f"{url}&after=150")
+    assert [p["id"] for batch in resumed[:-1] for p in batch] == list(range(151, 204))
+    assert resumed[-1]["event"] == "end"
+    # Without ids, a batch holds the bare points.
+    bare = _batched_messages(client, f"{url.replace('&ids=true', '')}&after=200")
+    assert bare[:-1] == [[{"step": s, "loss": s} for s in range(200, 203)]]
+
+
 def test_streams_refuse_strangers(
     client: TestClient, alice: Account, bob: Account, tmp_path: Path
 ) -> None:

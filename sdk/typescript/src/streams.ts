@@ -1,7 +1,8 @@
 /**
  * Live job metrics: `client.jobs.streamMetrics(jobId, callback)`.
  *
- * WebSocket first (`/ws/jobs/{job_id}/stream?ids=true`), Server-Sent Events when no
+ * WebSocket first (`/ws/jobs/{job_id}/stream?ids=true&batch=true`: each message is an array
+ * of the points of one server wake-up), Server-Sent Events when no
  * WebSocket is available or the socket cannot be opened (a proxy that refuses upgrades).
  * Every point carries the server's event id; a dropped connection is resumed after the
  * last id received (`?after=` on the socket, `Last-Event-ID` on SSE), so no point is
@@ -98,7 +99,7 @@ export function streamMetrics(
   const viaSocket = (): Promise<Attempt & { opened: boolean }> =>
     new Promise((resolve, reject) => {
       void transport.auth.credential(transport).then((token) => {
-        const query = { access_token: token, after: lastEventId, ids: "true" };
+        const query = { access_token: token, after: lastEventId, ids: "true", batch: "true" };
         const url = transport.url(ROUTE_WS, { job_id: jobId }, query).replace(/^http/, "ws");
         const socket = new (webSocket as WebSocketConstructor)(url);
         let opened = false;
@@ -111,15 +112,19 @@ export function streamMetrics(
         };
         socket.onmessage = (event) => {
           try {
-            const message = JSON.parse(String(event.data)) as Record<string, unknown>;
-            if (message.event === "end") {
-              end = readEnd(message);
-              return;
+            const parsed = JSON.parse(String(event.data)) as unknown;
+            // `?batch=true` sends an array of points; a server without it, one per message.
+            const messages = (Array.isArray(parsed) ? parsed : [parsed]) as Record<string, unknown>[];
+            for (const message of messages) {
+              if (message.event === "end") {
+                end = readEnd(message);
+                return;
+              }
+              // `?ids=true` wraps each point with its id; a server without it sends bare points.
+              const id = typeof message.id === "number" ? message.id : null;
+              const point = (id === null ? message : message.data) as MetricPoint;
+              if (deliver(id, point)) progressed = true;
             }
-            // `?ids=true` wraps each point with its id; a server without it sends bare points.
-            const id = typeof message.id === "number" ? message.id : null;
-            const point = (id === null ? message : message.data) as MetricPoint;
-            if (deliver(id, point)) progressed = true;
           } catch (error) {
             controller.signal.removeEventListener("abort", stop);
             socket.close(1000, "callback failed");

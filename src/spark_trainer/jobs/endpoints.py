@@ -21,11 +21,10 @@ from spark_trainer.deps import (
     CurrentReader,
     CurrentUser,
     DbSession,
-    authenticate_request,
+    authenticate_request_async,
     bearer_credential,
-    read_on_loop,
 )
-from spark_trainer.errors import BadRequest, ServiceUnavailable
+from spark_trainer.errors import BadRequest
 from spark_trainer.jobs import service
 from spark_trainer.jobs.schemas import (
     JobCreate,
@@ -40,6 +39,7 @@ from spark_trainer.kit.schemas import Page
 from spark_trainer.metrics import store
 from spark_trainer.metrics.pipeline import InvalidPoint, parse_point
 from spark_trainer.models import Job, JobStatus
+from spark_trainer.runtime.jobfiles import JOB_TOKEN_PREFIX
 
 router = APIRouter(prefix="/api/jobs", tags=["jobs"])
 
@@ -214,41 +214,42 @@ def job_metrics(
     response_model=MetricsAccepted,
     summary="Report metric points for a running job",
     description="For jobs that run outside SparkTrainer's executor. Authenticate with the "
-    "job's own token (`SPARKTRAINER_JOB_TOKEN`, `stj_…`) or as the job's owner. A 503 "
-    "means nothing was accepted (the event bus is down): retry it. A 200 means every "
-    "point is stored.",
+    "job's own token (`SPARKTRAINER_JOB_TOKEN`, `stj_…`) or as the job's owner. A 200 "
+    "means every point is stored. A 503 means none was (the event bus or the database is "
+    "unavailable): retry it.",
     responses={
         409: {"description": "The job is not running"},
-        503: {"description": "The event bus (Redis) is down; nothing was accepted"},
+        503: {"description": "The event bus (Redis) or the database is down; nothing was stored"},
     },
 )
-# On the event loop: a read of the job by id and an in-memory hand-off to the pipeline
-# (whose writer thread stores the points later), so a single point costs no thread hop.
-@read_on_loop
-def ingest_metrics(
+# A coroutine: nothing here blocks. The job's state is read, and the points stored, by the
+# metrics writer for a whole group of concurrent requests at once (group commit).
+async def ingest_metrics(
     job_id: str,
     body: MetricsIngest,
     request: Request,
     ctx: Context,
-    session: DbSession,
     header: BearerHeader,
 ) -> MetricsAccepted:
     # A job token is checked before the job is looked up, and a user's credential before
     # anything: an unknown job id answers like any failed authentication.
     credential = header.credentials if header else bearer_credential(request)
-    service.authorize_ingest(
-        session,
-        job_id,
-        credential,
-        lambda user_credential: authenticate_request(request, ctx, user_credential),
+    user = (
+        None
+        if credential.startswith(JOB_TOKEN_PREFIX)
+        else await authenticate_request_async(request, ctx, credential)
     )
+    authorize = service.ingest_authorizer(job_id, credential, user)
     now = time.time()
     try:
-        points = [parse_point(p.model_dump(), now=now) for p in body.points]
+        # The fields as they are, not model_dump(): a third of the cost of a large batch.
+        points = [
+            parse_point({"step": p.step, "metrics": p.metrics, "ts": p.ts}, now=now)
+            for p in body.points
+        ]
     except InvalidPoint as exc:
+        # Who may not post here at all learns that first, as before any other check.
+        await ctx.jobs.pipeline.submit(job_id, [], authorize)
         raise BadRequest(str(exc)) from None
-    if not ctx.bus.available():
-        # Refused before anything is queued: a client's retry then stores each point once.
-        raise ServiceUnavailable("The event bus (Redis) is unavailable; retry shortly")
-    frames = ctx.jobs.pipeline.ingest(job_id, points)
+    frames = await ctx.jobs.pipeline.submit(job_id, points, authorize)
     return MetricsAccepted(accepted=len(frames), last_seq=frames[-1].seq)

@@ -5,7 +5,7 @@ from datetime import UTC
 from functools import cache
 from typing import Any
 
-from sqlalchemy import Connection, Row, Select, bindparam, func, select
+from sqlalchemy import Connection, Select, bindparam, func, select
 from sqlalchemy.orm import Session
 
 from spark_trainer.db.reads import read_columns
@@ -13,12 +13,6 @@ from spark_trainer.identity.viewer import Viewer
 from spark_trainer.kit.pagination import PageQuery
 from spark_trainer.models import Job, JobEvent, JobStatus
 from spark_trainer.models.job import ahead_in_queue
-
-# Built once: a statement reused as is skips construction and cache-key generation, a
-# good part of a single metrics POST.
-_INGEST_STATE = select(Job.status, Job.owner_id, Job.ingest_token_digest).where(
-    Job.id == bindparam("job_id")
-)
 
 
 class JobRepository:
@@ -34,11 +28,6 @@ class JobRepository:
                 Job.ingest_token_digest == token_digest, Job.status == JobStatus.RUNNING
             )
         )
-
-    def ingest_state(self, job_id: str) -> Row[JobStatus, str, str | None] | None:
-        """(status, owner id, ingest token digest) of a job: what a metrics POST checks,
-        without loading the whole row."""
-        return self.session.execute(_INGEST_STATE, {"job_id": job_id}).one_or_none()
 
     def add(self, job: Job) -> Job:
         self.session.add(job)

@@ -22,6 +22,7 @@ from spark_trainer.jobs.repository import JobRepository, JobRows
 from spark_trainer.jobs.schemas import JobCreate, JobEventRead, JobRead
 from spark_trainer.kit.ids import IdPrefix, new_id
 from spark_trainer.kit.pagination import Paging, page_payload
+from spark_trainer.metrics.group_commit import Authorize, IngestState
 from spark_trainer.models import Job, JobKind, JobStatus, User
 from spark_trainer.runtime.engine import JobEngine
 from spark_trainer.runtime.jobfiles import JOB_TOKEN_PREFIX
@@ -266,34 +267,41 @@ def job_token_owner(session: Session, credential: str) -> User:
     return owner
 
 
-def authorize_ingest(
-    session: Session, job_id: str, credential: str, authenticate: Callable[[str], User]
-) -> None:
-    """Whether ``credential`` may report metrics for this job now: the job's own token, or
-    its owner (``authenticate`` resolves a user's credential), while the job runs.
+def ingest_authorizer(job_id: str, credential: str, user: User | None) -> Authorize:
+    """The check a metrics POST must pass against its job's state, which the metrics
+    writer reads for a whole group of requests at once: the job's own token (``user`` is
+    None), or its owner (``user``, already authenticated), while the job runs.
 
     The credential is checked before the job's existence is revealed: a job token that
     fits no job and an unknown job id are the same 401 to someone without an account.
     """
-    repository = JobRepository(session)
-    if credential.startswith(JOB_TOKEN_PREFIX):
-        state = repository.ingest_state(job_id)
-        if (
-            state is None
-            or state[2] is None
-            or not hmac.compare_digest(state[2], api_key_digest(credential))
-        ):
-            raise Unauthorized("Invalid job token")
-    else:
-        user = authenticate(credential)
-        state = repository.ingest_state(job_id)
+    if user is None:
+        digest = api_key_digest(credential)
+
+        def by_token(state: IngestState | None) -> None:
+            if (
+                state is None
+                or state.token_digest is None
+                or not hmac.compare_digest(state.token_digest, digest)
+            ):
+                raise Unauthorized("Invalid job token")
+            _ensure_ingesting(job_id, state.status)
+
+        return by_token
+
+    def by_owner(state: IngestState | None) -> None:
         if state is None:
             raise resource_not_found("Job", job_id)
-        identity.ensure_owner(user, state[1], "Job", job_id)
-    if state[0] != JobStatus.RUNNING:
-        raise Conflict(f"Job '{job_id}' is {state[0]}; metrics are accepted while it runs")
+        identity.ensure_owner(user, state.owner_id, "Job", job_id)
+        _ensure_ingesting(job_id, state.status)
+
+    return by_owner
+
+
+def _ensure_ingesting(job_id: str, status: str) -> None:
+    if status != JobStatus.RUNNING:
+        raise Conflict(f"Job '{job_id}' is {status}; metrics are accepted while it runs")
 
 
 def ensure_running(job: Job) -> None:
-    if job.status != JobStatus.RUNNING:
-        raise Conflict(f"Job '{job.id}' is {job.status}; metrics are accepted while it runs")
+    _ensure_ingesting(job.id, job.status)

@@ -4,7 +4,9 @@ Each message is one metrics object as the spec shows it. SSE events carry ``id: 
 ``Last-Event-ID`` resumes without gaps or duplicates; when the job ends, SSE sends a named
 ``end`` event and WebSocket a final ``{"event": "end", ...}`` message, then both close.
 Browsers cannot set headers on either, so both accept ``?access_token=…``. WebSocket resumes
-with ``?after=<seq>``; ``?ids=true`` sends each point's seq with it.
+with ``?after=<seq>``; ``?ids=true`` sends each point's seq with it; ``?batch=true`` sends
+the points of one wake-up as one message, a JSON array of what would otherwise be one
+message each (the end stays a single object).
 """
 
 from __future__ import annotations
@@ -109,7 +111,9 @@ async def stream_job_ws(websocket: WebSocket, job_id: str) -> None:
     # `?ids=true` wraps each point as {"id": <seq>, "data": {...}}: a WebSocket message has no
     # id field of its own, and a client needs the seq to resume with `?after=` (or SSE's
     # Last-Event-ID) without repeating or skipping a point.
-    with_ids = websocket.query_params.get("ids", "").lower() in {"1", "true"}
+    with_ids = _flag(websocket, "ids")
+    # `?batch=true`: one message (one socket write) per wake-up instead of one per point.
+    batched = _flag(websocket, "batch")
     await websocket.accept()
     try:
         async for batch in job_messages(ctx, job_id, cursor):
@@ -121,8 +125,15 @@ async def stream_job_ws(websocket: WebSocket, job_id: str) -> None:
                 await websocket.send_text(batch.end)
                 await websocket.close(code=1000, reason="job ended")
                 return
-            for frame in batch.frames:
-                text = f'{{"id": {frame.seq}, "data": {frame.data}}}' if with_ids else frame.data
+            texts = [f.with_id if with_ids else f.data for f in batch.frames]
+            if batched and texts:
+                await websocket.send_text(f"[{', '.join(texts)}]")
+                continue
+            for text in texts:
                 await websocket.send_text(text)
     except WebSocketDisconnect:
         return
+
+
+def _flag(websocket: WebSocket, name: str) -> bool:
+    return websocket.query_params.get(name, "").lower() in {"1", "true"}

@@ -13,10 +13,14 @@ class Frame:
     # The message as the spec shows it: {"step": 100, "loss": 0.45, "lr": 0.0001, ...}
     data: str
     sse: bytes
+    # The WebSocket message with its id (`?ids=true`), built once for every subscriber.
+    with_id: str
 
     @classmethod
     def of(cls, seq: int, data: str) -> Frame:
-        return cls(seq, data, f"id: {seq}\ndata: {data}\n\n".encode())
+        return cls(
+            seq, data, f"id: {seq}\ndata: {data}\n\n".encode(), f'{{"id": {seq}, "data": {data}}}'
+        )
 
 
 def encode_message(step: int, values: dict[str, float]) -> str:

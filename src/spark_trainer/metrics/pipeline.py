@@ -7,6 +7,11 @@ seconds in one transaction, together with each job's progress (last seq and, for
 ingestion, the byte offset read), so that after a restart ingestion resumes exactly where
 the database says it stopped: nothing lost, nothing stored twice.
 
+A metrics POST takes another way in, :meth:`MetricsPipeline.submit`: its points are
+numbered and stored by the group commit (:mod:`.group_commit`) together with the other
+requests that arrived meanwhile, and whatever else is queued, before the request is
+answered.
+
 Numbering never collides between writers: each process reserves blocks of sequence
 numbers for a job from the database (``jobs.metrics_seq_reserved``, one atomic update per
 ``SEQ_BLOCK`` points), so a metrics POST served by one API process and the file tailer of
@@ -34,12 +39,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, case, select, text, update
+from sqlalchemy import Connection, Engine, case, select, text, update
 
-from spark_trainer.errors import ServiceUnavailable
+from spark_trainer.errors import ServiceUnavailable, SparkTrainerError
 from spark_trainer.metrics import rules, store
 from spark_trainer.metrics.bus import EventBus
 from spark_trainer.metrics.frames import Frame, encode_message
+from spark_trainer.metrics.group_commit import (
+    Authorize,
+    GroupCommit,
+    IngestState,
+    Outcome,
+    Submission,
+)
 from spark_trainer.models import Job, MetricPoint
 
 logger = logging.getLogger(__name__)
@@ -121,6 +133,7 @@ class MetricsPipeline:
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
+        self.commits = GroupCommit(self._store_group)
 
     # --- ingestion ------------------------------------------------------------------
 
@@ -134,29 +147,9 @@ class MetricsPipeline:
         with self._lock:
             if points and len(self._pending_rows) >= self.max_pending_rows:
                 raise PipelineFull
-            cursor = self._cursor(job_id)
-            if cursor.seq + len(points) > cursor.reserved:
-                start, cursor.reserved = self._reserve(job_id, len(points))
-                cursor.seq = start - 1
-            extra = self.extra_values(job_id) if self.extra_values else {}
-            frames: list[Frame] = []
-            for point in points:
-                cursor.seq += 1
-                step = point.step if point.step is not None else cursor.step + 1
-                cursor.step = step
-                values = {**point.values, **extra}
-                for name, value in values.items():
-                    self._pending_rows.append(
-                        {
-                            "job_id": job_id,
-                            "seq": cursor.seq,
-                            "name": name,
-                            "step": step,
-                            "value": value,
-                            "wall_time": point.wall_time,
-                        }
-                    )
-                frames.append(Frame.of(cursor.seq, encode_message(step, values)))
+            rows, frames = self._number(job_id, points)
+            self._pending_rows.extend(rows)
+            cursor = self._cursors[job_id]
             if offset is not None:
                 cursor.offset = offset
             self._pending_progress[job_id] = (cursor.seq, offset)
@@ -164,6 +157,144 @@ class MetricsPipeline:
             self.bus.publish(job_id, frames)
         self._wake.set()
         return frames
+
+    def _number(
+        self, job_id: str, points: Sequence[Point]
+    ) -> tuple[list[dict[str, Any]], list[Frame]]:
+        """The points' rows and frames, numbered in order. The caller holds ``_lock``."""
+        cursor = self._cursor(job_id)
+        if cursor.seq + len(points) > cursor.reserved:
+            start, cursor.reserved = self._reserve(job_id, len(points))
+            cursor.seq = start - 1
+        extra = self.extra_values(job_id) if self.extra_values else {}
+        rows: list[dict[str, Any]] = []
+        frames: list[Frame] = []
+        for point in points:
+            cursor.seq += 1
+            step = point.step if point.step is not None else cursor.step + 1
+            cursor.step = step
+            values = {**point.values, **extra}
+            for name, value in values.items():
+                rows.append(
+                    {
+                        "job_id": job_id,
+                        "seq": cursor.seq,
+                        "name": name,
+                        "step": step,
+                        "value": value,
+                        "wall_time": point.wall_time,
+                    }
+                )
+            frames.append(Frame.of(cursor.seq, encode_message(step, values)))
+        return rows, frames
+
+    async def submit(
+        self, job_id: str, points: Sequence[Point], authorize: Authorize
+    ) -> list[Frame]:
+        """Stores a metrics POST's points with the group committed next; answers once they
+        are committed. ``authorize`` is checked against the job's state read just before;
+        with no points the request is only authorized."""
+        return await self.commits.submit(Submission(job_id, points, authorize))
+
+    def _store_group(self, group: Sequence[Submission]) -> list[Outcome]:
+        """One group commit (see :mod:`.group_commit`); never raises."""
+        # One connection for the group's read and its write: on PostgreSQL each checkout
+        # costs a round trip (the pool's liveness ping).
+        try:
+            conn = self.engine.connect()
+        except Exception as exc:
+            logger.warning("metrics POSTs: no database connection: %s", str(exc)[:300])
+            return [_not_stored() for _ in group]
+        with conn:
+            try:
+                states = store.ingest_states(conn, {s.job_id for s in group})
+                # Ends the read: on SQLite a write transaction must not start from an
+                # older snapshot than another writer's commit.
+                conn.rollback()
+            except Exception as exc:
+                logger.warning("metrics POSTs: reading the jobs failed: %s", str(exc)[:300])
+                return [_not_stored() for _ in group]
+            outcomes: list[Outcome] = []
+            accepted: list[tuple[int, list[dict[str, Any]]]] = []
+            with self._flush_lock:
+                for submission in group:
+                    try:
+                        rows, frames = self._accept(submission, states.get(submission.job_id))
+                    except SparkTrainerError as exc:
+                        outcomes.append(exc)
+                        continue
+                    except Exception as exc:
+                        logger.warning("metrics POST: numbering failed: %s", str(exc)[:300])
+                        outcomes.append(_not_stored())
+                        continue
+                    if rows:
+                        accepted.append((len(outcomes), rows))
+                        self.bus.publish(submission.job_id, frames)
+                    outcomes.append(frames)
+                if accepted:
+                    for index in self._store_accepted(accepted, conn):
+                        outcomes[index] = _not_stored()
+        return outcomes
+
+    def _accept(
+        self, submission: Submission, state: IngestState | None
+    ) -> tuple[list[dict[str, Any]], list[Frame]]:
+        submission.authorize(state)
+        if not submission.points:
+            return [], []
+        if not self.bus.available():
+            # Refused before anything is numbered: a client's retry then stores each
+            # point once.
+            raise ServiceUnavailable("The event bus (Redis) is unavailable; retry shortly")
+        with self._lock:
+            if len(self._pending_rows) >= self.max_pending_rows:
+                raise PipelineFull
+            return self._number(submission.job_id, submission.points)
+
+    def _store_accepted(
+        self, accepted: list[tuple[int, list[dict[str, Any]]]], conn: Connection
+    ) -> list[int]:
+        """Stores the accepted requests' rows, with whatever else is queued, in one
+        transaction. Answers the requests whose points could not be stored: all of them
+        while the database does not answer, else only those whose own rows fail.
+        The caller holds ``_flush_lock``."""
+        queued, progress = self._take()
+        rows = [row for _, request_rows in accepted for row in request_rows]
+        combined = dict(progress)
+        for job_id, seq in _last_seqs(rows).items():
+            earlier = combined.get(job_id)
+            combined[job_id] = (
+                (seq, None) if earlier is None else (max(seq, earlier[0]), earlier[1])
+            )
+        try:
+            with conn.begin():
+                _write_batch(conn, [*queued, *rows], combined)
+            return []
+        except Exception as exc:
+            logger.warning("storing a group of metrics POSTs failed: %s", str(exc)[:300])
+            # What was queued before is the pipeline writer's to retry and isolate.
+            self._put_back(queued, progress)
+        if not self._database_answers():
+            return [index for index, _ in accepted]
+        # The queued rows may have been the cause: the requests' rows alone, then each
+        # request on its own.
+        if len(accepted) > 1 and self._write_alone(rows):
+            return []
+        return [index for index, request_rows in accepted if not self._write_alone(request_rows)]
+
+    def _write_alone(self, rows: list[dict[str, Any]]) -> bool:
+        try:
+            self._write(rows, {job_id: (seq, None) for job_id, seq in _last_seqs(rows).items()})
+        except Exception as exc:
+            logger.warning("metrics POST points not stored: %s", str(exc)[:300])
+            return False
+        return True
+
+    def _write(
+        self, rows: list[dict[str, Any]], progress: dict[str, tuple[int, int | None]]
+    ) -> None:
+        with self.engine.begin() as conn:
+            _write_batch(conn, rows, progress)
 
     def file_offset(self, job_id: str) -> int:
         with self._lock:
@@ -219,8 +350,10 @@ class MetricsPipeline:
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="metrics-writer", daemon=True)
         self._thread.start()
+        self.commits.start()
 
     def stop(self) -> None:
+        self.commits.stop()
         self._stopping.set()
         self._wake.set()
         if self._thread is not None:
@@ -259,10 +392,7 @@ class MetricsPipeline:
         if not rows and not progress:
             return
         try:
-            with self.engine.begin() as conn:
-                store.write_batch(
-                    conn, rows, [(job, seq, off) for job, (seq, off) in progress.items()]
-                )
+            self._write(rows, progress)
         except Exception:
             self._put_back(rows, progress)
             raise
@@ -342,6 +472,23 @@ class MetricsPipeline:
         except Exception:
             return False
         return True
+
+
+def _write_batch(
+    conn: Connection, rows: list[dict[str, Any]], progress: dict[str, tuple[int, int | None]]
+) -> None:
+    store.write_batch(conn, rows, [(job, seq, off) for job, (seq, off) in progress.items()])
+
+
+def _last_seqs(rows: Sequence[dict[str, Any]]) -> dict[str, int]:
+    last: dict[str, int] = {}
+    for row in rows:
+        last[row["job_id"]] = max(row["seq"], last.get(row["job_id"], 0))
+    return last
+
+
+def _not_stored() -> ServiceUnavailable:
+    return ServiceUnavailable("Metric points were not stored; nothing was kept, retry")
 
 
 class FileTailer:

@@ -11,11 +11,24 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
-from sqlalchemy import Connection, Table, and_, case, func, literal, select, union_all, update
+from sqlalchemy import (
+    Connection,
+    Insert,
+    Table,
+    and_,
+    bindparam,
+    case,
+    func,
+    literal,
+    select,
+    union_all,
+    update,
+)
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from spark_trainer.metrics.frames import Frame, encode_message
+from spark_trainer.metrics.group_commit import IngestState
 from spark_trainer.models import ROLLUP_STEPS, Job, MetricPoint, MetricRollup, MetricSummary
 
 _points = cast(Table, MetricPoint.__table__)
@@ -32,6 +45,18 @@ class Series:
     wall_times: list[float] = field(default_factory=list)
     count: int = 0
     downsampled: bool = False
+
+
+def ingest_states(conn: Connection, job_ids: Iterable[str]) -> dict[str, IngestState]:
+    """What each job's metrics POSTs are checked against, for a whole group in one query."""
+    rows = conn.execute(
+        select(_jobs.c.id, _jobs.c.status, _jobs.c.owner_id, _jobs.c.ingest_token_digest).where(
+            _jobs.c.id.in_(list(job_ids))
+        )
+    )
+    return {
+        job_id: IngestState(str(status), owner, digest) for job_id, status, owner, digest in rows
+    }
 
 
 def write_batch(
@@ -53,10 +78,21 @@ def write_batch(
         _update_summaries(conn, rows)
         _update_rollups(conn, rows)
     for job_id, seq, offset in progress:
-        values: dict[str, Any] = {"metrics_seq": seq}
-        if offset is not None:
-            values["metrics_offset"] = offset
-        conn.execute(update(_jobs).where(_jobs.c.id == job_id).values(**values))
+        if offset is None:
+            conn.execute(_SET_SEQ, {"job": job_id, "seq": seq})
+        else:
+            conn.execute(_SET_SEQ_AND_OFFSET, {"job": job_id, "seq": seq, "offset": offset})
+
+
+# Statements on the write path are built once: constructing one (an upsert's `excluded`
+# above all) cost more than executing it for the small batches of a group commit.
+_SET_SEQ = update(_jobs).where(_jobs.c.id == bindparam("job")).values(metrics_seq=bindparam("seq"))
+_SET_SEQ_AND_OFFSET = _SET_SEQ.values(metrics_offset=bindparam("offset"))
+_RANGE = select(_points.c.job_id, _points.c.name, _points.c.step, _points.c.value).where(
+    _points.c.job_id == bindparam("job"),
+    _points.c.name == bindparam("name"),
+    _points.c.step.between(bindparam("lo"), bindparam("hi")),
+)
 
 
 # Below SQLite's limit on the terms of one compound SELECT (500).
@@ -85,6 +121,14 @@ def _not_stored(conn: Connection, rows: Sequence[dict[str, Any]]) -> list[dict[s
         else:
             rising = False
             span[0] = min(span[0], step)
+    seen: set[tuple[Any, ...]] = set()
+    if len(ranges) == 1:
+        ((job_id, name), (lo, hi)), *_ = ranges.items()
+        seen.update(
+            tuple(row)
+            for row in conn.execute(_RANGE, {"job": job_id, "name": name, "lo": lo, "hi": hi})
+        )
+        ranges = {}
     queries = [
         select(_points.c.job_id, _points.c.name, _points.c.step, _points.c.value).where(
             _points.c.job_id == job_id,
@@ -93,7 +137,6 @@ def _not_stored(conn: Connection, rows: Sequence[dict[str, Any]]) -> list[dict[s
         )
         for (job_id, name), (lo, hi) in ranges.items()
     ]
-    seen: set[tuple[Any, ...]] = set()
     for start in range(0, len(queries), _RANGES_PER_QUERY):
         chunk = queries[start : start + _RANGES_PER_QUERY]
         statement = chunk[0] if len(chunk) == 1 else union_all(*chunk)
@@ -159,25 +202,8 @@ def _update_rollups(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
         if wall > block[5]:
             block[5] = wall
         block[6] += 1
-    dialect = conn.dialect.name
-    statement = (postgresql_insert if dialect == "postgresql" else sqlite_insert)(_rollups)
-    smaller, larger = (
-        (func.least, func.greatest) if dialect == "postgresql" else (func.min, func.max)
-    )
-    new, old = statement.excluded, _rollups.c
     conn.execute(
-        statement.on_conflict_do_update(
-            index_elements=[old.job_id, old.name, old.block],
-            set_={
-                "min_step": smaller(old.min_step, new.min_step),
-                "max_step": larger(old.max_step, new.max_step),
-                "min_value": smaller(old.min_value, new.min_value),
-                "max_value": larger(old.max_value, new.max_value),
-                "min_wall": smaller(old.min_wall, new.min_wall),
-                "max_wall": larger(old.max_wall, new.max_wall),
-                "count": old.count + new.count,
-            },
-        ),
+        _upserts(conn.dialect.name)[0],
         [
             {
                 "job_id": job_id,
@@ -193,6 +219,59 @@ def _update_rollups(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
             }
             for (job_id, name, block_no), b in blocks.items()
         ],
+    )
+
+
+_UPSERTS: dict[str, tuple[Insert, Insert]] = {}
+
+
+def _upserts(dialect: str) -> tuple[Insert, Insert]:
+    """The rollups' and the summaries' upserts for a dialect, built on first use."""
+    built = _UPSERTS.get(dialect)
+    if built is None:
+        built = _UPSERTS[dialect] = (_rollups_upsert(dialect), _summaries_upsert(dialect))
+    return built
+
+
+def _rollups_upsert(dialect: str) -> Insert:
+    statement = (postgresql_insert if dialect == "postgresql" else sqlite_insert)(_rollups)
+    smaller, larger = (
+        (func.least, func.greatest) if dialect == "postgresql" else (func.min, func.max)
+    )
+    new, old = statement.excluded, _rollups.c
+    return statement.on_conflict_do_update(
+        index_elements=[old.job_id, old.name, old.block],
+        set_={
+            "min_step": smaller(old.min_step, new.min_step),
+            "max_step": larger(old.max_step, new.max_step),
+            "min_value": smaller(old.min_value, new.min_value),
+            "max_value": larger(old.max_value, new.max_value),
+            "min_wall": smaller(old.min_wall, new.min_wall),
+            "max_wall": larger(old.max_wall, new.max_wall),
+            "count": old.count + new.count,
+        },
+    )
+
+
+def _summaries_upsert(dialect: str) -> Insert:
+    statement = (postgresql_insert if dialect == "postgresql" else sqlite_insert)(_summaries)
+    # SQLite's two-argument min()/max() are PostgreSQL's least()/greatest().
+    smaller, larger = (
+        (func.least, func.greatest) if dialect == "postgresql" else (func.min, func.max)
+    )
+    newer = statement.excluded.latest_seq >= _summaries.c.latest_seq
+    return statement.on_conflict_do_update(
+        index_elements=[_summaries.c.job_id, _summaries.c.name],
+        set_={
+            "latest": case((newer, statement.excluded.latest), else_=_summaries.c.latest),
+            "latest_step": case(
+                (newer, statement.excluded.latest_step), else_=_summaries.c.latest_step
+            ),
+            "latest_seq": larger(_summaries.c.latest_seq, statement.excluded.latest_seq),
+            "min": smaller(_summaries.c.min, statement.excluded.min),
+            "max": larger(_summaries.c.max, statement.excluded.max),
+            "count": _summaries.c.count + statement.excluded.count,
+        },
     )
 
 
@@ -219,27 +298,8 @@ def _update_summaries(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
         summary["min"] = min(summary["min"], value)
         summary["max"] = max(summary["max"], value)
         summary["count"] += 1
-    dialect = conn.dialect.name
-    statement = (postgresql_insert if dialect == "postgresql" else sqlite_insert)(_summaries)
-    # SQLite's two-argument min()/max() are PostgreSQL's least()/greatest().
-    smaller, larger = (
-        (func.least, func.greatest) if dialect == "postgresql" else (func.min, func.max)
-    )
-    newer = statement.excluded.latest_seq >= _summaries.c.latest_seq
     conn.execute(
-        statement.on_conflict_do_update(
-            index_elements=[_summaries.c.job_id, _summaries.c.name],
-            set_={
-                "latest": case((newer, statement.excluded.latest), else_=_summaries.c.latest),
-                "latest_step": case(
-                    (newer, statement.excluded.latest_step), else_=_summaries.c.latest_step
-                ),
-                "latest_seq": larger(_summaries.c.latest_seq, statement.excluded.latest_seq),
-                "min": smaller(_summaries.c.min, statement.excluded.min),
-                "max": larger(_summaries.c.max, statement.excluded.max),
-                "count": _summaries.c.count + statement.excluded.count,
-            },
-        ),
+        _upserts(conn.dialect.name)[1],
         list(batch.values()),
     )
 

@@ -315,7 +315,7 @@ export interface paths {
         put?: never;
         /**
          * Report metric points for a running job
-         * @description For jobs that run outside SparkTrainer's executor. Authenticate with the job's own token (`SPARKTRAINER_JOB_TOKEN`, `stj_…`) or as the job's owner. A 503 means nothing was accepted (the event bus is down): retry it. A 200 means every point is stored.
+         * @description For jobs that run outside SparkTrainer's executor. Authenticate with the job's own token (`SPARKTRAINER_JOB_TOKEN`, `stj_…`) or as the job's owner. A 200 means every point is stored. A 503 means none was (the event bus or the database is unavailable): retry it.
          */
         post: operations["jobs-ingest_metrics"];
         delete?: never;
@@ -3958,7 +3958,7 @@ export interface operations {
                     "application/json": components["schemas"]["Error"];
                 };
             };
-            /** @description The event bus (Redis) is down; nothing was accepted */
+            /** @description The event bus (Redis) or the database is down; nothing was stored */
             503: {
                 headers: {
                     [name: string]: unknown;
