@@ -7,11 +7,11 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import APIRouter, Depends, FastAPI
+from fastapi import APIRouter, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.routing import APIRoute
 
-from spark_trainer import __version__, docs, exception_handlers, web
+from spark_trainer import __version__, docs, exception_handlers, routing, web
 from spark_trainer.activity.endpoints import router as activity_router
 from spark_trainer.context import AppContext
 from spark_trainer.datasets.endpoints import UPLOAD_ROUTES as DATASET_UPLOAD_ROUTES
@@ -36,7 +36,6 @@ from spark_trainer.registry.endpoints import UPLOAD_ROUTES as MODEL_UPLOAD_ROUTE
 from spark_trainer.registry.endpoints import router as models_router
 from spark_trainer.settings import Settings
 from spark_trainer.studies.endpoints import router as studies_router
-from spark_trainer.validation import reject_control_characters
 
 
 def _operation_id(route: APIRoute) -> str:
@@ -46,9 +45,14 @@ def _operation_id(route: APIRoute) -> str:
 
 
 class _App(FastAPI):
-    def include_router(self, router: APIRouter, *args: Any, **kwargs: Any) -> None:
+    def include_router(self, router: APIRouter, **kwargs: Any) -> None:
+        # A routing.Route solves its own dependency tree: dependencies added here would
+        # not be part of it.
+        if "dependencies" in kwargs:
+            raise TypeError("add dependencies to the routes, not at inclusion")
+        routing.check_router(router)
         # Every plain ``def`` handler runs with its commit in one thread hop (deps.one_hop).
-        super().include_router(one_hop_routes(router), *args, **kwargs)
+        super().include_router(one_hop_routes(router), **kwargs)
 
     _described: dict[str, Any] | None = None
 
@@ -86,7 +90,6 @@ def create_app(settings: Settings | None = None, context: AppContext | None = No
         openapi_url="/openapi.json",
         generate_unique_id_function=_operation_id,
         lifespan=lifespan,
-        dependencies=[Depends(reject_control_characters)],
     )
     app.state.ctx = ctx
     exception_handlers.install(app)

@@ -16,7 +16,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-from fastapi import APIRouter
 from fastapi.testclient import TestClient
 from starlette.websockets import WebSocketDisconnect
 
@@ -24,6 +23,7 @@ from spark_trainer.app import create_app
 from spark_trainer.context import AppContext
 from spark_trainer.deps import CurrentUser
 from spark_trainer.models import Job
+from spark_trainer.routing import api_router
 from spark_trainer.settings import Settings
 from tests.conftest import Account
 from tests.hardening.conftest import StartServer
@@ -36,7 +36,7 @@ from tests.services import require_redis
 @pytest.fixture
 def failing_server(settings: Settings, ctx: AppContext) -> Iterator[int]:
     """A real server whose app has one extra route that fails after authenticating."""
-    router = APIRouter()
+    router = api_router(tags=["test"])
 
     @router.get("/api/fails")
     async def fails(user: CurrentUser) -> None:

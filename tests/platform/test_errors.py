@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 
 import pytest
-from fastapi import APIRouter
 from fastapi.testclient import TestClient
 
 from spark_trainer.app import create_app
 from spark_trainer.context import AppContext
+from spark_trainer.routing import api_router
 from spark_trainer.settings import Settings
 from tests.conftest import Account
 
@@ -97,7 +97,7 @@ def test_oversized_body_is_413(settings_factory: Callable[..., Settings]) -> Non
 @pytest.fixture
 def failing_client(settings: Settings, ctx: AppContext) -> Iterator[TestClient]:
     app = create_app(settings, ctx)
-    router = APIRouter()
+    router = api_router(tags=["test"])
 
     @router.get("/api/boom")
     def boom() -> None:

@@ -11,15 +11,15 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 
-from fastapi import APIRouter
 from fastapi.responses import StreamingResponse
 
 from spark_trainer.context import AppContext
 from spark_trainer.deps import Context, StreamUser
 from spark_trainer.metrics.frames import SSE_CLOSING, SSE_OPEN, SSE_PING
 from spark_trainer.models import Role
+from spark_trainer.routing import api_router
 
-router = APIRouter(tags=["events"])
+router = api_router(tags=["events"])
 
 KEEPALIVE_SECONDS = 15.0
 # Sent when a subscriber fell so far behind that messages were dropped: refetch.

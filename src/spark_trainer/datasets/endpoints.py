@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request, Response, status
+from fastapi import Depends, Query, Request, Response, status
 
 from spark_trainer.datasets import service
 from spark_trainer.datasets.schemas import (
@@ -18,9 +18,10 @@ from spark_trainer.kit.pagination import PagingParams
 from spark_trainer.kit.schemas import Page
 from spark_trainer.models import User
 from spark_trainer.registry.endpoints import get_model_reader
+from spark_trainer.routing import api_router
 from spark_trainer.storage.http import blob_response
 
-router = APIRouter(prefix="/api/datasets", tags=["datasets"])
+router = api_router(prefix="/api/datasets", tags=["datasets"])
 
 # The caller, or for a running job's own token its owner: a recipe reads the dataset its
 # config names by id the way it reads a registered base model.

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from fastapi import APIRouter, Request, Response, status
+from fastapi import Request, Response, status
 from fastapi.responses import StreamingResponse
 
 from spark_trainer.deployments import service
@@ -15,12 +15,13 @@ from spark_trainer.deployments.schemas import (
 from spark_trainer.deps import Context, CurrentUser, DbSession, bearer_credential
 from spark_trainer.kit.pagination import PagingParams
 from spark_trainer.kit.schemas import Page
+from spark_trainer.routing import api_router
 
-router = APIRouter(prefix="/api/deployments", tags=["deployments"])
+router = api_router(prefix="/api/deployments", tags=["deployments"])
 # The endpoint's routes on a router of their own, which the app includes first: routing
 # tries every route included before a request's own, and behind all the API's routers
 # that matching was a quarter of the proxy's CPU per request.
-proxy_router = APIRouter(prefix="/api/deployments", tags=["deployments"])
+proxy_router = api_router(prefix="/api/deployments", tags=["deployments"])
 
 
 @router.get("", response_model=Page[DeploymentRead], summary="List deployments, newest first")

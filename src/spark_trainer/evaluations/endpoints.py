@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query, status
+from fastapi import Query, status
 
 from spark_trainer.deps import Context, CurrentUser, DbSession
 from spark_trainer.evaluations import service
@@ -10,8 +10,9 @@ from spark_trainer.evaluations.schemas import EvaluationCreate, EvaluationRead
 from spark_trainer.kit.pagination import PagingParams
 from spark_trainer.kit.schemas import Page
 from spark_trainer.models import Benchmark
+from spark_trainer.routing import api_router
 
-router = APIRouter(prefix="/api/evaluations", tags=["evaluations"])
+router = api_router(prefix="/api/evaluations", tags=["evaluations"])
 
 
 @router.get("", response_model=Page[EvaluationRead], summary="List evaluations, newest first")

@@ -4,7 +4,7 @@ from functools import partial
 from typing import Annotated, Literal
 
 import orjson
-from fastapi import APIRouter, Query, Response, status
+from fastapi import Query, Response, status
 from pydantic import StringConstraints
 
 from spark_trainer.deps import CurrentReader, CurrentUser, DbSession, read_on_loop
@@ -19,8 +19,9 @@ from spark_trainer.experiments.schemas import (
 from spark_trainer.experiments.service import RUN_SORT_PATTERN, TAG_FILTER_PATTERN
 from spark_trainer.kit.pagination import MAX_INT64, PagingParams
 from spark_trainer.kit.schemas import Page
+from spark_trainer.routing import api_router
 
-router = APIRouter(prefix="/api/experiments", tags=["experiments"])
+router = api_router(prefix="/api/experiments", tags=["experiments"])
 
 
 @router.get("", response_model=Page[ExperimentRead], summary="List experiments, newest first")

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
-
 from spark_trainer.deps import Context, CurrentUser, DbSession
 from spark_trainer.gpus.repository import GpuAllocationRepository
 from spark_trainer.gpus.schemas import GpuRead, SystemMetricsRead, gpu_rows
+from spark_trainer.routing import api_router
 from spark_trainer.system.metrics import system_snapshot
 
-router = APIRouter(tags=["gpus"])
+router = api_router(tags=["gpus"])
 
 
 # Plain ``def`` handlers: NVML and psutil block briefly, so they run in the thread pool.

@@ -2,7 +2,6 @@ from __future__ import annotations
 
 from typing import Literal
 
-from fastapi import APIRouter
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
@@ -10,8 +9,9 @@ from pydantic import BaseModel, Field
 
 from spark_trainer.deps import Context
 from spark_trainer.observability.prometheus import exposition
+from spark_trainer.routing import api_router
 
-router = APIRouter(tags=["health"])
+router = api_router(tags=["health"])
 
 
 class Healthy(BaseModel):

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from functools import partial
 
-from fastapi import APIRouter, Request, Response, status
+from fastapi import Request, Response, status
 
 from spark_trainer.deps import (
     AdminReader,
@@ -27,9 +27,10 @@ from spark_trainer.identity.schemas import (
 )
 from spark_trainer.kit.pagination import PagingParams
 from spark_trainer.kit.schemas import Page
+from spark_trainer.routing import api_router
 
-auth_router = APIRouter(prefix="/api/auth", tags=["auth"])
-users_router = APIRouter(prefix="/api/users", tags=["users"])
+auth_router = api_router(prefix="/api/auth", tags=["auth"])
+users_router = api_router(prefix="/api/users", tags=["users"])
 
 
 @auth_router.post(

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Annotated
 
 import orjson
-from fastapi import APIRouter, Query, Request, status
+from fastapi import Query, Request, status
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response, StreamingResponse
 from sqlalchemy.orm import Session, sessionmaker
@@ -39,9 +39,10 @@ from spark_trainer.kit.schemas import Page
 from spark_trainer.metrics import store
 from spark_trainer.metrics.pipeline import InvalidPoint, parse_point
 from spark_trainer.models import Job, JobStatus
+from spark_trainer.routing import api_router
 from spark_trainer.runtime.jobfiles import JOB_TOKEN_PREFIX
 
-router = APIRouter(prefix="/api/jobs", tags=["jobs"])
+router = api_router(prefix="/api/jobs", tags=["jobs"])
 
 MAX_LOG_BYTES = 8 * 1024 * 1024
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Query, WebSocket, WebSocketDisconnect
+from fastapi import Header, Query, WebSocket, WebSocketDisconnect
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 
@@ -25,8 +25,9 @@ from spark_trainer.jobs import service
 from spark_trainer.jobs.subscription import job_messages
 from spark_trainer.kit.pagination import MAX_INT64
 from spark_trainer.metrics.frames import SSE_CLOSING, SSE_OPEN, SSE_PING, sse_end
+from spark_trainer.routing import TEXT_RULE, api_router
 
-router = APIRouter(tags=["jobs"])
+router = api_router(tags=["jobs"])
 
 
 @router.get(
@@ -98,7 +99,7 @@ def _authorize_socket(ctx: AppContext, websocket: WebSocket, job_id: str) -> int
     return cursor
 
 
-@router.websocket("/ws/jobs/{job_id}/stream")
+@router.websocket("/ws/jobs/{job_id}/stream", dependencies=[TEXT_RULE])
 async def stream_job_ws(websocket: WebSocket, job_id: str) -> None:
     ctx: AppContext = websocket.app.state.ctx
     try:

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Query
+from fastapi import Query
 from fastapi.responses import JSONResponse, Response
 
 from spark_trainer.deps import CurrentUser, DbSession
@@ -10,8 +10,9 @@ from spark_trainer.leaderboard import service
 from spark_trainer.leaderboard.repository import Order, SortKey
 from spark_trainer.leaderboard.schemas import Leaderboard
 from spark_trainer.models import Benchmark
+from spark_trainer.routing import api_router
 
-router = APIRouter(prefix="/api/leaderboard", tags=["leaderboard"])
+router = api_router(prefix="/api/leaderboard", tags=["leaderboard"])
 
 
 @router.get(

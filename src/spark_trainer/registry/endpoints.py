@@ -3,7 +3,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, Query, Request, status
+from fastapi import Depends, Header, Query, Request, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import StreamingResponse
 from pydantic import ValidationError
@@ -35,10 +35,11 @@ from spark_trainer.registry.schemas import (
     TagRequest,
 )
 from spark_trainer.registry.upload import ARCHIVE_FIELD, FILE_FIELD, ReceivedModel, receive_model
+from spark_trainer.routing import api_router
 from spark_trainer.runtime.jobfiles import JOB_TOKEN_PREFIX
 from spark_trainer.storage.http import blob_response, safe_filename
 
-router = APIRouter(prefix="/api/models", tags=["models"])
+router = api_router(prefix="/api/models", tags=["models"])
 
 
 @router.get("", response_model=Page[ModelRead], summary="List model versions, newest first")

@@ -1,14 +1,15 @@
 from __future__ import annotations
 
-from fastapi import APIRouter, status
+from fastapi import status
 
 from spark_trainer.deps import Context, CurrentUser, DbSession
 from spark_trainer.kit.pagination import PagingParams
 from spark_trainer.kit.schemas import Page
+from spark_trainer.routing import api_router
 from spark_trainer.studies import service
 from spark_trainer.studies.schemas import StudyCreate, StudyDetail, StudyRead
 
-router = APIRouter(prefix="/api/hpo/studies", tags=["hpo"])
+router = api_router(prefix="/api/hpo/studies", tags=["hpo"])
 
 
 @router.get("", response_model=Page[StudyRead], summary="List HPO studies, newest first")
