@@ -44,6 +44,16 @@ def test_priority_first_then_fifo(client: TestClient, alice: Account, tmp_path: 
     assert waiting["status"] == "pending"
     assert "needs 4 GPUs; the largest free block is 0" in waiting["pending_reason"]
     assert "3 jobs ahead in the queue" in waiting["pending_reason"]
+    # The list numbers the whole page at once; each job's place is the one its detail shows.
+    listed = client.get("/api/jobs?status=pending", headers=alice.headers).json()["items"]
+    places = {job["id"]: job["pending_reason"].split("; ")[-1] for job in listed}
+    assert places == {
+        high_1["id"]: places[high_1["id"]],  # first in the queue: no count
+        high_2["id"]: "1 job ahead in the queue",
+        mid["id"]: "2 jobs ahead in the queue",
+        low["id"]: "3 jobs ahead in the queue",
+    }
+    assert "ahead" not in places[high_1["id"]]
 
     release.touch()
     order = _started_order(

@@ -1,7 +1,5 @@
 from __future__ import annotations
 
-from collections.abc import Mapping
-from datetime import UTC
 from functools import cache
 from typing import Any
 
@@ -12,7 +10,7 @@ from spark_trainer.db.reads import read_columns
 from spark_trainer.identity.viewer import Viewer
 from spark_trainer.kit.pagination import PageQuery
 from spark_trainer.models import Job, JobEvent, JobStatus
-from spark_trainer.models.job import ahead_in_queue
+from spark_trainer.models.job import QUEUE_ORDER, ahead_in_queue
 
 
 class JobRepository:
@@ -66,6 +64,23 @@ def _by_id(fields: tuple[str, ...]) -> Select[Any]:
 
 
 @cache
+def _queue_places() -> Select[Any]:
+    # One statement for a whole page: the pending queue numbered in the scheduler's order
+    # (one sort in the database), instead of one count of the jobs ahead per pending job.
+    order = [
+        _JOBS.c[name].desc() if descending else _JOBS.c[name] for name, descending in QUEUE_ORDER
+    ]
+    queue = (
+        select(_JOBS.c.id, (func.row_number().over(order_by=order) - 1).label("ahead"))
+        .where(_JOBS.c.status == JobStatus.PENDING)
+        .subquery()
+    )
+    return select(queue.c.id, queue.c.ahead).where(
+        queue.c.id.in_(bindparam("job_ids", expanding=True))
+    )
+
+
+@cache
 def _events(fields: tuple[str, ...]) -> Select[Any]:
     return (
         select(*read_columns(_EVENTS, fields))
@@ -107,16 +122,8 @@ class JobRows:
         result = self.conn.execute(_events(fields), {"job_id": job_id})
         return [dict(zip(fields, row, strict=True)) for row in result]
 
-    def ahead_in_queue(self, job: Mapping[str, Any]) -> int:
-        """Pending jobs the scheduler considers before this one (its queue-order fields)."""
-        created_at = job["created_at"]
-        if created_at.tzinfo is None:  # read_columns' SQLite timestamp: naive UTC
-            job = {**job, "created_at": created_at.replace(tzinfo=UTC)}
-        return (
-            self.conn.scalar(
-                select(func.count())
-                .select_from(_JOBS)
-                .where(_JOBS.c.status == JobStatus.PENDING, ahead_in_queue(job))
-            )
-            or 0
-        )
+    def ahead_in_queue(self, job_ids: list[str]) -> dict[str, int]:
+        """For each pending job of ``job_ids``, the pending jobs the scheduler considers
+        before it (its place in the queue order); other jobs are left out."""
+        result = self.conn.execute(_queue_places(), {"job_ids": job_ids})
+        return {job_id: ahead for job_id, ahead in result}

@@ -146,8 +146,7 @@ def job_page(
     items, total = rows.page(
         viewer, JOB_FIELDS, status=status, limit=paging.limit, offset=paging.offset
     )
-    for item in items:
-        _explain_pending(rows, item)
+    _explain_pending(rows, items)
     return page_payload(items, total, paging)
 
 
@@ -158,14 +157,18 @@ def job_detail(conn: Connection, *, viewer: Viewer, job_id: str) -> dict[str, An
     if job is None:
         raise resource_not_found("Job", job_id)
     identity.ensure_owner(viewer, job["owner_id"], "Job", job_id)
-    _explain_pending(rows, job)
+    _explain_pending(rows, [job])
     job["events"] = rows.events(job_id, EVENT_FIELDS)
     return job
 
 
-def _explain_pending(rows: JobRows, job: dict[str, Any]) -> None:
-    if job["status"] == JobStatus.PENDING:
-        job["pending_reason"] = _pending_reason(job["pending_reason"], rows.ahead_in_queue(job))
+def _explain_pending(rows: JobRows, jobs: list[dict[str, Any]]) -> None:
+    pending = [job for job in jobs if job["status"] == JobStatus.PENDING]
+    if not pending:
+        return
+    ahead = rows.ahead_in_queue([job["id"] for job in pending])
+    for job in pending:
+        job["pending_reason"] = _pending_reason(job["pending_reason"], ahead.get(job["id"], 0))
 
 
 def cancel(session: Session, engine: JobEngine, user: User, job_id: str) -> Job:
