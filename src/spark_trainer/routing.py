@@ -40,6 +40,9 @@ from fastapi.dependencies.utils import get_typed_return_annotation, request_para
 from fastapi.exceptions import RequestValidationError
 from fastapi.params import Depends as DependsParam
 from fastapi.routing import APIRoute, APIWebSocketRoute
+from starlette._utils import get_route_path  # what Starlette matches routes against
+from starlette.routing import Match
+from starlette.types import Scope
 
 from spark_trainer.validation import reject_control_characters
 
@@ -180,9 +183,24 @@ class Route(APIRoute):
         return planned
 
 
+class DomainRouter(APIRouter):
+    """A domain's router, which declines a path outside its prefix without trying its routes.
+
+    The app tries its routers in turn, and FastAPI's included router matches a request by
+    trying each of its routes (twice for the router that wins: once to choose it, once to
+    handle). Every route's path starts with the router's prefix, so a path that does not
+    can match none of them.
+    """
+
+    def matches(self, scope: Scope) -> tuple[Match, Scope]:
+        if self.prefix and not get_route_path(scope).startswith(self.prefix):
+            return Match.NONE, {}
+        return super().matches(scope)
+
+
 def api_router(*, prefix: str = "", tags: list[str]) -> APIRouter:
     """A domain's router: every HTTP route on it is a :class:`Route`."""
-    return APIRouter(prefix=prefix, tags=list(tags), route_class=Route)
+    return DomainRouter(prefix=prefix, tags=list(tags), route_class=Route)
 
 
 def check_router(router: APIRouter) -> None:
