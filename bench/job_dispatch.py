@@ -111,8 +111,9 @@ def _spawn_costs(work: Path, rounds: int = 20) -> dict[str, float]:
         )
         try:
             chain.append(1000 * (_read_stamp(stamp) - before))
+            proc.wait()
         finally:
-            stop_process(proc)
+            stop_process(proc)  # only reaps, unless the stamp never came
     return {
         "python_ms": statistics.median(bare),
         "python_isolated_ms": statistics.median(isolated),
