@@ -1,9 +1,14 @@
-"""What every benchmark returns, and how the runner prints it."""
+"""What every benchmark returns, how the runner prints it, and how a benchmark stops the
+processes it started."""
 
 from __future__ import annotations
 
+import contextlib
+import signal
+import subprocess
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass(slots=True)
@@ -102,3 +107,38 @@ def wait_for_quiet(max_wait_s: float, threshold_cores: float = 0.15) -> float:
     if busy > threshold_cores:
         print(f"  WARNING: still {busy:.2f} cores busy elsewhere; figures may be low", flush=True)
     return busy
+
+
+def stop_process(proc: subprocess.Popen[Any] | None, grace_s: float = 15.0) -> int | None:
+    """Stops a process a benchmark started, and whatever it started; returns its exit code.
+
+    SIGTERM, up to ``grace_s`` for it to exit, then SIGKILL; it is reaped either way, also
+    when Ctrl-C interrupts the wait. Its descendants, as they were when the stop began, are
+    SIGKILLed once it has gone: a server's job processes run in sessions of their own and
+    outlive it by design, and an mlflow server's workers may outlive their master. Safe on
+    a process that has already exited, and when called twice.
+    """
+    if proc is None:
+        return None
+    import psutil
+
+    try:
+        descendants = psutil.Process(proc.pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        descendants = []
+    try:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=grace_s)
+            except subprocess.TimeoutExpired:
+                proc.send_signal(signal.SIGKILL)
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        for child in descendants:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                child.kill()
+        psutil.wait_procs(descendants, timeout=10)
+    return proc.returncode

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -17,6 +16,8 @@ from typing import IO
 from urllib.parse import urlsplit
 
 import httpx
+
+from bench._common import stop_process
 
 DEFAULT_POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 ADMIN_PASSWORD = "bench-admin-password"
@@ -124,13 +125,7 @@ def running_server(
         _wait_healthy(server, startup_timeout_s)
         yield server
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop_process(proc, grace_s=15)
         log.close()
 
 

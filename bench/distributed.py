@@ -32,7 +32,6 @@ import argparse
 import os
 import shlex
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -45,7 +44,7 @@ from typing import IO
 
 import httpx
 
-from bench._common import Result
+from bench._common import Result, stop_process
 from bench._jobs import (
     BASE_ENV,
     Backend,
@@ -107,8 +106,7 @@ def _private_redis(work: Path) -> Iterator[str]:
                 time.sleep(0.05)
         yield url
     finally:
-        proc.terminate()
-        proc.wait()
+        stop_process(proc, grace_s=10)
 
 
 class _Worker:
@@ -135,9 +133,9 @@ class _Worker:
         )
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            self.proc.wait(timeout=60)
+        # SIGTERM first: a worker stopped so marks its node down at once (the start rate
+        # below waits for that).
+        stop_process(self.proc, grace_s=60)
 
 
 def _wait_node(client: httpx.Client, token: str, up: bool, timeout_s: float = 120) -> None:

@@ -36,7 +36,7 @@ from typing import Any
 
 import psutil
 
-from bench._common import Result, wait_for_quiet
+from bench._common import Result, stop_process, wait_for_quiet
 from bench._jobs import (
     Backend,
     CpuMeter,
@@ -109,8 +109,11 @@ def _spawn_costs(work: Path, rounds: int = 20) -> dict[str, float]:
             [sys.executable, "-I", "-S", "-c", SHIM_SOURCE, str(exit_file), command],
             start_new_session=True,
         )
-        chain.append(1000 * (_read_stamp(stamp) - before))
-        proc.wait()
+        try:
+            chain.append(1000 * (_read_stamp(stamp) - before))
+            proc.wait()
+        finally:
+            stop_process(proc)  # only reaps, unless the stamp never came
     return {
         "python_ms": statistics.median(bare),
         "python_isolated_ms": statistics.median(isolated),

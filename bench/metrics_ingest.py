@@ -36,7 +36,6 @@ import argparse
 import json
 import math
 import os
-import signal
 import statistics
 import subprocess
 import tempfile
@@ -46,7 +45,7 @@ from typing import Any
 
 import httpx
 
-from bench._common import Result, wait_for_quiet
+from bench._common import Result, stop_process, wait_for_quiet
 from bench._jobs import (
     Backend,
     CpuMeter,
@@ -510,19 +509,23 @@ def _mlflow_python(args: argparse.Namespace) -> Path | None:
     return python if probe.returncode == 0 else None
 
 
+class MlflowDidNotStart(RuntimeError):
+    """The comparison's peer never answered: nothing of it was measured."""
+
+
 def _wait_http(url: str, proc: subprocess.Popen[bytes], timeout_s: float) -> None:
     deadline = time.monotonic() + timeout_s
     with httpx.Client(timeout=2) as client:
         while time.monotonic() < deadline:
             if proc.poll() is not None:
-                raise RuntimeError(f"mlflow server exited with {proc.returncode}")
+                raise MlflowDidNotStart(f"mlflow server exited with {proc.returncode}")
             try:
                 if client.get(url).status_code == 200:
                     return
             except httpx.TransportError:
                 pass
             time.sleep(0.25)
-    raise RuntimeError(f"mlflow server not healthy after {timeout_s:.0f}s")
+    raise MlflowDidNotStart(f"mlflow server not healthy after {timeout_s:.0f}s")
 
 
 def _run_mlflow(
@@ -545,8 +548,13 @@ def _run_mlflow(
         str(args.mlflow_workers),
     ]
     with log_path.open("wb") as log:
-        # Its own session: the server forks workers, and all of them go at the end.
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            # Its own session: the server forks workers, and all of them go at the end.
+            proc = subprocess.Popen(
+                cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        except OSError as exc:
+            raise MlflowDidNotStart(f"mlflow server could not be started: {exc}") from exc
     try:
         _wait_http(f"http://127.0.0.1:{port}/health", proc, 180)
         if args.quiet_wait > 0:
@@ -567,12 +575,7 @@ def _run_mlflow(
             check=False,
         )
     finally:
-        try:
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(timeout=20)
-        except (ProcessLookupError, subprocess.TimeoutExpired):
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        stop_process(proc, grace_s=20)
     if client.returncode != 0:
         tail = log_path.read_text(errors="replace")[-2000:]
         raise RuntimeError(f"mlflow client failed: {client.stderr[-2000:]}\nserver log:\n{tail}")
@@ -597,11 +600,25 @@ def _mlflow(backend: str, args: argparse.Namespace, ours: dict[str, float]) -> R
     else:
         with tempfile.TemporaryDirectory(prefix=f"bench-mlflow-{backend}-") as tmp_name:
             tmp = Path(tmp_name)
-            if backend == "sqlite":
-                theirs = _run_mlflow(python, f"sqlite:///{tmp / 'mlflow.db'}", tmp, args)
-            else:
-                with temporary_postgres_database(args.postgres_url, prefix="mlflow_bench") as url:
-                    theirs = _run_mlflow(python, url, tmp, args)
+            try:
+                if backend == "sqlite":
+                    theirs = _run_mlflow(python, f"sqlite:///{tmp / 'mlflow.db'}", tmp, args)
+                else:
+                    with temporary_postgres_database(
+                        args.postgres_url, prefix="mlflow_bench"
+                    ) as url:
+                        theirs = _run_mlflow(python, url, tmp, args)
+            except MlflowDidNotStart as exc:
+                # No figure of MLflow's, so no ratio: a reference figure would pass for a
+                # measurement of this run.
+                log = (tmp / "mlflow-server.log").read_text(errors="replace")[-1500:]
+                print(
+                    f"{NAME} {backend} vs MLflow: failed, not measured ({exc}); server log:\n{log}",
+                    flush=True,
+                )
+                return Result(
+                    NAME, f"{backend} vs mlflow", {}, {"mlflow": f"failed, not measured: {exc}"}
+                )
     label = "measured" if measured else "reference (not measured in this run)"
     batch = ours["http_batch_points_per_s"] / theirs["batch_points_per_s"]
     file_ratio = ours["file_points_per_s"] / theirs["batch_points_per_s"]

@@ -36,7 +36,7 @@ from pathlib import Path
 
 import httpx
 
-from bench._common import Result, wait_for_quiet
+from bench._common import Result, stop_process, wait_for_quiet
 from bench._jobs import (
     Backend,
     CpuMeter,
@@ -130,19 +130,24 @@ def _subscribe_and_go(
         clients.append((prefix, subprocess.Popen(cmd, env=env, cwd=ROOT)))
     cpu_before = _children_cpu_s()
     deadline = time.monotonic() + 150  # the clients give up connecting after 90 s
-    for prefix, proc in clients:
-        while not Path(f"{prefix}.ready").exists():
-            if proc.poll() is not None or time.monotonic() > deadline:
-                for _, other in clients:
-                    other.kill()
-                    other.wait()
-                raise RuntimeError(f"stream client {prefix} did not connect (exit {proc.poll()})")
-            time.sleep(0.01)
-    time.sleep(1.0)  # from response headers to registered with the hub
-    with CpuMeter(b.server.pid) as cpu:
-        go.touch()
+    try:
+        for prefix, proc in clients:
+            while not Path(f"{prefix}.ready").exists():
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(
+                        f"stream client {prefix} did not connect (exit {proc.poll()})"
+                    )
+                time.sleep(0.01)
+        time.sleep(1.0)  # from response headers to registered with the hub
+        with CpuMeter(b.server.pid) as cpu:
+            go.touch()
+            for _, proc in clients:
+                proc.wait(timeout=expected_s * 4 + 120)
+    except BaseException:
+        # A failure or Ctrl-C: no subscriber process outlives the benchmark.
         for _, proc in clients:
-            proc.wait(timeout=expected_s * 4 + 120)
+            stop_process(proc)
+        raise
     return clients, cpu, cpu_before
 
 

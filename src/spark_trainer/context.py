@@ -112,6 +112,7 @@ class AppContext:
             pipeline,
             artifacts,
             job_end_handlers(artifacts),
+            runs_jobs=dispatcher is None,
             on_placed=dispatcher.dispatch if dispatcher is not None else None,
         )
         studies = StudyController(settings, session_factory, jobs)

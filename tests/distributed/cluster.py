@@ -77,9 +77,12 @@ def cluster_env(redis_url: str, stale_seconds: float) -> dict[str, str]:
 
 
 class Worker:
-    """A ``sparktrainer worker`` process: one GPU node with a virtual inventory."""
+    """A ``sparktrainer worker`` process: one node with a virtual inventory of ``gpus``, or
+    with this machine's GPUs (NVML: none here) when ``gpus`` is None."""
 
-    def __init__(self, data_dir: Path, database_url: str, name: str, gpus: int, **env: str) -> None:
+    def __init__(
+        self, data_dir: Path, database_url: str, name: str, gpus: int | None, **env: str
+    ) -> None:
         self.data_dir = data_dir
         self.name = name
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("SPARKTRAINER_")}
@@ -91,9 +94,10 @@ class Worker:
             SPARKTRAINER_KILL_GRACE_SECONDS="2",
             SPARKTRAINER_LOG_LEVEL="WARNING",
             SPARKTRAINER_NODE_NAME=name,
-            SPARKTRAINER_GPUS=str(gpus),
             **env,
         )
+        if gpus is not None:
+            self.env["SPARKTRAINER_GPUS"] = str(gpus)
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:

@@ -46,6 +46,7 @@ def test_metrics_are_served_unauthenticated_in_prometheus_format(
 
 def test_waiting_reasons_become_few_labels() -> None:
     assert waiting_reason(None) == "not_yet_scheduled"
+    assert waiting_reason("no node is up") == "no_node_up"
     assert waiting_reason("needs 4 GPUs; the largest free block is 2") == "gpus_busy"
     assert waiting_reason("needs 8 GPUs; the largest node has 4") == "no_node_large_enough"
     assert (

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from spark_trainer.scheduler.policy import QueuedJob, schedule
+from spark_trainer.scheduler.policy import NO_NODE_UP, QueuedJob, schedule
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -88,3 +88,40 @@ def test_ten_thousand_pending_jobs_in_one_pass() -> None:
     used = [g for p in decision.placements for g in p.gpus]
     assert len(used) == len(set(used)) <= 8
     assert len(decision.placements) + len(decision.reasons) == 10_000
+
+
+def test_a_job_without_gpus_runs_on_a_cpu_node() -> None:
+    decision = schedule([job("prep", 0)], free={"cpu": []}, capacity={"cpu": 0}, reserve_after=0)
+    assert [(p.job_id, p.node, p.gpus) for p in decision.placements] == [("prep", "cpu", ())]
+    assert decision.reasons == {}
+
+
+def test_jobs_without_gpus_prefer_the_node_with_fewest_free_gpus() -> None:
+    decision = schedule(
+        [job("prep", 0), job("eval", 0)],
+        free={"gpu": [0, 1, 2, 3], "cpu": []},
+        capacity={"gpu": 4, "cpu": 0},
+        reserve_after=0,
+    )
+    assert [(p.node, p.gpus) for p in decision.placements] == [("cpu", ()), ("cpu", ())]
+
+
+def test_a_reservation_never_holds_back_a_job_without_gpus() -> None:
+    decision = schedule(
+        [job("big", 4, priority=5, age=600), job("small", 1), job("prep", 0)],
+        free={"n1": [2, 3]},
+        capacity={"n1": 4},
+        reserve_after=60,
+    )
+    # "big" reserved n1: the 1-GPU job waits for it, the job without GPUs starts there.
+    assert [(p.job_id, p.node, p.gpus) for p in decision.placements] == [("prep", "n1", ())]
+    assert "reserved for big" in decision.reasons["small"]
+    assert decision.reasons["big"].endswith("it has reserved node n1")
+
+
+def test_with_no_node_up_every_job_says_so() -> None:
+    decision = schedule(
+        [job("prep", 0), job("train", 2, age=600)], free={}, capacity={}, reserve_after=0
+    )
+    assert decision.placements == []
+    assert decision.reasons == {"prep": NO_NODE_UP, "train": NO_NODE_UP}

@@ -10,8 +10,8 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from spark_trainer.evaluations.scorers.mmlu_subjects import expand
+from spark_trainer.kit.benchmarks import Benchmark
 from spark_trainer.kit.schemas import InputSchema
-from spark_trainer.models import Benchmark
 
 Variant = Literal["direct", "jailbreak"]
 VARIANTS: tuple[Variant, ...] = ("direct", "jailbreak")

@@ -20,7 +20,7 @@ from typing import Any
 
 from spark_trainer.evaluations.configs import CocoConfig, MmluConfig, SafetyConfig
 from spark_trainer.evaluations.spec import PREDICTIONS_FILE, RESULTS_FILE, RunSpec, output_dir
-from spark_trainer.models import Benchmark
+from spark_trainer.kit.benchmarks import Benchmark
 
 Progress = Callable[[int], None]
 

@@ -248,7 +248,8 @@ def build_inventory(settings: Settings) -> GpuInventory:
 
 
 NO_GPUS_HINT = (
-    "No GPUs were found (NVML reports none). Jobs that need GPUs will be refused until "
-    "there are some. On a machine without GPUs, configure a virtual inventory to try "
-    "SparkTrainer out: SPARKTRAINER_GPUS=4 (four 80GB GPUs) or SPARKTRAINER_GPUS=4x24GB."
+    "No GPUs were found (NVML reports none). Jobs that need no GPU (gpu_count 0) run here; "
+    "jobs that need GPUs will be refused until there are some. On a machine without GPUs, "
+    "configure a virtual inventory to try SparkTrainer out: SPARKTRAINER_GPUS=4 (four 80GB "
+    "GPUs) or SPARKTRAINER_GPUS=4x24GB."
 )

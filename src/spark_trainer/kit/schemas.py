@@ -4,12 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Annotated, Any, Generic, Self, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, Generic, Self, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, field_validator
 
-from spark_trainer.kit.pagination import Paging
 from spark_trainer.kit.text import check_text
+
+if TYPE_CHECKING:
+    # Only named in a signature: at run time it would bring FastAPI into every program
+    # that reads a schema (the evaluation job's among them).
+    from spark_trainer.kit.pagination import Paging
 
 
 def _iso_z(value: datetime) -> str:

@@ -1,5 +1,6 @@
 """All ORM tables live in this one package so relationships never cause import cycles."""
 
+from spark_trainer.kit.benchmarks import Benchmark
 from spark_trainer.models.base import Base
 from spark_trainer.models.dataset import Dataset, DatasetFormat, DatasetVersion
 from spark_trainer.models.deployment import (
@@ -10,7 +11,7 @@ from spark_trainer.models.deployment import (
     DeploymentStatus,
     ReplicaState,
 )
-from spark_trainer.models.evaluation import Benchmark, Evaluation
+from spark_trainer.models.evaluation import Evaluation
 from spark_trainer.models.experiment import Experiment, MetricSummary
 from spark_trainer.models.job import (
     FINAL_STATUSES,

@@ -1,19 +1,13 @@
 from __future__ import annotations
 
 from datetime import datetime
-from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import JSON, Float, ForeignKey, Index, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
+from spark_trainer.kit.benchmarks import Benchmark
 from spark_trainer.models.base import Base, TimestampMixin
-
-
-class Benchmark(StrEnum):
-    MMLU = "mmlu"
-    COCO = "coco"
-    SAFETY = "safety"
 
 
 class Evaluation(TimestampMixin, Base):

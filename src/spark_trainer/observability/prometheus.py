@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from spark_trainer.metrics.hub import StreamHub
 from spark_trainer.models import GpuAllocation, Job, JobEvent, JobStatus, Node
+from spark_trainer.scheduler.policy import NO_NODE_UP
 
 FINAL = [str(JobStatus.COMPLETED), str(JobStatus.FAILED), str(JobStatus.CANCELLED)]
 DISPATCH_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
@@ -33,6 +34,8 @@ def waiting_reason(pending_reason: str | None) -> str:
     """A pending job's reason (``scheduler.policy``) as a label of few values."""
     if pending_reason is None:
         return "not_yet_scheduled"
+    if pending_reason == NO_NODE_UP:
+        return "no_node_up"
     if "the largest node has" in pending_reason:
         return "no_node_large_enough"
     if "is reserved for" in pending_reason:

@@ -7,12 +7,12 @@ Every API process runs one engine; they share the database and coordinate only t
   the queue, the live nodes and the GPU allocation rows, runs ``scheduler.policy`` and
   commits each placement with its allocation rows; the database's key on (node, GPU)
   refuses a GPU held twice.
-- **Supervision** happens on each node's own process (one that has GPUs registers its
-  node): it launches the jobs placed on its node through its executor, records each exit,
-  delivers cancel requests (a bus message, and a periodic look at
-  ``cancel_requested_at``), and reconciles: a job ``running`` on this node that the
-  executor does not supervise is adopted, which reports its exit if it is gone, so an exit
-  that failed to record is recorded on the next pass.
+- **Supervision** happens on each node's own process (every process that runs jobs
+  registers its node, a CPU node when it has no GPUs): it launches the jobs placed on its
+  node through its executor, records each exit, delivers cancel requests (a bus message,
+  and a periodic look at ``cancel_requested_at``), and reconciles: a job ``running`` on
+  this node that the executor does not supervise is adopted, which reports its exit if it
+  is gone, so an exit that failed to record is recorded on the next pass.
 - The leader also settles jobs on nodes that stopped heartbeating and GPU rows left by
   ended jobs.
 - Job ends go to the outbox (``runtime.states``); ``runtime.events`` delivers them.
@@ -107,12 +107,14 @@ class JobEngine:
         handlers: HandlerRegistry | None = None,
         *,
         schedules: bool = True,
+        runs_jobs: bool = True,
         on_placed: Callable[[str, str], None] | None = None,
     ) -> None:
         self.settings = settings
-        # Distributed mode: a worker node supervises only (never the leader), and the
-        # leader hands each placement on another node to ``on_placed`` (job id, node) once
-        # it is committed (the Celery dispatch; the node's own pass is the fallback).
+        # Distributed mode: a worker node supervises only (never the leader), an API
+        # process runs no jobs (no node of its own), and the leader hands each placement
+        # to ``on_placed`` (job id, node) once it is committed (the Celery dispatch; the
+        # node's own pass is the fallback).
         self.schedules = schedules
         self.on_placed = on_placed
         self.session_factory = session_factory
@@ -133,6 +135,7 @@ class JobEngine:
             inventory,
             self.node,
             interval=settings.node_heartbeat_seconds,
+            runs_jobs=runs_jobs,
             before_rejoin=lambda: self.stop_superseded(REJOIN_WAIT_SECONDS),
         )
         self.handlers = handlers or HandlerRegistry()

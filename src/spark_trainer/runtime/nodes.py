@@ -1,9 +1,11 @@
 """This process's node in the ``nodes`` table: registration and heartbeats.
 
-A process whose machine has GPUs registers its node with its inventory and heartbeats
-while it runs; the scheduling leader places jobs on nodes whose heartbeat is fresh, so a
-process without GPUs schedules onto GPUs elsewhere. Submissions are checked against every
-registered node (a node that is down now may come back).
+A process that runs jobs (an embedded ``serve``, a distributed mode's ``worker``)
+registers its node with its GPU inventory and heartbeats while it runs, with or without
+GPUs: one without is a CPU node, where jobs that need no GPU run. The scheduling leader
+places jobs on nodes whose heartbeat is fresh. A distributed mode's API process runs no
+jobs and registers nothing. Submissions are checked against every registered node (a node
+that is down now may come back).
 
 A node marked lost (it stopped heartbeating, say cut off from the database while its job
 processes ran on) has had its jobs failed or requeued and its GPUs handed out again: before
@@ -34,18 +36,16 @@ class NodeHeartbeat:
         name: str,
         *,
         interval: float,
+        runs_jobs: bool = True,
         before_rejoin: Callable[[], None] | None = None,
     ) -> None:
         self.session_factory = session_factory
+        self.runs_jobs = runs_jobs
         self.before_rejoin = before_rejoin
         self.inventory = inventory
         self.name = name
         self.interval = interval
         self._last = 0.0
-
-    @property
-    def runs_jobs(self) -> bool:
-        return bool(self.inventory.devices())
 
     def beat(self, *, force: bool = False) -> None:
         """Registers or refreshes the node row, at most every ``interval`` seconds."""

@@ -13,6 +13,10 @@ Rules, in order:
    node (the one that can hold it with the most GPUs already free). Jobs after it in the
    queue may not start on that node, so its free GPUs only grow as running jobs end, until
    it fits. Jobs ahead of it (higher priority) are unaffected.
+5. A job that needs no GPU (``gpu_count`` 0: data preparation, CPU evaluation) fits any up
+   node, including one without GPUs (a CPU node), and no reservation holds it back: it
+   takes nothing a reserved node is saving up. With no node up at all, every job waits
+   with the reason ``NO_NODE_UP``.
 
 Nothing here touches the database or the clock: the scheduler service feeds it snapshots,
 which keeps it fast (10,000 pending jobs are one linear pass) and easy to test.
@@ -23,6 +27,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+
+NO_NODE_UP = "no node is up"
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,12 +64,15 @@ def schedule(
     """Decides which queued jobs start now and where.
 
     ``queue`` must already be in the queue order (``models.job.QUEUE_ORDER``). ``free``
-    maps each node to its free GPU indices; ``capacity`` to its total GPU count.
+    maps each up node to its free GPU indices; ``capacity`` to its total GPU count.
     """
     decision = Decision()
+    if not capacity:
+        decision.reasons = dict.fromkeys((job.id for job in queue), NO_NODE_UP)
+        return decision
     available = {node: sorted(gpus) for node, gpus in free.items()}
     reserved_by: dict[str, QueuedJob] = {}
-    largest_node = max(capacity.values(), default=0)
+    largest_node = max(capacity.values())
 
     for job in queue:
         if job.gpu_count > largest_node:
@@ -89,10 +98,11 @@ def schedule(
 def _best_fit(
     job: QueuedJob, available: Mapping[str, list[int]], reserved_by: Mapping[str, QueuedJob]
 ) -> str | None:
+    # A job without GPUs takes nothing a reservation is saving up.
     fits = [
         node
         for node, gpus in available.items()
-        if len(gpus) >= job.gpu_count and node not in reserved_by
+        if len(gpus) >= job.gpu_count and (job.gpu_count == 0 or node not in reserved_by)
     ]
     return min(fits, key=lambda node: (len(available[node]), node)) if fits else None
 

@@ -1,4 +1,6 @@
-"""A GPU node's agent: registers the node, heartbeats, runs the jobs placed on it.
+"""A node's agent: registers the node, heartbeats, runs the jobs placed on it.
+
+A node without GPUs is a CPU node: it runs the jobs that need none (``gpu_count`` 0).
 
 It is the job engine without scheduling (the leader among the API processes places jobs)
 and without HTTP, plus a Celery worker consuming ``node.<name>``: each launch task makes
@@ -90,9 +92,10 @@ class WorkerNode:
         Job processes keep running: a worker started again on this node adopts them.
         """
         if not self.inventory.devices():
-            raise SystemExit(
-                f"node {self.name!r} has no GPUs (NVML reports none); on a machine without "
-                "GPUs set SPARKTRAINER_GPUS for a virtual inventory"
+            logger.warning(
+                "node %r has no GPUs: it runs jobs that need none (gpu_count 0); on a machine "
+                "without GPUs, SPARKTRAINER_GPUS sets a virtual inventory",
+                self.name,
             )
         self.stop_lost_jobs()
         self.bus.start()
