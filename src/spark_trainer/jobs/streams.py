@@ -24,7 +24,14 @@ from spark_trainer.errors import SparkTrainerError, Unauthorized, ValidationFail
 from spark_trainer.jobs import service
 from spark_trainer.jobs.subscription import job_messages
 from spark_trainer.kit.pagination import MAX_INT64
-from spark_trainer.metrics.frames import SSE_CLOSING, SSE_OPEN, SSE_PING, sse_end
+from spark_trainer.metrics.frames import (
+    SSE_CLOSING,
+    SSE_OPEN,
+    SSE_PING,
+    array_of,
+    sse_end,
+    sse_of,
+)
 from spark_trainer.routing import TEXT_RULE, api_router
 
 router = api_router(tags=["jobs"])
@@ -79,8 +86,8 @@ async def _sse(ctx: AppContext, job_id: str, cursor: int) -> AsyncIterator[bytes
         elif batch.end is not None:
             yield sse_end(batch.end)
         else:
-            # Every frame of this wake-up in one write.
-            yield b"".join(frame.sse for frame in batch.frames)
+            # Every frame of this wake-up in one write, encoded once for every subscriber.
+            yield sse_of(batch.chunks)
 
 
 def _authorize_socket(ctx: AppContext, websocket: WebSocket, job_id: str) -> int:
@@ -126,12 +133,14 @@ async def stream_job_ws(websocket: WebSocket, job_id: str) -> None:
                 await websocket.send_text(batch.end)
                 await websocket.close(code=1000, reason="job ended")
                 return
-            texts = [f.with_id if with_ids else f.data for f in batch.frames]
-            if batched and texts:
-                await websocket.send_text(f"[{', '.join(texts)}]")
+            if batch.keepalive:
+                continue  # the protocol's own pings keep a WebSocket alive
+            if batched:
+                await websocket.send_text(array_of(batch.chunks, with_ids=with_ids))
                 continue
-            for text in texts:
-                await websocket.send_text(text)
+            for chunk in batch.chunks:
+                for frame in chunk.frames:
+                    await websocket.send_text(frame.with_id if with_ids else frame.data)
     except WebSocketDisconnect:
         return
 

@@ -17,17 +17,17 @@ from sqlalchemy import select
 
 from spark_trainer.context import AppContext
 from spark_trainer.metrics import store
-from spark_trainer.metrics.frames import Frame, end_payload
-from spark_trainer.metrics.hub import JobStream
+from spark_trainer.metrics.frames import Chunk, Frame, end_payload
+from spark_trainer.metrics.hub import KEEPALIVE_SECONDS, JobStream
 from spark_trainer.models import Job, JobStatus
 
 HISTORY_BATCH = 5_000
-KEEPALIVE_SECONDS = 15.0
 
 
 @dataclass(frozen=True, slots=True)
 class Batch:
-    frames: list[Frame]
+    # Consecutive chunks: read from storage, or one or more ticks of the live stream.
+    chunks: list[Chunk]
     end: str | None = None
     # The server is shutting down: the stream ends here, without the job's end (a client
     # reconnects, with its last event id, to another process or after the restart).
@@ -35,7 +35,7 @@ class Batch:
 
     @property
     def keepalive(self) -> bool:
-        return not self.frames and self.end is None and not self.closing
+        return not self.chunks and self.end is None and not self.closing
 
 
 def _history(ctx: AppContext, job_id: str, after: int) -> list[Frame]:
@@ -78,7 +78,7 @@ async def job_messages(ctx: AppContext, job_id: str, after: int) -> AsyncIterato
                 frames = await run_in_threadpool(_history, ctx, job_id, cursor)
                 if frames:
                     cursor = frames[-1].seq
-                    yield Batch(frames)
+                    yield Batch([Chunk(frames)])
                 if len(frames) < HISTORY_BATCH:
                     break
             end = await run_in_threadpool(_final_end, ctx, job_id)
@@ -86,28 +86,26 @@ async def job_messages(ctx: AppContext, job_id: str, after: int) -> AsyncIterato
                 if ctx.hub.closing.is_set():
                     yield Batch([], closing=True)
                     return
-                live, covered, live_end = stream.since(cursor)
+                live, covered = stream.since(cursor)
                 if not covered:
                     break
                 if live:
-                    cursor = live[-1].seq
+                    cursor = live[-1].last
                     yield Batch(live)
                     continue
-                end = end or live_end
+                end = end or stream.end
                 if end is not None:
                     # Everything before the end is stored by now: one last look, then close.
                     rest = await run_in_threadpool(_history, ctx, job_id, cursor)
                     if rest:
-                        yield Batch(rest)
+                        yield Batch([Chunk(rest)])
                     yield Batch([], end)
                     return
-                if await stream.wait(KEEPALIVE_SECONDS):
-                    # Woken by a publish (whose frames an earlier pass may already have
-                    # sent): back to the buffer, no keep-alive and no database query.
+                if await stream.wait():
+                    # A tick (whose frames the history may already have sent): back to the
+                    # buffer, no keep-alive and no database query.
                     continue
-                live, _, live_end = stream.since(cursor)
-                if not live and live_end is None:
-                    yield Batch([])
-                    end = await _quiet_end(ctx, stream, job_id)
+                yield Batch([])
+                end = await _quiet_end(ctx, stream, job_id)
     finally:
         ctx.hub.unsubscribe(job_id, stream)

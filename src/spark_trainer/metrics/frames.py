@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 
@@ -21,6 +23,49 @@ class Frame:
         return cls(
             seq, data, f"id: {seq}\ndata: {data}\n\n".encode(), f'{{"id": {seq}, "data": {data}}}'
         )
+
+
+class Chunk:
+    """Consecutive frames delivered together: one hub tick, or a slice of one.
+
+    Each encoding is joined on first use and then shared, so a tick costs one join per
+    encoding whatever the number of subscribers, and each subscriber one write.
+    """
+
+    def __init__(self, frames: Sequence[Frame]) -> None:
+        self.frames = frames
+        self.first = frames[0].seq
+        self.last = frames[-1].seq
+
+    def after(self, cursor: int) -> Chunk:
+        """The part of this chunk past ``cursor`` (itself when that is all of it)."""
+        if cursor < self.first:
+            return self
+        return Chunk([f for f in self.frames if f.seq > cursor])
+
+    @cached_property
+    def sse(self) -> bytes:
+        return b"".join(f.sse for f in self.frames)
+
+    @cached_property
+    def array(self) -> str:
+        """The WebSocket message of ``?batch=true``: a JSON array of the points."""
+        return f"[{', '.join(f.data for f in self.frames)}]"
+
+    @cached_property
+    def array_with_ids(self) -> str:
+        return f"[{', '.join(f.with_id for f in self.frames)}]"
+
+
+def sse_of(chunks: Sequence[Chunk]) -> bytes:
+    return chunks[0].sse if len(chunks) == 1 else b"".join(c.sse for c in chunks)
+
+
+def array_of(chunks: Sequence[Chunk], *, with_ids: bool) -> str:
+    if len(chunks) == 1:
+        return chunks[0].array_with_ids if with_ids else chunks[0].array
+    frames = [f for c in chunks for f in c.frames]
+    return f"[{', '.join(f.with_id if with_ids else f.data for f in frames)}]"
 
 
 def encode_message(step: int, values: dict[str, float]) -> str:

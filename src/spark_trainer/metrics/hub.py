@@ -1,12 +1,20 @@
 """In-process fan-out of job streams to SSE and WebSocket subscribers.
 
-Each job with subscribers has one :class:`JobStream`: an append-only buffer of pre-encoded
-frames. Publishing appends once, whatever the number of subscribers, and wakes them all;
-each subscriber then takes every frame past its cursor in one write. A slow subscriber
-therefore never holds a queue of its own, and a burst costs one write per subscriber per
-wake-up instead of one per event.
+Each job with subscribers has one :class:`JobStream`. Publishers (any thread) add frames to
+its pending list; a tick on the event loop then turns everything pending into one
+:class:`Chunk`, appends it to the stream's buffer and wakes every subscriber once. Each
+subscriber writes the chunks past its cursor in one write; one that is caught up writes
+the tick's bytes, joined once for all.
 
-Publishers may call from any thread; subscribers live on the event loop.
+Ticks are at least ``TICK_PER_SUBSCRIBER`` times the subscribers apart (at most ``MAX_TICK``): a
+wake-up costs a task step and a socket write per subscriber, so with many subscribers
+fewer, larger wake-ups keep the loop ahead of the points instead of queueing behind
+them. The first point after a quiet spell goes out at once.
+
+One keep-alive timer per stream, not one per subscriber: after ``KEEPALIVE_SECONDS``
+without a tick it wakes every subscriber with nothing new, and each sends a ping.
+
+Publishers may call from any thread; ticks and subscribers run on the event loop.
 """
 
 from __future__ import annotations
@@ -16,63 +24,139 @@ import bisect
 import threading
 from collections.abc import Sequence
 
-from spark_trainer.metrics.frames import Frame
+from spark_trainer.metrics.frames import Chunk, Frame
 
 # Frames kept per job for live subscribers; older ones are read back from the database.
 BUFFER_FRAMES = 20_000
+# About what one wake-up of one subscriber costs the loop, and the longest a point waits
+# for its tick.
+TICK_PER_SUBSCRIBER = 20e-6
+MAX_TICK = 0.05
+KEEPALIVE_SECONDS = 15.0
+
+
+class _Wake(asyncio.Event):
+    """One wake-up of a stream's subscribers: a tick, or the keep-alive (``ping``)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ping = False
 
 
 class JobStream:
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
+        # The publishers' side, under the lock.
         self._lock = threading.Lock()
-        self._frames: list[Frame] = []
-        self._seqs: list[int] = []
-        self._end: str | None = None
-        self._event = asyncio.Event()
+        self._pending: list[Frame] = []
+        self._pending_end: str | None = None
+        self._last_seq = 0
+        self._tick_due = False
+        # The loop's side.
+        self._chunks: list[Chunk] = []
+        self._lasts: list[int] = []  # each chunk's last seq, for bisect
+        self._buffered = 0
+        self._last_wake = loop.time()
+        self._wake_event = _Wake()
+        self._keepalive = loop.call_later(KEEPALIVE_SECONDS, self._keepalive_due)
+        self._tick_handle: asyncio.Handle | None = None
+        self.end: str | None = None
         self.subscribers = 0
         # The last look at the database for a quiet stream (has the job ended out of our
         # sight?), shared by every subscriber: (monotonic time, the end or None).
         self.quiet_check: tuple[float, str | None] | None = None
 
+    # --- publishers (any thread) -----------------------------------------------------------
+
     def append(self, frames: Sequence[Frame]) -> None:
         with self._lock:
-            last = self._seqs[-1] if self._seqs else 0
-            fresh = [f for f in frames if f.seq > last]
+            fresh = [f for f in frames if f.seq > self._last_seq]
             if not fresh:
                 return
-            self._frames.extend(fresh)
-            self._seqs.extend(f.seq for f in fresh)
-            if len(self._frames) > BUFFER_FRAMES:
-                del self._frames[: len(self._frames) - BUFFER_FRAMES]
-                del self._seqs[: len(self._seqs) - BUFFER_FRAMES]
-        self._loop.call_soon_threadsafe(self._wake)
+            self._last_seq = fresh[-1].seq
+            self._pending.extend(fresh)
+            if self._tick_due:
+                return
+            self._tick_due = True
+        self._loop.call_soon_threadsafe(self._schedule_tick)
 
     def finish(self, end_payload: str) -> None:
         with self._lock:
-            self._end = end_payload
-        self._loop.call_soon_threadsafe(self._wake)
+            self._pending_end = end_payload
+            if self._tick_due:
+                return
+            self._tick_due = True
+        self._loop.call_soon_threadsafe(self._schedule_tick)
 
-    def _wake(self) -> None:
-        self._event.set()
-        self._event = asyncio.Event()
+    # --- the loop ----------------------------------------------------------------------------
 
-    def since(self, cursor: int) -> tuple[list[Frame], bool, str | None]:
-        """Frames after ``cursor``; whether the buffer still reaches back to it; the end."""
+    def tick_seconds(self) -> float:
+        return min(MAX_TICK, TICK_PER_SUBSCRIBER * self.subscribers)
+
+    def _schedule_tick(self) -> None:
+        delay = self._last_wake + self.tick_seconds() - self._loop.time()
+        if delay <= 0:
+            self._tick()
+        else:
+            self._tick_handle = self._loop.call_later(delay, self._tick)
+
+    def _tick(self) -> None:
+        self._tick_handle = None
         with self._lock:
-            covered = not self._seqs or self._seqs[0] <= cursor + 1
-            start = bisect.bisect_right(self._seqs, cursor)
-            return self._frames[start:], covered, self._end
+            frames, self._pending = self._pending, []
+            end, self._pending_end = self._pending_end, None
+            self._tick_due = False
+        if frames:
+            chunk = Chunk(frames)
+            self._chunks.append(chunk)
+            self._lasts.append(chunk.last)
+            self._buffered += len(frames)
+            drop = 0
+            while self._buffered - len(self._chunks[drop].frames) >= BUFFER_FRAMES:
+                self._buffered -= len(self._chunks[drop].frames)
+                drop += 1
+            if drop:
+                del self._chunks[:drop]
+                del self._lasts[:drop]
+        if end is not None:
+            self.end = end
+        self.wake()
 
-    async def wait(self, seconds: float) -> bool:
-        """Returns True when something is published, False after ``seconds`` of quiet."""
-        event = self._event
-        try:
-            async with asyncio.timeout(seconds):
-                await event.wait()
-        except TimeoutError:
-            return False
-        return True
+    def wake(self, *, ping: bool = False) -> None:
+        self._last_wake = self._loop.time()
+        event, self._wake_event = self._wake_event, _Wake()
+        event.ping = ping
+        event.set()
+
+    def _keepalive_due(self) -> None:
+        quiet = self._loop.time() - self._last_wake
+        if quiet >= KEEPALIVE_SECONDS:
+            self.wake(ping=True)
+            quiet = 0.0
+        self._keepalive = self._loop.call_later(KEEPALIVE_SECONDS - quiet, self._keepalive_due)
+
+    def close(self) -> None:
+        """Stops the stream's timers (its last subscriber left)."""
+        self._keepalive.cancel()
+        if self._tick_handle is not None:
+            self._tick_handle.cancel()
+
+    def since(self, cursor: int) -> tuple[list[Chunk], bool]:
+        """Chunks after ``cursor``; whether the buffer still reaches back to it."""
+        if not self._chunks:
+            return [], True
+        covered = self._chunks[0].first <= cursor + 1
+        chunks = self._chunks[bisect.bisect_right(self._lasts, cursor) :]
+        if chunks and chunks[0].first <= cursor:
+            chunks[0] = chunks[0].after(cursor)
+        return chunks, covered
+
+    async def wait(self) -> bool:
+        """Waits for the next wake-up: True for a tick (or the server closing), False for
+        the keep-alive."""
+        event = self._wake_event
+        await event.wait()
+        return not event.ping
 
 
 class StreamHub:
@@ -100,9 +184,10 @@ class StreamHub:
         with self._lock:
             streams = list(self._streams.values())
         for stream in streams:
-            stream._wake()
+            stream.wake()
 
     def subscribe(self, job_id: str) -> JobStream:
+        """Called on the loop."""
         assert self._loop is not None, "StreamHub.bind() must run at startup"
         with self._lock:
             stream = self._streams.get(job_id)
@@ -112,10 +197,13 @@ class StreamHub:
             return stream
 
     def unsubscribe(self, job_id: str, stream: JobStream) -> None:
+        """Called on the loop."""
         with self._lock:
             stream.subscribers -= 1
-            if stream.subscribers <= 0 and self._streams.get(job_id) is stream:
-                del self._streams[job_id]
+            if stream.subscribers > 0 or self._streams.get(job_id) is not stream:
+                return
+            del self._streams[job_id]
+        stream.close()
 
     def publish(self, job_id: str, frames: Sequence[Frame]) -> None:
         stream = self._streams.get(job_id)
