@@ -21,6 +21,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from sqlalchemy import update
 from starlette.requests import Request
+from starlette.types import Message
 
 from spark_trainer.context import AppContext
 from spark_trainer.deployments import service
@@ -29,7 +30,6 @@ from spark_trainer.deployments.proxy import (
     ROUTE_TTL_SECONDS,
     DeploymentProxy,
 )
-from spark_trainer.errors import NotFound, ServiceUnavailable, Unauthorized
 from spark_trainer.kit.ids import IdPrefix, new_id
 from spark_trainer.kit.time import utcnow
 from spark_trainer.models import (
@@ -136,8 +136,8 @@ class OtherProcess:
         self.proxy = DeploymentProxy(ctx.session_factory, ctx.tokens.key)
         self.loop = asyncio.new_event_loop()
 
-    def call(self, credential: str, deployment_id: str) -> str:
-        """GET v1/models through the proxy; the name of the replica that answered."""
+    def answer(self, credential: str, deployment_id: str) -> tuple[int, bytes]:
+        """GET v1/models through the proxy's ASGI path: the status and body."""
 
         async def receive() -> dict[str, object]:
             return {"type": "http.request", "body": b"", "more_body": False}
@@ -149,15 +149,26 @@ class OtherProcess:
             "query_string": b"",
             "headers": [(b"accept", b"application/json")],
         }
+        sent: list[Message] = []
 
-        async def forward() -> str:
+        async def send(message: Message) -> None:
+            sent.append(message)
+
+        async def forward() -> tuple[int, bytes]:
             response = await self.proxy.forward(
                 Request(scope, receive), credential, deployment_id, "v1/models"
             )
-            assert response.status_code == 200
-            return str(json.loads(bytes(response.body))["replica"])
+            await response(scope, receive, send)
+            body = b"".join(m.get("body", b"") for m in sent[1:])
+            return int(sent[0]["status"]), body
 
         return self.loop.run_until_complete(forward())
+
+    def call(self, credential: str, deployment_id: str) -> str:
+        """The name of the replica that answered."""
+        status, body = self.answer(credential, deployment_id)
+        assert status == 200, body
+        return str(json.loads(body)["replica"])
 
     def close(self) -> None:
         self.loop.run_until_complete(self.proxy.aclose())
@@ -182,12 +193,15 @@ def _eventually(check: Callable[[], bool], what: str, lifetime: float) -> None:
         time.sleep(0.05)
 
 
-def _raises(kind: type[Exception], call: Callable[[], object]) -> bool:
-    try:
-        call()
-    except kind:
-        return True
-    return False
+def _refused(
+    other: OtherProcess, credential: str, deployment_id: str, status: int, error: str
+) -> bool:
+    """Whether the call is answered ``status`` with the spec's error JSON."""
+    answered, body = other.answer(credential, deployment_id)
+    if answered != status:
+        return False
+    assert json.loads(body)["error"] == error
+    return True
 
 
 def test_a_cached_route_notices_a_deleted_deployment(
@@ -212,7 +226,7 @@ def test_a_cached_route_notices_a_deleted_deployment(
             .values(state=ReplicaState.STOPPED, port=None)
         )
     _eventually(
-        lambda: _raises(NotFound, lambda: other_process.call(alice.token, deployed.id)),
+        lambda: _refused(other_process, alice.token, deployed.id, 404, "Not Found"),
         "a stopped deployment answering 404",
         ROUTE_TTL_SECONDS,
     )
@@ -262,7 +276,7 @@ def test_a_cached_route_follows_the_replica_set(
             .values(state=ReplicaState.UNHEALTHY)
         )
     _eventually(
-        lambda: _raises(ServiceUnavailable, lambda: other_process.call(alice.token, deployed.id)),
+        lambda: _refused(other_process, alice.token, deployed.id, 503, "Service Unavailable"),
         "no healthy replica answering 503",
         ROUTE_TTL_SECONDS,
     )
@@ -290,12 +304,12 @@ def test_a_revoked_key_and_a_disabled_user_stop_working(
         )
         session.execute(update(User).where(User.id == alice.user.id).values(is_active=False))
     _eventually(
-        lambda: _raises(Unauthorized, lambda: other_process.call(created.key, deployed.id)),
+        lambda: _refused(other_process, created.key, deployed.id, 401, "Unauthorized"),
         "a revoked deployment key refused",
         AUTH_TTL_SECONDS,
     )
     _eventually(
-        lambda: _raises(Unauthorized, lambda: other_process.call(alice.token, deployed.id)),
+        lambda: _refused(other_process, alice.token, deployed.id, 401, "Unauthorized"),
         "a disabled user's token refused",
         AUTH_TTL_SECONDS,
     )

@@ -44,7 +44,7 @@ class _Connection:
 @dataclass(eq=False)
 class UpstreamResponse:
     status: int
-    headers: list[tuple[str, str]]
+    headers: list[tuple[bytes, bytes]]
     _connection: _Connection
     _pool: UpstreamPool
     _key: tuple[str, int]
@@ -83,6 +83,19 @@ class UpstreamResponse:
         finally:
             self.release()
 
+    async def read(self, read_timeout: float) -> bytes:
+        """The whole body of a :attr:`small` response, in one read."""
+        assert self._length is not None
+        try:
+            async with asyncio.timeout(read_timeout):
+                body = await self._connection.reader.readexactly(self._length)
+            self._done = True
+        except (OSError, asyncio.IncompleteReadError, TimeoutError) as exc:
+            raise UpstreamFailed(f"the replica broke off its response ({exc!r})") from None
+        finally:
+            self.release()
+        return body
+
     @property
     def small(self) -> bool:
         """A body of announced length that fits in one read (not a stream)."""
@@ -118,17 +131,25 @@ class UpstreamPool:
         host: str,
         port: int,
         method: str,
-        target: str,
-        headers: list[tuple[str, str]],
+        target: bytes,
+        header_lines: bytes,
         body: bytes,
         read_timeout: float,
     ) -> UpstreamResponse:
+        """``header_lines``: the request's header fields as sent, each ending in CRLF (Host
+        and Content-Length are written here)."""
         key = (host, port)
-        lines = [f"{method} {target} HTTP/1.1", f"Host: {host}:{port}"]
-        lines += [f"{name}: {value}" for name, value in headers]
+        request = b"%s %s HTTP/1.1\r\nHost: %s:%d\r\n%s" % (
+            method.encode("ascii"),
+            target,
+            host.encode("ascii"),
+            port,
+            header_lines,
+        )
         if body or method == "POST":
-            lines.append(f"Content-Length: {len(body)}")
-        request = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
+            request += b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+        else:
+            request += b"\r\n"
         # A pooled connection the replica has since closed fails on first use; one
         # fresh connection is tried before the replica counts as gone.
         while True:
@@ -164,23 +185,29 @@ class UpstreamPool:
     def _response(
         self, key: tuple[str, int], connection: _Connection, head: bytes, method: str
     ) -> UpstreamResponse:
+        # Headers stay bytes, names lower-cased: ASGI's form, so the proxy relays them as
+        # they are.
         try:
-            status_line, *header_lines = head[:-4].decode("latin-1").split("\r\n")
-            version, status_text = status_line.split(" ", 2)[:2]
+            status_line, *header_lines = head[:-4].split(b"\r\n")
+            version, status_text = status_line.split(b" ", 2)[:2]
             status = int(status_text)
             headers = [
-                (name.strip(), value.strip())
-                for name, _, value in (line.partition(":") for line in header_lines)
+                (name.strip().lower(), value.strip())
+                for name, _, value in (line.partition(b":") for line in header_lines)
             ]
         except ValueError:
             connection.close()
             raise UpstreamFailed("the replica's response is not HTTP") from None
-        fields = {name.lower(): value for name, value in headers}
-        chunked = "chunked" in fields.get("transfer-encoding", "").lower()
-        length = int(fields["content-length"]) if "content-length" in fields else None
+        fields = dict(headers)
+        chunked = b"chunked" in fields.get(b"transfer-encoding", b"").lower()
+        try:
+            length = int(fields[b"content-length"]) if b"content-length" in fields else None
+        except ValueError:
+            connection.close()
+            raise UpstreamFailed("the replica's Content-Length is not a number") from None
         if method == "HEAD" or status in (204, 304) or 100 <= status < 200:
             length, chunked = 0, False
-        keep_alive = version == "HTTP/1.1" and fields.get("connection", "").lower() != "close"
+        keep_alive = version == b"HTTP/1.1" and fields.get(b"connection", b"").lower() != b"close"
         return UpstreamResponse(
             status=status,
             headers=headers,
