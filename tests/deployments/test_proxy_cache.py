@@ -12,11 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from sqlalchemy import update
@@ -30,103 +27,21 @@ from spark_trainer.deployments.proxy import (
     ROUTE_TTL_SECONDS,
     DeploymentProxy,
 )
-from spark_trainer.kit.ids import IdPrefix, new_id
 from spark_trainer.kit.time import utcnow
 from spark_trainer.models import (
     Deployment,
     DeploymentKey,
     DeploymentReplica,
     DeploymentStatus,
-    ModelVersion,
     ReplicaState,
     User,
 )
 from tests.conftest import Account
+from tests.deployments.stub_replicas import Deployed, replica_row
 
 # How long a test waits for a change the proxy must notice within ``lifetime``: a wide
 # margin on a loaded machine; the tests end as soon as the change is seen.
 PATIENCE = 10.0
-
-
-class _Replica(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"  # keep-alive, as the real backends
-
-    def do_GET(self) -> None:
-        body = json.dumps({"replica": self.server.name}).encode()  # type: ignore[attr-defined]
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: object) -> None:
-        pass
-
-
-@pytest.fixture
-def replicas() -> Iterator[Callable[[str], int]]:
-    """Starts named replica servers; returns each one's port."""
-    servers: list[ThreadingHTTPServer] = []
-
-    def start(name: str) -> int:
-        server = ThreadingHTTPServer(("127.0.0.1", 0), _Replica)
-        server.name = name  # type: ignore[attr-defined]
-        server.daemon_threads = True
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-        servers.append(server)
-        return int(server.server_address[1])
-
-    yield start
-    for server in servers:
-        server.shutdown()
-        server.server_close()
-
-
-@dataclass
-class _Deployed:
-    id: str
-    slots: dict[str, int]  # replica name -> slot
-
-
-@pytest.fixture
-def deploy(ctx: AppContext, alice: Account) -> Callable[[dict[str, int]], _Deployed]:
-    def make(ports: dict[str, int]) -> _Deployed:
-        deployment_id = new_id(IdPrefix.DEPLOYMENT)
-        with ctx.session_factory.begin() as session:
-            model = ModelVersion(
-                id=new_id(IdPrefix.MODEL), owner_id=alice.user.id, name="m", version=1
-            )
-            session.add(model)
-            session.flush()
-            session.add(
-                Deployment(
-                    id=deployment_id,
-                    owner_id=alice.user.id,
-                    name="cached",
-                    model_id=model.id,
-                    backend="vllm",
-                    replicas=len(ports),
-                    gpu_count=0,
-                    status=DeploymentStatus.RUNNING,
-                )
-            )
-            session.flush()
-            for slot, port in enumerate(ports.values()):
-                session.add(_replica_row(deployment_id, slot, port))
-        return _Deployed(deployment_id, {name: slot for slot, name in enumerate(ports)})
-
-    return make
-
-
-def _replica_row(deployment_id: str, slot: int, port: int) -> DeploymentReplica:
-    return DeploymentReplica(
-        deployment_id=deployment_id,
-        slot=slot,
-        node="test-node",
-        port=port,
-        state=ReplicaState.HEALTHY,
-        healthy_since=utcnow(),
-    )
 
 
 class OtherProcess:
@@ -208,7 +123,7 @@ def test_a_cached_route_notices_a_deleted_deployment(
     ctx: AppContext,
     alice: Account,
     replicas: Callable[[str], int],
-    deploy: Callable[[dict[str, int]], _Deployed],
+    deploy: Callable[[dict[str, int]], Deployed],
     other_process: OtherProcess,
 ) -> None:
     deployed = deploy({"one": replicas("one")})
@@ -236,7 +151,7 @@ def test_a_cached_route_follows_the_replica_set(
     ctx: AppContext,
     alice: Account,
     replicas: Callable[[str], int],
-    deploy: Callable[[dict[str, int]], _Deployed],
+    deploy: Callable[[dict[str, int]], Deployed],
     other_process: OtherProcess,
 ) -> None:
     deployed = deploy({"one": replicas("one"), "two": replicas("two")})
@@ -261,7 +176,7 @@ def test_a_cached_route_follows_the_replica_set(
     # Scaled to two again: the new replica gets requests once healthy.
     three = replicas("three")
     with ctx.session_factory.begin() as session:
-        session.add(_replica_row(deployed.id, 2, three))
+        session.add(replica_row(deployed.id, 2, three))
     _eventually(
         lambda: _served_by(other_process, alice.token, deployed.id) == {"one", "three"},
         "a new healthy replica used",
@@ -286,7 +201,7 @@ def test_a_revoked_key_and_a_disabled_user_stop_working(
     ctx: AppContext,
     alice: Account,
     replicas: Callable[[str], int],
-    deploy: Callable[[dict[str, int]], _Deployed],
+    deploy: Callable[[dict[str, int]], Deployed],
     other_process: OtherProcess,
 ) -> None:
     deployed = deploy({"one": replicas("one")})
