@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 
 MAX_HEAD_BYTES = 64 * 1024
 READ_CHUNK_BYTES = 64 * 1024
-# Bodies up to this size, of announced length, may be relayed whole (UpstreamResponse.small).
+# Bodies up to this size, of announced length, are read with the head and relayed whole
+# (UpstreamResponse.content).
 SMALL_BODY_BYTES = 64 * 1024
 IDLE_PER_UPSTREAM = 64
 
@@ -52,6 +53,9 @@ class UpstreamResponse:
     _chunked: bool
     _reusable: bool
     _done: bool = field(default=False)
+    # The whole body of a small response (read with the head), else None: read it with
+    # chunks().
+    content: bytes | None = None
 
     async def chunks(self, read_timeout: float) -> AsyncIterator[bytes]:
         """The body, chunk by chunk; the connection goes back to the pool at its end."""
@@ -83,18 +87,15 @@ class UpstreamResponse:
         finally:
             self.release()
 
-    async def read(self, read_timeout: float) -> bytes:
-        """The whole body of a :attr:`small` response, in one read."""
+    async def _read_small(self) -> None:
         assert self._length is not None
         try:
-            async with asyncio.timeout(read_timeout):
-                body = await self._connection.reader.readexactly(self._length)
+            self.content = await self._connection.reader.readexactly(self._length)
             self._done = True
-        except (OSError, asyncio.IncompleteReadError, TimeoutError) as exc:
+        except (OSError, asyncio.IncompleteReadError) as exc:
             raise UpstreamFailed(f"the replica broke off its response ({exc!r})") from None
         finally:
             self.release()
-        return body
 
     @property
     def small(self) -> bool:
@@ -155,18 +156,24 @@ class UpstreamPool:
         while True:
             connection, pooled = await self._connection(key)
             try:
-                connection.writer.write(request)
                 async with asyncio.timeout(read_timeout):
-                    head = await connection.reader.readuntil(b"\r\n\r\n")
-            except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError) as exc:
-                connection.close()
-                if pooled:
-                    continue
-                raise UpstreamGone(f"the replica closed the connection ({exc!r})") from None
+                    try:
+                        connection.writer.write(request)
+                        head = await connection.reader.readuntil(b"\r\n\r\n")
+                    except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError) as exc:
+                        connection.close()
+                        if pooled:
+                            continue
+                        raise UpstreamGone(f"the replica closed the connection ({exc!r})") from None
+                    response = self._response(key, connection, head, method)
+                    if response.small:
+                        # Its body follows the head at once: read here, under the same
+                        # timeout, rather than in a second step of the caller's.
+                        await response._read_small()
             except TimeoutError:
                 connection.close()
                 raise UpstreamFailed(f"no response within {read_timeout:g} s") from None
-            return self._response(key, connection, head, method)
+            return response
 
     async def _connection(self, key: tuple[str, int]) -> tuple[_Connection, bool]:
         idle = self._idle.get(key)
