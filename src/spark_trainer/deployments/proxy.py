@@ -3,6 +3,9 @@
 ``/api/deployments/{id}/v1/...`` (and ``/v2/...`` for Triton) goes to one healthy replica,
 chosen by least outstanding requests with round robin among equals, and the response
 comes back chunk by chunk as the replica produces it (server-sent events included).
+The app hands these calls to :meth:`DeploymentProxy.dispatch` before its middleware and
+router (see there); the routes in ``endpoints.py`` describe the endpoint in the API
+document and serve the calls that need the CORS middleware.
 
 What it routes by comes from the database (the supervisor's health verdicts), cached for
 :data:`ROUTE_TTL_SECONDS`; a replica that refuses a connection is taken out locally at
