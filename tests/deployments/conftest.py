@@ -46,7 +46,10 @@ def deploy(ctx: AppContext, alice: Account) -> Callable[[dict[str, int]], Deploy
         deployment_id = new_id(IdPrefix.DEPLOYMENT)
         with ctx.session_factory.begin() as session:
             model = ModelVersion(
-                id=new_id(IdPrefix.MODEL), owner_id=alice.user.id, name="m", version=1
+                id=new_id(IdPrefix.MODEL),
+                owner_id=alice.user.id,
+                name=f"m-{deployment_id}",
+                version=1,
             )
             session.add(model)
             session.flush()

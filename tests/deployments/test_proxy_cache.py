@@ -228,3 +228,19 @@ def test_a_revoked_key_and_a_disabled_user_stop_working(
         "a disabled user's token refused",
         AUTH_TTL_SECONDS,
     )
+
+
+def test_after_a_supervisor_pass_a_new_deployment_is_served_at_once(
+    alice: Account,
+    replicas: Callable[[str], int],
+    deploy: Callable[[dict[str, int]], Deployed],
+    other_process: OtherProcess,
+) -> None:
+    first = deploy({"one": replicas("one")})
+    assert other_process.call(alice.token, first.id) == "one"
+    # The table was just loaded; a request for a deployment it lacks waits for the
+    # reload the pass asked for rather than answering 404.
+    second = deploy({"two": replicas("two")})
+    other_process.proxy.invalidate()
+    assert other_process.call(alice.token, second.id) == "two"
+    assert other_process.call(alice.token, first.id) == "one"

@@ -69,7 +69,11 @@ from spark_trainer.runtime.jobfiles import JOB_TOKEN_PREFIX
 from spark_trainer.settings import Settings
 
 ROUTE_TTL_SECONDS = 0.5
+# Older than this, the table is reloaded in the background while requests go on using it.
+ROUTE_REFRESH_SECONDS = 0.3
 AUTH_TTL_SECONDS = 5.0
+# A credential this close to its expiry is resolved again in the background.
+AUTH_REFRESH_SECONDS = 1.0
 AUTH_CACHE_MAX = 10_000
 DOWN_SECONDS = 2.0
 RATE_WINDOW_SECONDS = 10
@@ -211,6 +215,13 @@ async def _read_body(receive: Receive, declared: bytes | None, limits: _Limits |
             return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
+def _log_failure(task: asyncio.Task[None]) -> None:
+    # A reload nobody waited for fails quietly otherwise; the table's age then makes the
+    # next request wait for one, which answers the error.
+    if not task.cancelled() and task.exception() is not None:
+        logger.warning("route table not reloaded", exc_info=task.exception())
+
+
 class _Relayed(Response):
     """What the endpoint's routes answer: the proxy relays the call when the response is
     sent, on the ASGI channel itself, as on its early path."""
@@ -325,8 +336,12 @@ class DeploymentProxy:
         self._flush_timer: asyncio.TimerHandle | None = None
         self._routes: dict[str, _Route] = {}
         self._loaded_at = float("-inf")
-        self._refresh: asyncio.Lock | None = None
+        self._invalidated = False
+        self._reload: asyncio.Task[None] | None = None
         self._auth: dict[str, _Principal] = {}
+        self._resolving: set[str] = set()
+        # Reloads and re-checks in progress: referenced until done, awaited on close.
+        self._background: set[asyncio.Task[None]] = set()
         # Keyed by replica port (replicas listen on this node's loopback).
         self._outstanding: dict[int, int] = {}
         self._down: dict[int, float] = {}
@@ -334,7 +349,9 @@ class DeploymentProxy:
         self._pool = UpstreamPool(CONNECT_TIMEOUT_SECONDS)
 
     def invalidate(self) -> None:
-        """Makes the next request reload the route table (after a supervisor pass).
+        """Makes the next request start a reload of the route table (after a supervisor
+        pass, from its thread); a request that finds no route or no healthy replica
+        waits for that reload before it answers 404 or 503.
 
         The pass has just health-checked every replica, so local down marks give way to
         it: a replica restarted on the same port is used again at once rather than after
@@ -342,9 +359,10 @@ class DeploymentProxy:
         the request moves on to the next replica.
         """
         self._down.clear()
-        self._loaded_at = float("-inf")
+        self._invalidated = True
 
     async def aclose(self) -> None:
+        await asyncio.gather(*self._background, return_exceptions=True)
         self._pool.close()
         if self._flush_timer is not None:
             self._flush_timer.cancel()
@@ -463,8 +481,7 @@ class DeploymentProxy:
             _check_text(call, query)
         if credential is None:
             credential = _bearer(authorization)
-        routes = self._routes if self._fresh() else await self._reload_routes()
-        route = routes.get(call.deployment_id)
+        route = await self._route(call.deployment_id)
         if route is None:
             raise not_found("Deployment", call.deployment_id)
         state["user_id"] = await self._authorize(credential, route)
@@ -565,19 +582,45 @@ class DeploymentProxy:
 
     # --- routes ------------------------------------------------------------------------
 
-    def _fresh(self) -> bool:
-        return time.monotonic() - self._loaded_at <= ROUTE_TTL_SECONDS
+    async def _route(self, deployment_id: str) -> _Route | None:
+        """The deployment's route, from a table at most ROUTE_TTL_SECONDS old.
 
-    async def _reload_routes(self) -> dict[str, _Route]:
-        if self._refresh is None:
-            self._refresh = asyncio.Lock()
-        async with self._refresh:
-            # One reload however many requests found the table stale at once.
-            if not self._fresh():
-                started = time.monotonic()
-                self._routes = await anyio.to_thread.run_sync(self._load_routes)
-                self._loaded_at = started
-        return self._routes
+        A table past ROUTE_REFRESH_SECONDS, or one a supervisor pass has made stale, is
+        reloaded in the background: requests go on with it meanwhile (waiting for each
+        reload, twice a second, stalled every request in flight for a thread hop and a
+        query). Only a request whose deployment the stale table lacks, or has no healthy
+        replica for, waits for the reload, which may know better.
+        """
+        age = time.monotonic() - self._loaded_at
+        if age > ROUTE_TTL_SECONDS:
+            await asyncio.shield(self._start_reload())
+            return self._routes.get(deployment_id)
+        reload = None
+        if self._invalidated or age > ROUTE_REFRESH_SECONDS:
+            reload = self._start_reload()
+        elif self._reload is not None and not self._reload.done():
+            reload = self._reload
+        route = self._routes.get(deployment_id)
+        if reload is not None and (route is None or not route.ports):
+            await asyncio.shield(reload)
+            route = self._routes.get(deployment_id)
+        return route
+
+    def _start_reload(self) -> asyncio.Task[None]:
+        """The reload in progress, or a new one (one at a time)."""
+        if self._reload is None or self._reload.done():
+            # Cleared before the query: a pass that ends during it asks for another.
+            self._invalidated = False
+            self._reload = asyncio.get_running_loop().create_task(self._reload_routes())
+            self._reload.add_done_callback(_log_failure)
+            self._background.add(self._reload)
+            self._reload.add_done_callback(self._background.discard)
+        return self._reload
+
+    async def _reload_routes(self) -> None:
+        started = time.monotonic()
+        self._routes = await anyio.to_thread.run_sync(self._load_routes)
+        self._loaded_at = started
 
     def _load_routes(self) -> dict[str, _Route]:
         ports: dict[str, list[int]] = {}
@@ -601,11 +644,17 @@ class DeploymentProxy:
         """The caller's user id (None for a deployment key), or Unauthorized/NotFound."""
         digest = api_key_digest(credential)
         principal = self._auth.get(digest)
-        if principal is None or principal.expires < time.monotonic():
+        now = time.monotonic()
+        if principal is None or principal.expires < now:
             principal = await anyio.to_thread.run_sync(self._resolve, credential, digest)
-            if len(self._auth) >= AUTH_CACHE_MAX:
-                self._auth.clear()
-            self._auth[digest] = principal
+            self._remember(digest, principal)
+        elif principal.expires - now < AUTH_REFRESH_SECONDS and digest not in self._resolving:
+            # Resolved again before it expires, so a steady caller never waits for it;
+            # each answer still rests on a check at most AUTH_TTL_SECONDS old.
+            self._resolving.add(digest)
+            task = asyncio.get_running_loop().create_task(self._re_resolve(credential, digest))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
         allowed = (
             principal.deployment_id == route.deployment_id
             if principal.deployment_id is not None
@@ -615,6 +664,25 @@ class DeploymentProxy:
             # As for every owned resource: someone else's deployment does not exist.
             raise not_found("Deployment", route.deployment_id)
         return principal.user_id
+
+    def _remember(self, digest: str, principal: _Principal) -> None:
+        if len(self._auth) >= AUTH_CACHE_MAX:
+            self._auth.clear()
+        self._auth[digest] = principal
+
+    async def _re_resolve(self, credential: str, digest: str) -> None:
+        try:
+            principal = await anyio.to_thread.run_sync(self._resolve, credential, digest)
+        except SparkTrainerError:
+            # Revoked, disabled or ended: the next call resolves it, and is refused, itself.
+            self._auth.pop(digest, None)
+        except SQLAlchemyError:
+            # The database is away: the entry expires as it would have.
+            logger.warning("credential not re-checked", exc_info=True)
+        else:
+            self._remember(digest, principal)
+        finally:
+            self._resolving.discard(digest)
 
     def _resolve(self, credential: str, digest: str) -> _Principal:
         expires = time.monotonic() + AUTH_TTL_SECONDS
