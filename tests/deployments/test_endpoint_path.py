@@ -158,3 +158,11 @@ async def test_a_cross_origin_call_goes_through_the_cors_middleware(
     )
     _assert_error(refused, 401, "Unauthorized", "Missing Authorization header")
     assert refused.headers["access-control-allow-origin"] == "http://ui.example"
+    # Refused by the proxy itself (the credential is checked there): the same answer.
+    invalid = await client.get(
+        f"/api/deployments/{one}/v1/models",
+        headers={"Authorization": "Bearer not-a-token", "Origin": "http://ui.example"},
+    )
+    assert invalid.status_code == 401 and invalid.json()["error"] == "Unauthorized"
+    assert invalid.headers["www-authenticate"] == "Bearer"
+    assert invalid.headers["access-control-allow-origin"] == "http://ui.example"

@@ -439,7 +439,9 @@ class DeploymentProxy:
         try:
             response, port = await self._open(scope, receive, call, credential, limits, state)
         except SparkTrainerError as exc:
-            headers = {**exc.headers, "X-Request-ID": request_id.decode()} if request_id else None
+            headers = dict(exc.headers)
+            if request_id is not None:
+                headers["X-Request-ID"] = request_id.decode()
             reply = error_response(exc.status_code, exc.error, exc.message, headers or None)
         except _ClientGone:
             state["status"] = 499
@@ -465,7 +467,7 @@ class DeploymentProxy:
         state: dict[str, Any],
     ) -> tuple[UpstreamResponse, int]:
         """Checks and authorizes the call, and sends it to a replica: the replica's
-        response, whose body is yet to be read, and the replica's port."""
+        response (a small body already read, a stream not yet) and the replica's port."""
         # One pass over the headers for everything this path reads of them.
         authorization = declared = None
         forwarded = []
