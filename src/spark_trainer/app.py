@@ -10,6 +10,7 @@ from typing import Any
 from fastapi import APIRouter, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.routing import APIRoute
+from starlette.types import Receive, Scope, Send
 
 from spark_trainer import __version__, docs, exception_handlers, routing, web
 from spark_trainer.activity.endpoints import router as activity_router
@@ -18,6 +19,7 @@ from spark_trainer.datasets.endpoints import UPLOAD_ROUTES as DATASET_UPLOAD_ROU
 from spark_trainer.datasets.endpoints import router as datasets_router
 from spark_trainer.deployments.endpoints import proxy_router as deployment_proxy_router
 from spark_trainer.deployments.endpoints import router as deployments_router
+from spark_trainer.deployments.proxy import ENDPOINT_PREFIX as DEPLOYMENT_ENDPOINT_PREFIX
 from spark_trainer.deps import one_hop_routes
 from spark_trainer.evaluations.endpoints import router as evaluations_router
 from spark_trainer.experiments.endpoints import router as experiments_router
@@ -55,6 +57,15 @@ class _App(FastAPI):
         super().include_router(one_hop_routes(router), **kwargs)
 
     _described: dict[str, Any] | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # Inference calls to a deployment's endpoint skip the middleware stack and the
+        # router, which cost most of the proxy's CPU (DeploymentProxy.dispatch).
+        if scope["type"] == "http" and scope["path"].startswith(DEPLOYMENT_ENDPOINT_PREFIX):
+            ctx: AppContext = self.state.ctx
+            if await ctx.deployment_proxy.dispatch(scope, receive, send, ctx.settings):
+                return
+        await super().__call__(scope, receive, send)
 
     def openapi(self) -> dict[str, Any]:
         # FastAPI caches the document (and rebuilds it when routes change); each build

@@ -12,15 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from sqlalchemy import update
 from starlette.requests import Request
+from starlette.types import Message
 
 from spark_trainer.context import AppContext
 from spark_trainer.deployments import service
@@ -29,104 +27,21 @@ from spark_trainer.deployments.proxy import (
     ROUTE_TTL_SECONDS,
     DeploymentProxy,
 )
-from spark_trainer.errors import NotFound, ServiceUnavailable, Unauthorized
-from spark_trainer.kit.ids import IdPrefix, new_id
 from spark_trainer.kit.time import utcnow
 from spark_trainer.models import (
     Deployment,
     DeploymentKey,
     DeploymentReplica,
     DeploymentStatus,
-    ModelVersion,
     ReplicaState,
     User,
 )
 from tests.conftest import Account
+from tests.deployments.stub_replicas import Deployed, replica_row
 
 # How long a test waits for a change the proxy must notice within ``lifetime``: a wide
 # margin on a loaded machine; the tests end as soon as the change is seen.
 PATIENCE = 10.0
-
-
-class _Replica(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"  # keep-alive, as the real backends
-
-    def do_GET(self) -> None:
-        body = json.dumps({"replica": self.server.name}).encode()  # type: ignore[attr-defined]
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: object) -> None:
-        pass
-
-
-@pytest.fixture
-def replicas() -> Iterator[Callable[[str], int]]:
-    """Starts named replica servers; returns each one's port."""
-    servers: list[ThreadingHTTPServer] = []
-
-    def start(name: str) -> int:
-        server = ThreadingHTTPServer(("127.0.0.1", 0), _Replica)
-        server.name = name  # type: ignore[attr-defined]
-        server.daemon_threads = True
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-        servers.append(server)
-        return int(server.server_address[1])
-
-    yield start
-    for server in servers:
-        server.shutdown()
-        server.server_close()
-
-
-@dataclass
-class _Deployed:
-    id: str
-    slots: dict[str, int]  # replica name -> slot
-
-
-@pytest.fixture
-def deploy(ctx: AppContext, alice: Account) -> Callable[[dict[str, int]], _Deployed]:
-    def make(ports: dict[str, int]) -> _Deployed:
-        deployment_id = new_id(IdPrefix.DEPLOYMENT)
-        with ctx.session_factory.begin() as session:
-            model = ModelVersion(
-                id=new_id(IdPrefix.MODEL), owner_id=alice.user.id, name="m", version=1
-            )
-            session.add(model)
-            session.flush()
-            session.add(
-                Deployment(
-                    id=deployment_id,
-                    owner_id=alice.user.id,
-                    name="cached",
-                    model_id=model.id,
-                    backend="vllm",
-                    replicas=len(ports),
-                    gpu_count=0,
-                    status=DeploymentStatus.RUNNING,
-                )
-            )
-            session.flush()
-            for slot, port in enumerate(ports.values()):
-                session.add(_replica_row(deployment_id, slot, port))
-        return _Deployed(deployment_id, {name: slot for slot, name in enumerate(ports)})
-
-    return make
-
-
-def _replica_row(deployment_id: str, slot: int, port: int) -> DeploymentReplica:
-    return DeploymentReplica(
-        deployment_id=deployment_id,
-        slot=slot,
-        node="test-node",
-        port=port,
-        state=ReplicaState.HEALTHY,
-        healthy_since=utcnow(),
-    )
 
 
 class OtherProcess:
@@ -136,8 +51,8 @@ class OtherProcess:
         self.proxy = DeploymentProxy(ctx.session_factory, ctx.tokens.key)
         self.loop = asyncio.new_event_loop()
 
-    def call(self, credential: str, deployment_id: str) -> str:
-        """GET v1/models through the proxy; the name of the replica that answered."""
+    def answer(self, credential: str, deployment_id: str) -> tuple[int, bytes]:
+        """GET v1/models through the proxy's ASGI path: the status and body."""
 
         async def receive() -> dict[str, object]:
             return {"type": "http.request", "body": b"", "more_body": False}
@@ -149,15 +64,26 @@ class OtherProcess:
             "query_string": b"",
             "headers": [(b"accept", b"application/json")],
         }
+        sent: list[Message] = []
 
-        async def forward() -> str:
+        async def send(message: Message) -> None:
+            sent.append(message)
+
+        async def forward() -> tuple[int, bytes]:
             response = await self.proxy.forward(
                 Request(scope, receive), credential, deployment_id, "v1/models"
             )
-            assert response.status_code == 200
-            return str(json.loads(bytes(response.body))["replica"])
+            await response(scope, receive, send)
+            body = b"".join(m.get("body", b"") for m in sent[1:])
+            return int(sent[0]["status"]), body
 
         return self.loop.run_until_complete(forward())
+
+    def call(self, credential: str, deployment_id: str) -> str:
+        """The name of the replica that answered."""
+        status, body = self.answer(credential, deployment_id)
+        assert status == 200, body
+        return str(json.loads(body)["replica"])
 
     def close(self) -> None:
         self.loop.run_until_complete(self.proxy.aclose())
@@ -182,19 +108,22 @@ def _eventually(check: Callable[[], bool], what: str, lifetime: float) -> None:
         time.sleep(0.05)
 
 
-def _raises(kind: type[Exception], call: Callable[[], object]) -> bool:
-    try:
-        call()
-    except kind:
-        return True
-    return False
+def _refused(
+    other: OtherProcess, credential: str, deployment_id: str, status: int, error: str
+) -> bool:
+    """Whether the call is answered ``status`` with the spec's error JSON."""
+    answered, body = other.answer(credential, deployment_id)
+    if answered != status:
+        return False
+    assert json.loads(body)["error"] == error
+    return True
 
 
 def test_a_cached_route_notices_a_deleted_deployment(
     ctx: AppContext,
     alice: Account,
     replicas: Callable[[str], int],
-    deploy: Callable[[dict[str, int]], _Deployed],
+    deploy: Callable[[dict[str, int]], Deployed],
     other_process: OtherProcess,
 ) -> None:
     deployed = deploy({"one": replicas("one")})
@@ -212,7 +141,7 @@ def test_a_cached_route_notices_a_deleted_deployment(
             .values(state=ReplicaState.STOPPED, port=None)
         )
     _eventually(
-        lambda: _raises(NotFound, lambda: other_process.call(alice.token, deployed.id)),
+        lambda: _refused(other_process, alice.token, deployed.id, 404, "Not Found"),
         "a stopped deployment answering 404",
         ROUTE_TTL_SECONDS,
     )
@@ -222,7 +151,7 @@ def test_a_cached_route_follows_the_replica_set(
     ctx: AppContext,
     alice: Account,
     replicas: Callable[[str], int],
-    deploy: Callable[[dict[str, int]], _Deployed],
+    deploy: Callable[[dict[str, int]], Deployed],
     other_process: OtherProcess,
 ) -> None:
     deployed = deploy({"one": replicas("one"), "two": replicas("two")})
@@ -247,7 +176,7 @@ def test_a_cached_route_follows_the_replica_set(
     # Scaled to two again: the new replica gets requests once healthy.
     three = replicas("three")
     with ctx.session_factory.begin() as session:
-        session.add(_replica_row(deployed.id, 2, three))
+        session.add(replica_row(deployed.id, 2, three))
     _eventually(
         lambda: _served_by(other_process, alice.token, deployed.id) == {"one", "three"},
         "a new healthy replica used",
@@ -262,7 +191,7 @@ def test_a_cached_route_follows_the_replica_set(
             .values(state=ReplicaState.UNHEALTHY)
         )
     _eventually(
-        lambda: _raises(ServiceUnavailable, lambda: other_process.call(alice.token, deployed.id)),
+        lambda: _refused(other_process, alice.token, deployed.id, 503, "Service Unavailable"),
         "no healthy replica answering 503",
         ROUTE_TTL_SECONDS,
     )
@@ -272,7 +201,7 @@ def test_a_revoked_key_and_a_disabled_user_stop_working(
     ctx: AppContext,
     alice: Account,
     replicas: Callable[[str], int],
-    deploy: Callable[[dict[str, int]], _Deployed],
+    deploy: Callable[[dict[str, int]], Deployed],
     other_process: OtherProcess,
 ) -> None:
     deployed = deploy({"one": replicas("one")})
@@ -290,12 +219,28 @@ def test_a_revoked_key_and_a_disabled_user_stop_working(
         )
         session.execute(update(User).where(User.id == alice.user.id).values(is_active=False))
     _eventually(
-        lambda: _raises(Unauthorized, lambda: other_process.call(created.key, deployed.id)),
+        lambda: _refused(other_process, created.key, deployed.id, 401, "Unauthorized"),
         "a revoked deployment key refused",
         AUTH_TTL_SECONDS,
     )
     _eventually(
-        lambda: _raises(Unauthorized, lambda: other_process.call(alice.token, deployed.id)),
+        lambda: _refused(other_process, alice.token, deployed.id, 401, "Unauthorized"),
         "a disabled user's token refused",
         AUTH_TTL_SECONDS,
     )
+
+
+def test_after_a_supervisor_pass_a_new_deployment_is_served_at_once(
+    alice: Account,
+    replicas: Callable[[str], int],
+    deploy: Callable[[dict[str, int]], Deployed],
+    other_process: OtherProcess,
+) -> None:
+    first = deploy({"one": replicas("one")})
+    assert other_process.call(alice.token, first.id) == "one"
+    # The table was just loaded; a request for a deployment it lacks waits for the
+    # reload the pass asked for rather than answering 404.
+    second = deploy({"two": replicas("two")})
+    other_process.proxy.invalidate()
+    assert other_process.call(alice.token, second.id) == "two"
+    assert other_process.call(alice.token, first.id) == "one"

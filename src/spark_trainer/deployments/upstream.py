@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 
 MAX_HEAD_BYTES = 64 * 1024
 READ_CHUNK_BYTES = 64 * 1024
-# Bodies up to this size, of announced length, may be relayed whole (UpstreamResponse.small).
+# Bodies up to this size, of announced length, are read with the head and relayed whole
+# (UpstreamResponse.content).
 SMALL_BODY_BYTES = 64 * 1024
 IDLE_PER_UPSTREAM = 64
 
@@ -44,7 +45,7 @@ class _Connection:
 @dataclass(eq=False)
 class UpstreamResponse:
     status: int
-    headers: list[tuple[str, str]]
+    headers: list[tuple[bytes, bytes]]
     _connection: _Connection
     _pool: UpstreamPool
     _key: tuple[str, int]
@@ -52,6 +53,9 @@ class UpstreamResponse:
     _chunked: bool
     _reusable: bool
     _done: bool = field(default=False)
+    # The whole body of a small response (read with the head), else None: read it with
+    # chunks().
+    content: bytes | None = None
 
     async def chunks(self, read_timeout: float) -> AsyncIterator[bytes]:
         """The body, chunk by chunk; the connection goes back to the pool at its end."""
@@ -79,6 +83,16 @@ class UpstreamResponse:
                     yield chunk
             self._done = True
         except (OSError, asyncio.IncompleteReadError, ValueError, TimeoutError) as exc:
+            raise UpstreamFailed(f"the replica broke off its response ({exc!r})") from None
+        finally:
+            self.release()
+
+    async def _read_small(self) -> None:
+        assert self._length is not None
+        try:
+            self.content = await self._connection.reader.readexactly(self._length)
+            self._done = True
+        except (OSError, asyncio.IncompleteReadError) as exc:
             raise UpstreamFailed(f"the replica broke off its response ({exc!r})") from None
         finally:
             self.release()
@@ -118,34 +132,48 @@ class UpstreamPool:
         host: str,
         port: int,
         method: str,
-        target: str,
-        headers: list[tuple[str, str]],
+        target: bytes,
+        header_lines: bytes,
         body: bytes,
         read_timeout: float,
     ) -> UpstreamResponse:
+        """``header_lines``: the request's header fields as sent, each ending in CRLF (Host
+        and Content-Length are written here)."""
         key = (host, port)
-        lines = [f"{method} {target} HTTP/1.1", f"Host: {host}:{port}"]
-        lines += [f"{name}: {value}" for name, value in headers]
+        request = b"%s %s HTTP/1.1\r\nHost: %s:%d\r\n%s" % (
+            method.encode("ascii"),
+            target,
+            host.encode("ascii"),
+            port,
+            header_lines,
+        )
         if body or method == "POST":
-            lines.append(f"Content-Length: {len(body)}")
-        request = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
+            request += b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+        else:
+            request += b"\r\n"
         # A pooled connection the replica has since closed fails on first use; one
         # fresh connection is tried before the replica counts as gone.
         while True:
             connection, pooled = await self._connection(key)
             try:
-                connection.writer.write(request)
                 async with asyncio.timeout(read_timeout):
-                    head = await connection.reader.readuntil(b"\r\n\r\n")
-            except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError) as exc:
-                connection.close()
-                if pooled:
-                    continue
-                raise UpstreamGone(f"the replica closed the connection ({exc!r})") from None
+                    try:
+                        connection.writer.write(request)
+                        head = await connection.reader.readuntil(b"\r\n\r\n")
+                    except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError) as exc:
+                        connection.close()
+                        if pooled:
+                            continue
+                        raise UpstreamGone(f"the replica closed the connection ({exc!r})") from None
+                    response = self._response(key, connection, head, method)
+                    if response.small:
+                        # Its body follows the head at once: read here, under the same
+                        # timeout, rather than in a second step of the caller's.
+                        await response._read_small()
             except TimeoutError:
                 connection.close()
                 raise UpstreamFailed(f"no response within {read_timeout:g} s") from None
-            return self._response(key, connection, head, method)
+            return response
 
     async def _connection(self, key: tuple[str, int]) -> tuple[_Connection, bool]:
         idle = self._idle.get(key)
@@ -164,23 +192,29 @@ class UpstreamPool:
     def _response(
         self, key: tuple[str, int], connection: _Connection, head: bytes, method: str
     ) -> UpstreamResponse:
+        # Headers stay bytes, names lower-cased: ASGI's form, so the proxy relays them as
+        # they are.
         try:
-            status_line, *header_lines = head[:-4].decode("latin-1").split("\r\n")
-            version, status_text = status_line.split(" ", 2)[:2]
+            status_line, *header_lines = head[:-4].split(b"\r\n")
+            version, status_text = status_line.split(b" ", 2)[:2]
             status = int(status_text)
             headers = [
-                (name.strip(), value.strip())
-                for name, _, value in (line.partition(":") for line in header_lines)
+                (name.strip().lower(), value.strip())
+                for name, _, value in (line.partition(b":") for line in header_lines)
             ]
         except ValueError:
             connection.close()
             raise UpstreamFailed("the replica's response is not HTTP") from None
-        fields = {name.lower(): value for name, value in headers}
-        chunked = "chunked" in fields.get("transfer-encoding", "").lower()
-        length = int(fields["content-length"]) if "content-length" in fields else None
+        fields = dict(headers)
+        chunked = b"chunked" in fields.get(b"transfer-encoding", b"").lower()
+        try:
+            length = int(fields[b"content-length"]) if b"content-length" in fields else None
+        except ValueError:
+            connection.close()
+            raise UpstreamFailed("the replica's Content-Length is not a number") from None
         if method == "HEAD" or status in (204, 304) or 100 <= status < 200:
             length, chunked = 0, False
-        keep_alive = version == "HTTP/1.1" and fields.get("connection", "").lower() != "close"
+        keep_alive = version == b"HTTP/1.1" and fields.get(b"connection", b"").lower() != b"close"
         return UpstreamResponse(
             status=status,
             headers=headers,
