@@ -18,9 +18,10 @@ from spark_trainer.kit.schemas import Page
 from spark_trainer.routing import api_router
 
 router = api_router(prefix="/api/deployments", tags=["deployments"])
-# The endpoint's routes on a router of their own, which the app includes first: routing
-# tries every route included before a request's own, and behind all the API's routers
-# that matching was a quarter of the proxy's CPU per request.
+# The endpoint's routes on a router of their own. Most calls never reach them:
+# ``DeploymentProxy.dispatch`` serves the endpoint ahead of the middleware and router;
+# these serve what it leaves to the app (cross-origin calls when CORS is configured, a
+# ``root_path``) and describe the endpoint in the API document.
 proxy_router = api_router(prefix="/api/deployments", tags=["deployments"])
 
 
