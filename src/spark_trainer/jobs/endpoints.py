@@ -37,7 +37,7 @@ from spark_trainer.jobs.schemas import (
 from spark_trainer.kit.pagination import MAX_INT64, PagingParams
 from spark_trainer.kit.schemas import Page
 from spark_trainer.metrics import store
-from spark_trainer.metrics.pipeline import InvalidPoint, parse_point
+from spark_trainer.metrics.pipeline import InvalidPoint, parse_points
 from spark_trainer.models import Job, JobStatus
 from spark_trainer.runtime.jobfiles import JOB_TOKEN_PREFIX
 
@@ -240,13 +240,9 @@ async def ingest_metrics(
         else await authenticate_request_async(request, ctx, credential)
     )
     authorize = service.ingest_authorizer(job_id, credential, user)
-    now = time.time()
     try:
-        # The fields as they are, not model_dump(): a third of the cost of a large batch.
-        points = [
-            parse_point({"step": p.step, "metrics": p.metrics, "ts": p.ts}, now=now)
-            for p in body.points
-        ]
+        # The points as decoded: validating them as models cost more than storing them.
+        points = parse_points(body.points, now=time.time())
     except InvalidPoint as exc:
         # Who may not post here at all learns that first, as before any other check.
         await ctx.jobs.pipeline.submit(job_id, [], authorize)
