@@ -53,7 +53,7 @@ from spark_trainer.metrics.group_commit import (
     Outcome,
     Submission,
 )
-from spark_trainer.metrics.rows import Rows
+from spark_trainer.metrics.rows import Batch, Points, Rows
 from spark_trainer.models import Job, MetricPoint
 
 logger = logging.getLogger(__name__)
@@ -86,15 +86,19 @@ _valid_names: set[str] = set()
 _MAX_VALID_NAMES = 10_000
 
 
-def parse_point(raw: Mapping[str, Any], *, now: float, strip_names: bool = False) -> Point:
-    """Validates one logged point: {"step": 3, "metrics": {"loss": 0.4}, "ts": 1.7e9}.
+def parse_point(
+    raw: Mapping[str, Any], *, now: float, strip_names: bool = False
+) -> tuple[int | None, Mapping[str, float], float]:
+    """Validates one logged point: {"step": 3, "metrics": {"loss": 0.4}, "ts": 1.7e9};
+    answers it as a :class:`Point`'s fields.
 
     The usual point (known names, float values, an int step, a float time) takes the
     short checks; anything else gets the full ones, and their messages. ``strip_names``:
     surrounding whitespace is dropped from names, as for every string of a request body.
     """
     metrics = raw.get("metrics")
-    if not isinstance(metrics, Mapping) or not metrics:
+    # An ABC's isinstance() is slow: a decoded object is a dict.
+    if (type(metrics) is not dict and not isinstance(metrics, Mapping)) or not metrics:
         raise InvalidPoint("'metrics' must be a non-empty object of name → number")
     # The decoded object itself when every name and value is kept as it is.
     values: dict[str, float] = metrics  # type: ignore[assignment]
@@ -128,20 +132,20 @@ def parse_point(raw: Mapping[str, Any], *, now: float, strip_names: bool = False
     if step is not None and (type(step) is not int or not 0 <= step <= rules.MAX_STEP):
         raise InvalidPoint(rules.step_problem(step) or "'step' must be an integer")
     if ts is None:
-        return Point(step, values, now)
+        return step, values, now
     if type(ts) is not float or ts - ts != 0.0:
         problem = rules.time_problem(ts)
         if problem is not None:
             raise InvalidPoint(problem)
-    return Point(step, values, float(ts))
+    return step, values, float(ts)
 
 
 POINT_FIELDS = frozenset({"step", "metrics", "ts"})
 
 
-def parse_points(raws: Sequence[object], *, now: float) -> list[Point]:
+def parse_points(raws: Sequence[object], *, now: float) -> Points:
     """Validates a metrics POST's points as its schema says; the error names the point."""
-    points: list[Point] = []
+    points = Points()
     for index, raw in enumerate(raws):
         try:
             if type(raw) is not dict:
@@ -149,7 +153,7 @@ def parse_points(raws: Sequence[object], *, now: float) -> list[Point]:
             if not POINT_FIELDS.issuperset(raw):
                 unknown = ", ".join(repr(k) for k in raw if k not in POINT_FIELDS)
                 raise InvalidPoint(f"unknown field {unknown}; a point has step, metrics, ts")
-            points.append(parse_point(raw, now=now, strip_names=True))
+            points.append(*parse_point(raw, now=now, strip_names=True))
         except InvalidPoint as exc:
             raise InvalidPoint(f"points[{index}]: {exc}") from None
     return points
@@ -171,6 +175,9 @@ def _json_key(name: str) -> str:
 def encode_point(step: int, values: Mapping[str, float]) -> str:
     """:func:`.frames.encode_message`'s text, byte for byte, at a fraction of its cost:
     a float's repr is its JSON, and each name's JSON is computed once."""
+    if len(values) == 1:
+        ((name, value),) = values.items()
+        return f'{{"step": {step}, {_json_key(name)}: {value!r}}}'
     parts = [f'{{"step": {step}']
     for name, value in values.items():
         parts.append(f", {_json_key(name)}: {value!r}")
@@ -218,9 +225,7 @@ class MetricsPipeline:
 
     # --- ingestion ------------------------------------------------------------------
 
-    def ingest(
-        self, job_id: str, points: Sequence[Point], *, offset: int | None = None
-    ) -> list[Frame]:
+    def ingest(self, job_id: str, points: Batch, *, offset: int | None = None) -> list[Frame]:
         """Numbers, publishes and queues points for storage. Thread-safe.
 
         Raises :class:`PipelineFull` (nothing queued) while storage is too far behind.
@@ -239,7 +244,7 @@ class MetricsPipeline:
         self._wake.set()
         return frames
 
-    def _number(self, job_id: str, points: Sequence[Point]) -> tuple[Rows, list[Frame]]:
+    def _number(self, job_id: str, points: Batch) -> tuple[Rows, list[Frame]]:
         """The points' rows and frames, numbered in order. The caller holds ``_lock``."""
         cursor = self._cursor(job_id)
         if cursor.seq + len(points) > cursor.reserved:
@@ -271,9 +276,7 @@ class MetricsPipeline:
         cursor.seq, cursor.step = seq, step
         return rows, frames
 
-    async def submit(
-        self, job_id: str, points: Sequence[Point], authorize: Authorize
-    ) -> list[Frame]:
+    async def submit(self, job_id: str, points: Batch, authorize: Authorize) -> list[Frame]:
         """Stores a metrics POST's points with the group committed next; answers once they
         are committed. ``authorize`` is checked against the job's state read just before;
         with no points the request is only authorized."""
@@ -637,7 +640,7 @@ class FileTailer:
         if end < 0:
             return 0  # a line still being written
         now = time.time()
-        points: list[Point] = []
+        points = Points()
         for line in chunk[: end + 1].splitlines():
             if not line.strip():
                 continue
@@ -645,7 +648,7 @@ class FileTailer:
                 raw = orjson.loads(line)
                 if type(raw) is not dict:
                     raise InvalidPoint("a metrics line must be a JSON object")
-                points.append(parse_point(raw, now=now))
+                points.append(*parse_point(raw, now=now))
             except (ValueError, TypeError, RecursionError) as exc:
                 # Skipped, never retried: the offset moves past it with the good lines.
                 with self._lock:

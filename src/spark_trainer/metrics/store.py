@@ -162,22 +162,28 @@ _INSERT_POINTS = (
 
 
 def _insert_points(conn: Connection, rows: Rows) -> None:
-    """The columns straight to the driver: a binary COPY on PostgreSQL, executemany of
-    plain tuples on SQLite (one statement, prepared once).
+    """The columns straight to the driver: a binary COPY on PostgreSQL, the driver's
+    executemany on SQLite (one statement, prepared once).
 
     SQLAlchemy's own executemany processes each parameter of each row in Python, which
     cost more than the insert itself; these columns need no conversion. Binary COPY
     spares the server parsing text numbers, and the client formatting them.
     """
+    raw: Any = conn.connection.driver_connection
     if conn.dialect.name == "postgresql":
-        raw: Any = conn.connection.driver_connection
         with raw.cursor() as cursor, cursor.copy(_COPY_POINTS) as copy:
             copy.set_types(_COPY_TYPES)
             write_row = copy.write_row
             for row in rows:
                 write_row(row)
         return
-    conn.exec_driver_sql(_INSERT_POINTS, list(rows))
+    # The rows one at a time, not a list of them: a list of 100,000 tuples lives long
+    # enough for the garbage collector to promote it, and then to scan it in full passes.
+    cursor = raw.cursor()
+    try:
+        cursor.executemany(_INSERT_POINTS, iter(rows))
+    finally:
+        cursor.close()
 
 
 def _update_summaries_and_rollups(conn: Connection, rows: Rows) -> None:
