@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import random
 from pathlib import Path
 
 from fastapi.testclient import TestClient
@@ -166,3 +167,16 @@ def test_the_sdk_line_is_the_json_of_the_point() -> None:
         "step": 12,
     }
     assert json.loads(_encode({"x": 1.5}, None, 2.0)) == {"metrics": {"x": 1.5}, "ts": 2.0}
+
+
+def test_one_series_is_folded_as_any_batch() -> None:
+    rng = random.Random(3)
+    steps = sorted(rng.sample(range(5_000), 1_500))
+    rows = Rows.of(
+        ("job-1", 10 + i, "loss", step, rng.uniform(-1, 1), 1e9 + rng.random())
+        for i, step in enumerate(steps)
+    )
+    assert store._one_rising_series(rows)
+    assert store._fold_one_series(rows) == store._fold(rows)
+    rows.append("job-1", 9_999, "loss", 0, 0.0, 0.0)  # a step back: the general way
+    assert not store._one_rising_series(rows)

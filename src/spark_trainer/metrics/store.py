@@ -6,7 +6,10 @@ either whole or downsampled on the database side.
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import math
+import operator
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
@@ -110,16 +113,20 @@ def _not_stored(conn: Connection, rows: Rows) -> Rows:
     # Per (job, name): the lowest and highest step. While each series' steps only rise
     # (the usual case) the batch cannot repeat a point, and no per-row key is needed.
     ranges: dict[tuple[str, str], list[int]] = {}
-    rising = True
-    for key, step in zip(zip(rows.job_ids, rows.names, strict=True), rows.steps, strict=True):
-        span = ranges.get(key)
-        if span is None:
-            ranges[key] = [step, step]
-        elif step > span[1]:
-            span[1] = step
-        else:
-            rising = False
-            span[0] = min(span[0], step)
+    rising = _one_rising_series(rows)
+    if rising:
+        ranges[rows.job_ids[0], rows.names[0]] = [rows.steps[0], rows.steps[-1]]
+    else:
+        rising = True
+        for key, step in zip(zip(rows.job_ids, rows.names, strict=True), rows.steps, strict=True):
+            span = ranges.get(key)
+            if span is None:
+                ranges[key] = [step, step]
+            elif step > span[1]:
+                span[1] = step
+            else:
+                rising = False
+                span[0] = min(span[0], step)
     seen: set[tuple[Any, ...]] = set()
     if len(ranges) == 1:
         ((job_id, name), (lo, hi)), *_ = ranges.items()
@@ -149,6 +156,18 @@ def _not_stored(conn: Connection, rows: Rows) -> Rows:
             seen.add(point)
         keep.append(new)
     return rows.where(keep)
+
+
+def _one_rising_series(rows: Rows) -> bool:
+    """Whether the rows are one job's one metric at rising steps: a job logging one metric
+    (the usual case, and the costliest per point), checked in C rather than per row."""
+    job_ids, names, steps = rows.job_ids, rows.names, rows.steps
+    return (
+        bool(job_ids)
+        and job_ids.count(job_ids[0]) == len(job_ids)
+        and names.count(names[0]) == len(names)
+        and all(map(operator.lt, steps, itertools.islice(steps, 1, None)))
+    )
 
 
 _COPY_POINTS = (
@@ -187,40 +206,11 @@ def _insert_points(conn: Connection, rows: Rows) -> None:
 
 
 def _update_summaries_and_rollups(conn: Connection, rows: Rows) -> None:
-    """Folds the rows into each series' summary and each rollup block, in one pass."""
-    summaries: dict[tuple[str, str], list[Any]] = {}
-    blocks: dict[tuple[str, str, int], list[Any]] = {}
-    for job_id, seq, name, step, value, wall in rows:
-        key = (job_id, name, step // ROLLUP_STEPS)
-        block = blocks.get(key)
-        if block is None:
-            blocks[key] = [step, step, value, value, wall, wall, 1]
-        else:
-            if step < block[0]:
-                block[0] = step
-            if step > block[1]:
-                block[1] = step
-            if value < block[2]:
-                block[2] = value
-            if value > block[3]:
-                block[3] = value
-            if wall < block[4]:
-                block[4] = wall
-            if wall > block[5]:
-                block[5] = wall
-            block[6] += 1
-        summary = summaries.get(key[:2])
-        if summary is None:
-            # latest, latest_step, latest_seq, min, max, count
-            summaries[key[:2]] = [value, step, seq, value, value, 1]
-            continue
-        if seq >= summary[2]:
-            summary[0], summary[1], summary[2] = value, step, seq
-        if value < summary[3]:
-            summary[3] = value
-        if value > summary[4]:
-            summary[4] = value
-        summary[5] += 1
+    """Folds the rows into each series' summary and each rollup block."""
+    if _one_rising_series(rows):
+        summaries, blocks = _fold_one_series(rows)
+    else:
+        summaries, blocks = _fold(rows)
     rollups_upsert, summaries_upsert = _upserts(conn.dialect.name)
     conn.execute(
         rollups_upsert,
@@ -256,6 +246,75 @@ def _update_summaries_and_rollups(conn: Connection, rows: Rows) -> None:
             for (job_id, name), s in summaries.items()
         ],
     )
+
+
+# Per series (job, name): [latest, latest_step, latest_seq, min, max, count]; per rollup block
+# (job, name, block): [min_step, max_step, min_value, max_value, min_wall, max_wall, count].
+Folded = tuple[dict[tuple[str, str], list[Any]], dict[tuple[str, str, int], list[Any]]]
+
+
+def _fold(rows: Rows) -> Folded:
+    summaries: dict[tuple[str, str], list[Any]] = {}
+    blocks: dict[tuple[str, str, int], list[Any]] = {}
+    for job_id, seq, name, step, value, wall in rows:
+        key = (job_id, name, step // ROLLUP_STEPS)
+        block = blocks.get(key)
+        if block is None:
+            blocks[key] = [step, step, value, value, wall, wall, 1]
+        else:
+            if step < block[0]:
+                block[0] = step
+            if step > block[1]:
+                block[1] = step
+            if value < block[2]:
+                block[2] = value
+            if value > block[3]:
+                block[3] = value
+            if wall < block[4]:
+                block[4] = wall
+            if wall > block[5]:
+                block[5] = wall
+            block[6] += 1
+        summary = summaries.get(key[:2])
+        if summary is None:
+            # latest, latest_step, latest_seq, min, max, count
+            summaries[key[:2]] = [value, step, seq, value, value, 1]
+            continue
+        if seq >= summary[2]:
+            summary[0], summary[1], summary[2] = value, step, seq
+        if value < summary[3]:
+            summary[3] = value
+        if value > summary[4]:
+            summary[4] = value
+        summary[5] += 1
+    return summaries, blocks
+
+
+def _fold_one_series(rows: Rows) -> Folded:
+    """:func:`_fold` for one series at rising steps: each block is a slice of the columns,
+    folded by min() and max() in C."""
+    job_id, name = rows.job_ids[0], rows.names[0]
+    seqs, steps, values, walls = rows.seqs, rows.steps, rows.values, rows.walls
+    blocks: dict[tuple[str, str, int], list[Any]] = {}
+    start, end = 0, len(steps)
+    while start < end:
+        block = steps[start] // ROLLUP_STEPS
+        stop = bisect.bisect_left(steps, (block + 1) * ROLLUP_STEPS, start, end)
+        in_block = values[start:stop]
+        block_walls = walls[start:stop]
+        blocks[job_id, name, block] = [
+            steps[start],
+            steps[stop - 1],
+            min(in_block),
+            max(in_block),
+            min(block_walls),
+            max(block_walls),
+            stop - start,
+        ]
+        start = stop
+    latest = seqs.index(max(seqs))
+    summary = [values[latest], steps[latest], seqs[latest], min(values), max(values), end]
+    return {(job_id, name): summary}, blocks
 
 
 _UPSERTS: dict[str, tuple[Insert, Insert]] = {}
