@@ -15,7 +15,7 @@ from spark_trainer.context import AppContext
 from spark_trainer.kit.pagination import MAX_INT64
 from spark_trainer.metrics import store
 from spark_trainer.metrics.frames import encode_message
-from spark_trainer.metrics.pipeline import encode_point
+from spark_trainer.metrics.pipeline import _number_parsed, encode_point, parse_points
 from spark_trainer.metrics.rows import Rows
 from spark_trainer.models import MetricPoint, MetricRollup, MetricSummary
 from sparktrainer.tracking import _encode
@@ -150,12 +150,20 @@ def test_a_post_with_one_bad_point_stores_none(
 
 
 def test_frame_text_is_the_spec_message() -> None:
-    for step, values in (
+    cases = [
         (0, {"loss": 0.5}),
         (2**62, {"loss": 5e-324, "lr": -0.0, 'λ "quoted"': 1.7976931348623157e308}),
         (7, {"a\\b": 1e16, "gpu_util": 97.0}),
-    ):
+    ]
+    for step, values in cases:
         assert encode_point(step, values) == encode_message(step, values)
+    # Parsed points carry their values' text: numbered, it is the same message.
+    points = parse_points([{"step": step, "metrics": values} for step, values in cases], now=1.0)
+    rows, frames, seq, step = _number_parsed(points, 41, -1)
+    assert [frame.data for frame in frames] == [encode_message(*case) for case in cases]
+    assert [frame.seq for frame in frames] == [42, 43, 44]
+    assert (seq, step, rows.seqs) == (44, 7, [42, 43, 43, 43, 44, 44])
+    assert rows.names == [name for _, values in cases for name in values]
 
 
 def test_the_sdk_line_is_the_json_of_the_point() -> None:

@@ -86,61 +86,83 @@ _valid_names: set[str] = set()
 _MAX_VALID_NAMES = 10_000
 
 
-def parse_point(
-    raw: Mapping[str, Any], *, now: float, strip_names: bool = False
-) -> tuple[int | None, Mapping[str, float], float]:
-    """Validates one logged point: {"step": 3, "metrics": {"loss": 0.4}, "ts": 1.7e9};
-    answers it as a :class:`Point`'s fields.
+def add_point(
+    points: Points, raw: Mapping[str, Any], *, now: float, strip_names: bool = False
+) -> None:
+    """Validates one logged point, {"step": 3, "metrics": {"loss": 0.4}, "ts": 1.7e9}, and
+    appends it to ``points`` (nothing, when it is refused).
 
     The usual point (known names, float values, an int step, a float time) takes the
     short checks; anything else gets the full ones, and their messages. ``strip_names``:
     surrounding whitespace is dropped from names, as for every string of a request body.
+    The point's JSON for its stream frame is written here, in the one pass over its values.
     """
     metrics = raw.get("metrics")
     # An ABC's isinstance() is slow: a decoded object is a dict.
     if (type(metrics) is not dict and not isinstance(metrics, Mapping)) or not metrics:
         raise InvalidPoint("'metrics' must be a non-empty object of name → number")
-    # The decoded object itself when every name and value is kept as it is.
-    values: dict[str, float] = metrics  # type: ignore[assignment]
-    for name, value in metrics.items():
-        key = name
-        if name not in _valid_names:
-            if strip_names and isinstance(name, str):
-                key = name.strip()
-            problem = rules.name_problem(key)
-            if problem is not None:
-                raise InvalidPoint(problem)
-            # Only names that no one would strip: the cache holds for both ways in.
-            if key == name.strip():
-                if len(_valid_names) >= _MAX_VALID_NAMES:
-                    _valid_names.clear()
-                _valid_names.add(name)
-        # x - x is 0.0 for a finite float, NaN for inf and NaN.
-        if type(value) is not float or value - value != 0.0:
-            problem = rules.value_problem(key, value)
-            if problem is not None:
-                raise InvalidPoint(problem)
-            value = float(value)
-        elif key is name:
-            continue
-        if values is metrics:
-            values = dict(metrics)
-        if key is not name:
-            del values[name]
-        values[key] = value
     step, ts = raw.get("step"), raw.get("ts")
     if step is not None and (type(step) is not int or not 0 <= step <= rules.MAX_STEP):
         raise InvalidPoint(rules.step_problem(step) or "'step' must be an integer")
     if ts is None:
-        return step, values, now
-    if type(ts) is not float or ts - ts != 0.0:
+        wall = now
+    elif type(ts) is float and ts - ts == 0.0:
+        wall = ts
+    else:
         problem = rules.time_problem(ts)
         if problem is not None:
             raise InvalidPoint(problem)
-    return step, values, float(ts)
+        wall = float(ts)
+    names, values = points.names, points.values
+    first = len(names)
+    data = ""
+    stripped = False
+    try:
+        for name in metrics:
+            value = metrics[name]
+            key = name
+            if name not in _valid_names:
+                key = _checked_name(name, strip_names)
+                stripped = stripped or key is not name
+            # x - x is 0.0 for a finite float, NaN for inf and NaN.
+            if type(value) is not float or value - value != 0.0:
+                problem = rules.value_problem(key, value)
+                if problem is not None:
+                    raise InvalidPoint(problem)
+                value = float(value)
+            names.append(key)
+            values.append(value)
+            part = f"{_json_key(key)}: {value!r}"
+            data = f"{data}, {part}" if data else part
+        if stripped and len(set(names[first:])) < len(names) - first:
+            raise InvalidPoint("a metric name is given twice (once with spaces around it)")
+    except InvalidPoint:
+        del names[first:], values[first:]
+        raise
+    points.steps.append(step)
+    points.walls.append(wall)
+    points.sizes.append(len(names) - first)
+    points.texts.append(data)
 
 
-POINT_FIELDS = frozenset({"step", "metrics", "ts"})
+def _checked_name(name: object, strip: bool) -> str:
+    """The name to store (stripped if asked), or InvalidPoint saying what is wrong."""
+    key = name.strip() if strip and isinstance(name, str) else name
+    problem = rules.name_problem(key)
+    if problem is not None:
+        raise InvalidPoint(problem)
+    assert isinstance(key, str) and isinstance(name, str)
+    # Only names that no one would strip: the cache holds for both ways in.
+    if name == name.strip():
+        if len(_valid_names) >= _MAX_VALID_NAMES:
+            _valid_names.clear()
+        _valid_names.add(name)
+        return name
+    return key
+
+
+# A metrics POST's point has these fields, and no others.
+_POINT_FIELDS = ("metrics", "step", "ts")
 
 
 def parse_points(raws: Sequence[object], *, now: float) -> Points:
@@ -150,10 +172,10 @@ def parse_points(raws: Sequence[object], *, now: float) -> Points:
         try:
             if type(raw) is not dict:
                 raise InvalidPoint("must be an object with 'metrics' (and 'step', 'ts')")
-            if not POINT_FIELDS.issuperset(raw):
-                unknown = ", ".join(repr(k) for k in raw if k not in POINT_FIELDS)
+            if len(raw) != ("metrics" in raw) + ("step" in raw) + ("ts" in raw):
+                unknown = ", ".join(repr(k) for k in raw if k not in _POINT_FIELDS)
                 raise InvalidPoint(f"unknown field {unknown}; a point has step, metrics, ts")
-            points.append(*parse_point(raw, now=now, strip_names=True))
+            add_point(points, raw, now=now, strip_names=True)
         except InvalidPoint as exc:
             raise InvalidPoint(f"points[{index}]: {exc}") from None
     return points
@@ -175,9 +197,6 @@ def _json_key(name: str) -> str:
 def encode_point(step: int, values: Mapping[str, float]) -> str:
     """:func:`.frames.encode_message`'s text, byte for byte, at a fraction of its cost:
     a float's repr is its JSON, and each name's JSON is computed once."""
-    if len(values) == 1:
-        ((name, value),) = values.items()
-        return f'{{"step": {step}, {_json_key(name)}: {value!r}}}'
     parts = [f'{{"step": {step}']
     for name, value in values.items():
         parts.append(f", {_json_key(name)}: {value!r}")
@@ -251,29 +270,13 @@ class MetricsPipeline:
             start, cursor.reserved = self._reserve(job_id, len(points))
             cursor.seq = start - 1
         extra = self.extra_values(job_id) if self.extra_values else {}
-        rows = Rows()
-        frames: list[Frame] = []
-        seqs, names, steps, values_column, walls = (
-            rows.seqs,
-            rows.names,
-            rows.steps,
-            rows.values,
-            rows.walls,
-        )
-        seq, step = cursor.seq, cursor.step
-        for point_step, point_values, wall in points:
-            seq += 1
-            step = point_step if point_step is not None else step + 1
-            values = {**point_values, **extra} if extra else point_values
-            for name, value in values.items():
-                seqs.append(seq)
-                names.append(name)
-                steps.append(step)
-                values_column.append(value)
-                walls.append(wall)
-            frames.append(Frame.of(seq, encode_point(step, values)))
-        rows.job_ids = [job_id] * len(seqs)
-        cursor.seq, cursor.step = seq, step
+        if isinstance(points, Points) and not extra:
+            rows, frames, cursor.seq, cursor.step = _number_parsed(points, cursor.seq, cursor.step)
+        else:
+            rows, frames, cursor.seq, cursor.step = _number_any(
+                points, extra, cursor.seq, cursor.step
+            )
+        rows.job_ids = [job_id] * len(rows.seqs)
         return rows, frames
 
     async def submit(self, job_id: str, points: Batch, authorize: Authorize) -> list[Frame]:
@@ -554,6 +557,47 @@ class MetricsPipeline:
         return True
 
 
+def _number_parsed(points: Points, seq: int, step: int) -> tuple[Rows, list[Frame], int, int]:
+    """Numbers parsed points (rows less their job id, frames, last seq, last step): their
+    names, values and frame texts are columns already, so nothing here walks their values.
+    """
+    rows = Rows()
+    frames: list[Frame] = []
+    seqs, steps, walls = rows.seqs, rows.steps, rows.walls
+    rows.names, rows.values = list(points.names), list(points.values)
+    for point_step, wall, size, data in zip(
+        points.steps, points.walls, points.sizes, points.texts, strict=True
+    ):
+        seq += 1
+        step = point_step if point_step is not None else step + 1
+        if size == 1:
+            seqs.append(seq)
+            steps.append(step)
+            walls.append(wall)
+        else:
+            seqs += [seq] * size
+            steps += [step] * size
+            walls += [wall] * size
+        frames.append(Frame.of(seq, f'{{"step": {step}, {data}}}'))
+    return rows, frames, seq, step
+
+
+def _number_any(
+    points: Batch, extra: Mapping[str, float], seq: int, step: int
+) -> tuple[Rows, list[Frame], int, int]:
+    """:func:`_number_parsed` for any batch, with the values the platform adds."""
+    rows = Rows()
+    frames: list[Frame] = []
+    for point_step, point_values, wall in points:
+        seq += 1
+        step = point_step if point_step is not None else step + 1
+        values = {**point_values, **extra}
+        for name, value in values.items():
+            rows.append("", seq, name, step, value, wall)
+        frames.append(Frame.of(seq, encode_point(step, values)))
+    return rows, frames, seq, step
+
+
 def _write_batch(conn: Connection, rows: Rows, progress: dict[str, tuple[int, int | None]]) -> None:
     store.write_batch(conn, rows, [(job, seq, off) for job, (seq, off) in progress.items()])
 
@@ -648,7 +692,7 @@ class FileTailer:
                 raw = orjson.loads(line)
                 if type(raw) is not dict:
                     raise InvalidPoint("a metrics line must be a JSON object")
-                points.append(*parse_point(raw, now=now))
+                add_point(points, raw, now=now)
             except (ValueError, TypeError, RecursionError) as exc:
                 # Skipped, never retried: the offset moves past it with the good lines.
                 with self._lock:

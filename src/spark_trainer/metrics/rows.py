@@ -98,31 +98,35 @@ class Rows:
 
 
 class Points:
-    """Validated points not yet numbered, as columns; iterates as (step or None, values,
-    wall time), as a sequence of ``pipeline.Point`` does.
+    """Validated points not yet numbered, as columns. Per point: its step (None: the next),
+    wall time, number of values and the JSON text of its values for its stream frame; per
+    value: its name and the value. Iterates as (step, values, wall time) tuples, as a
+    sequence of ``pipeline.Point`` does.
 
-    A batch of 5,000 points is then 3 lists, not 5,000 more objects for the garbage
+    A batch of 5,000 points is then a few lists, not 5,000 more objects for the garbage
     collector to count and scan: its passes over the server's heap were a large part of
     what a batch cost.
     """
 
-    __slots__ = ("steps", "values", "walls")
+    __slots__ = ("names", "sizes", "steps", "texts", "values", "walls")
 
     def __init__(self) -> None:
         self.steps: list[int | None] = []
-        self.values: list[Mapping[str, float]] = []
         self.walls: list[float] = []
+        self.sizes: list[int] = []
+        self.texts: list[str] = []
+        self.names: list[str] = []
+        self.values: list[float] = []
 
     def __len__(self) -> int:
         return len(self.walls)
 
     def __iter__(self) -> Iterator[tuple[int | None, Mapping[str, float], float]]:
-        return zip(self.steps, self.values, self.walls, strict=True)
-
-    def append(self, step: int | None, values: Mapping[str, float], wall: float) -> None:
-        self.steps.append(step)
-        self.values.append(values)
-        self.walls.append(wall)
+        start = 0
+        for step, wall, size in zip(self.steps, self.walls, self.sizes, strict=True):
+            end = start + size
+            yield step, dict(zip(self.names[start:end], self.values[start:end], strict=True)), wall
+            start = end
 
 
 # What ingestion takes: Points, or any sized collection of (step, values, wall time).
