@@ -59,6 +59,8 @@ from spark_trainer.models import Job, MetricPoint
 logger = logging.getLogger(__name__)
 
 MAX_READ_BYTES = 4 * 1024 * 1024
+# Lines parsed and ingested together, within a read.
+SLICE_BYTES = 256 * 1024
 SEQ_BLOCK = 1000
 MAX_ATTEMPTS = 3
 RETRY_BACKOFF_SECONDS = (0.2, 1.0, 3.0)
@@ -683,10 +685,26 @@ class FileTailer:
             return len(chunk)
         if end < 0:
             return 0  # a line still being written
+        lines = chunk[: end + 1]
+        done = 0
+        while done < len(lines):
+            # A slice of lines at a time: its frames are published, and freed, before the
+            # next is parsed, rather than a whole chunk's outliving several collections.
+            cut = lines.find(b"\n", min(done + SLICE_BYTES, len(lines)) - 1) + 1
+            points = self._parse(job_id, lines[done:cut])
+            try:
+                self.pipeline.ingest(job_id, points, offset=offset + cut)
+            except PipelineFull:
+                return done  # nothing was taken: these lines are read again later
+            done = cut
+        return done
+
+    def _parse(self, job_id: str, lines: bytes) -> Points:
+        """The valid points of complete lines; the others are skipped and counted."""
         now = time.time()
         points = Points()
-        for line in chunk[: end + 1].splitlines():
-            if not line.strip():
+        for line in lines.splitlines():
+            if not line or line.isspace():
                 continue
             try:
                 raw = orjson.loads(line)
@@ -700,8 +718,4 @@ class FileTailer:
                 logger.warning(
                     "skipping a malformed metrics line", extra={"job_id": job_id, "error": str(exc)}
                 )
-        try:
-            self.pipeline.ingest(job_id, points, offset=offset + end + 1)
-        except PipelineFull:
-            return 0  # nothing was taken: these lines are read again later
-        return end + 1
+        return points
