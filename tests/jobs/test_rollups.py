@@ -9,6 +9,7 @@ from sqlalchemy import func, select
 
 from spark_trainer.context import AppContext
 from spark_trainer.metrics import store
+from spark_trainer.metrics.rows import Rows
 from spark_trainer.models import MetricRollup
 from tests.conftest import Account
 from tests.jobs.helpers import FINAL, submit, wait_for
@@ -26,20 +27,12 @@ def test_downsampled_buckets_keep_exact_extremes(
     values[12_345] = 99.0  # a spike and a dip that a mean would hide
     values[3_210] = -99.0
     rows = [
-        {
-            "job_id": job["id"],
-            "seq": i + 1,
-            "name": "loss",
-            "step": i,
-            "value": value,
-            "wall_time": 1_700_000_000.0 + i,
-        }
-        for i, value in enumerate(values)
+        (job["id"], i + 1, "loss", i, value, 1_700_000_000.0 + i) for i, value in enumerate(values)
     ]
     # In several batches, so blocks are merged across transactions as at real ingest.
     for start in range(0, POINTS, 3_000):
         with ctx.engine.begin() as conn:
-            store.write_batch(conn, rows[start : start + 3_000], [])
+            store.write_batch(conn, Rows.of(rows[start : start + 3_000]), [])
     with ctx.engine.connect() as conn:
         blocks = conn.scalar(select(func.count()).select_from(MetricRollup))
     assert blocks == -(-POINTS // 128)

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from sparktrainer import SparkTrainerClient
-from sparktrainer.tracking import _HttpSink
+from sparktrainer.tracking import _encode, _HttpSink
 from tests.sdk.conftest import LiveServer
 
 
@@ -54,16 +54,17 @@ def fast_backoff(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 def test_retries_until_delivered(fast_backoff: None) -> None:
     flaky = Flaky(failures=2)
     sink = _HttpSink(flaky.url, "job-1", "stj_token")
-    sink.write({"metrics": {"loss": 0.5}, "step": 1})
+    sink.write(_encode({"loss": 0.5}, 1, 1_700_000_000.5))
     sink.flush()
     assert len(flaky.bodies) == 3  # two 503s, then delivered
-    assert all(body == {"points": [{"metrics": {"loss": 0.5}, "step": 1}]} for body in flaky.bodies)
+    point = {"metrics": {"loss": 0.5}, "ts": 1_700_000_000.5, "step": 1}
+    assert all(body == {"points": [point]} for body in flaky.bodies)
 
 
 def test_gives_up_after_bounded_attempts(fast_backoff: None) -> None:
     flaky = Flaky(failures=100)
     sink = _HttpSink(flaky.url, "job-1", "stj_token")
-    sink.write({"metrics": {"loss": 0.5}, "step": 1})
+    sink.write(_encode({"loss": 0.5}, 1, time.time()))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         sink.flush()
@@ -79,7 +80,7 @@ def test_posts_to_a_live_server(live_server: LiveServer) -> None:
             time.sleep(0.1)
         sink = _HttpSink(live_server.url, job.id, live_server.api_key)
         for step in range(3):
-            sink.write({"metrics": {"loss": 1.0 / (step + 1)}, "step": step})
+            sink.write(_encode({"loss": 1.0 / (step + 1)}, step, time.time()))
         sink.flush()
         # Points are stored in batches, shortly after they are accepted.
         deadline = time.monotonic() + 10

@@ -3,15 +3,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Coroutine
 from functools import partial
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import orjson
 from fastapi import Query, Request, status
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response, StreamingResponse
+from fastapi.routing import APIRoute
 from sqlalchemy.orm import Session, sessionmaker
 
 from spark_trainer.context import AppContext
@@ -37,7 +38,7 @@ from spark_trainer.jobs.schemas import (
 from spark_trainer.kit.pagination import MAX_INT64, PagingParams
 from spark_trainer.kit.schemas import Page
 from spark_trainer.metrics import store
-from spark_trainer.metrics.pipeline import InvalidPoint, parse_point
+from spark_trainer.metrics.pipeline import InvalidPoint, parse_points
 from spark_trainer.models import Job, JobStatus
 from spark_trainer.routing import api_router
 from spark_trainer.runtime.jobfiles import JOB_TOKEN_PREFIX
@@ -210,19 +211,27 @@ def job_metrics(
     return Response(orjson.dumps(payload), media_type="application/json")
 
 
-@router.post(
-    "/{job_id}/metrics",
-    response_model=MetricsAccepted,
-    summary="Report metric points for a running job",
-    description="For jobs that run outside SparkTrainer's executor. Authenticate with the "
-    "job's own token (`SPARKTRAINER_JOB_TOKEN`, `stj_…`) or as the job's owner. A 200 "
-    "means every point is stored. A 503 means none was (the event bus or the database is "
-    "unavailable): retry it.",
-    responses={
-        409: {"description": "The job is not running"},
-        503: {"description": "The event bus (Redis) or the database is down; nothing was stored"},
-    },
-)
+class _OrjsonRequest(Request):
+    async def json(self) -> Any:
+        if not hasattr(self, "_json"):
+            # orjson's error is a json.JSONDecodeError: FastAPI answers it as any other.
+            self._json = orjson.loads(await self.body())
+        return self._json
+
+
+class _OrjsonRoute(APIRoute):
+    """Decodes the body with orjson: for a batch of metric points, the standard library's
+    decoder took a quarter of the request's time."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def decoding(request: Request) -> Response:
+            return await handler(_OrjsonRequest(request.scope, request.receive))
+
+        return decoding
+
+
 # A coroutine: nothing here blocks. The job's state is read, and the points stored, by the
 # metrics writer for a whole group of concurrent requests at once (group commit).
 async def ingest_metrics(
@@ -241,16 +250,30 @@ async def ingest_metrics(
         else await authenticate_request_async(request, ctx, credential)
     )
     authorize = service.ingest_authorizer(job_id, credential, user)
-    now = time.time()
     try:
-        # The fields as they are, not model_dump(): a third of the cost of a large batch.
-        points = [
-            parse_point({"step": p.step, "metrics": p.metrics, "ts": p.ts}, now=now)
-            for p in body.points
-        ]
+        # The points as decoded: validating them as models cost more than storing them.
+        points = parse_points(body.points, now=time.time())
     except InvalidPoint as exc:
         # Who may not post here at all learns that first, as before any other check.
         await ctx.jobs.pipeline.submit(job_id, [], authorize)
         raise BadRequest(str(exc)) from None
     frames = await ctx.jobs.pipeline.submit(job_id, points, authorize)
     return MetricsAccepted(accepted=len(frames), last_seq=frames[-1].seq)
+
+
+router.add_api_route(
+    "/{job_id}/metrics",
+    ingest_metrics,
+    methods=["POST"],
+    route_class_override=_OrjsonRoute,
+    response_model=MetricsAccepted,
+    summary="Report metric points for a running job",
+    description="For jobs that run outside SparkTrainer's executor. Authenticate with the "
+    "job's own token (`SPARKTRAINER_JOB_TOKEN`, `stj_…`) or as the job's owner. A 200 "
+    "means every point is stored. A 503 means none was (the event bus or the database is "
+    "unavailable): retry it.",
+    responses={
+        409: {"description": "The job is not running"},
+        503: {"description": "The event bus (Redis) or the database is down; nothing was stored"},
+    },
+)

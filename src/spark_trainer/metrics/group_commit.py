@@ -19,10 +19,10 @@ import logging
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from spark_trainer.errors import ServiceUnavailable, SparkTrainerError
 from spark_trainer.metrics.frames import Frame
+from spark_trainer.metrics.rows import Batch
 
 logger = logging.getLogger(__name__)
 
@@ -45,7 +45,7 @@ Outcome = list[Frame] | SparkTrainerError
 class Submission:
     job_id: str
     # Empty: the request is only authorized (it is answered an error either way).
-    points: Sequence[Any]
+    points: Batch
     authorize: Authorize
 
 

@@ -37,14 +37,15 @@ from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
+import orjson
 from sqlalchemy import Connection, Engine, case, select, text, update
 
 from spark_trainer.errors import ServiceUnavailable, SparkTrainerError
 from spark_trainer.metrics import rules, store
 from spark_trainer.metrics.bus import EventBus
-from spark_trainer.metrics.frames import Frame, encode_message
+from spark_trainer.metrics.frames import Frame
 from spark_trainer.metrics.group_commit import (
     Authorize,
     GroupCommit,
@@ -52,11 +53,14 @@ from spark_trainer.metrics.group_commit import (
     Outcome,
     Submission,
 )
+from spark_trainer.metrics.rows import Batch, Points, Rows
 from spark_trainer.models import Job, MetricPoint
 
 logger = logging.getLogger(__name__)
 
 MAX_READ_BYTES = 4 * 1024 * 1024
+# Lines parsed and ingested together, within a read.
+SLICE_BYTES = 256 * 1024
 SEQ_BLOCK = 1000
 MAX_ATTEMPTS = 3
 RETRY_BACKOFF_SECONDS = (0.2, 1.0, 3.0)
@@ -72,29 +76,134 @@ class PipelineFull(ServiceUnavailable):
         super().__init__("Metric storage is behind; retry shortly")
 
 
-@dataclass(frozen=True, slots=True)
-class Point:
+class Point(NamedTuple):
     step: int | None
     values: Mapping[str, float]
     wall_time: float
 
 
-def parse_point(raw: Mapping[str, Any], *, now: float) -> Point:
-    """Validates one logged point: {"step": 3, "metrics": {"loss": 0.4}, "ts": 1.7e9}."""
+# Names already found valid: checking one (a regular expression) cost more than the rest of
+# a point. Bounded, so a job inventing names cannot grow it for good.
+_valid_names: set[str] = set()
+_MAX_VALID_NAMES = 10_000
+
+
+def add_point(
+    points: Points, raw: Mapping[str, Any], *, now: float, strip_names: bool = False
+) -> None:
+    """Validates one logged point, {"step": 3, "metrics": {"loss": 0.4}, "ts": 1.7e9}, and
+    appends it to ``points`` (nothing, when it is refused).
+
+    The usual point (known names, float values, an int step, a float time) takes the
+    short checks; anything else gets the full ones, and their messages. ``strip_names``:
+    surrounding whitespace is dropped from names, as for every string of a request body.
+    The point's JSON for its stream frame is written here, in the one pass over its values.
+    """
     metrics = raw.get("metrics")
-    if not isinstance(metrics, Mapping) or not metrics:
+    # An ABC's isinstance() is slow: a decoded object is a dict.
+    if (type(metrics) is not dict and not isinstance(metrics, Mapping)) or not metrics:
         raise InvalidPoint("'metrics' must be a non-empty object of name → number")
-    values: dict[str, float] = {}
-    for name, value in metrics.items():
-        problem = rules.name_problem(name) or rules.value_problem(name, value)
+    step, ts = raw.get("step"), raw.get("ts")
+    if step is not None and (type(step) is not int or not 0 <= step <= rules.MAX_STEP):
+        raise InvalidPoint(rules.step_problem(step) or "'step' must be an integer")
+    if ts is None:
+        wall = now
+    elif type(ts) is float and ts - ts == 0.0:
+        wall = ts
+    else:
+        problem = rules.time_problem(ts)
         if problem is not None:
             raise InvalidPoint(problem)
-        values[name] = float(value)
-    step, ts = raw.get("step"), raw.get("ts")
-    problem = rules.step_problem(step) or rules.time_problem(ts)
+        wall = float(ts)
+    names, values = points.names, points.values
+    first = len(names)
+    data = ""
+    stripped = False
+    try:
+        for name in metrics:
+            value = metrics[name]
+            key = name
+            if name not in _valid_names:
+                key = _checked_name(name, strip_names)
+                stripped = stripped or key is not name
+            # x - x is 0.0 for a finite float, NaN for inf and NaN.
+            if type(value) is not float or value - value != 0.0:
+                problem = rules.value_problem(key, value)
+                if problem is not None:
+                    raise InvalidPoint(problem)
+                value = float(value)
+            names.append(key)
+            values.append(value)
+            part = f"{_json_key(key)}: {value!r}"
+            data = f"{data}, {part}" if data else part
+        if stripped and len(set(names[first:])) < len(names) - first:
+            raise InvalidPoint("a metric name is given twice (once with spaces around it)")
+    except InvalidPoint:
+        del names[first:], values[first:]
+        raise
+    points.steps.append(step)
+    points.walls.append(wall)
+    points.sizes.append(len(names) - first)
+    points.texts.append(data)
+
+
+def _checked_name(name: object, strip: bool) -> str:
+    """The name to store (stripped if asked), or InvalidPoint saying what is wrong."""
+    key = name.strip() if strip and isinstance(name, str) else name
+    problem = rules.name_problem(key)
     if problem is not None:
         raise InvalidPoint(problem)
-    return Point(step=step, values=values, wall_time=now if ts is None else float(ts))
+    assert isinstance(key, str) and isinstance(name, str)
+    # Only names that no one would strip: the cache holds for both ways in.
+    if name == name.strip():
+        if len(_valid_names) >= _MAX_VALID_NAMES:
+            _valid_names.clear()
+        _valid_names.add(name)
+        return name
+    return key
+
+
+# A metrics POST's point has these fields, and no others.
+_POINT_FIELDS = ("metrics", "step", "ts")
+
+
+def parse_points(raws: Sequence[object], *, now: float) -> Points:
+    """Validates a metrics POST's points as its schema says; the error names the point."""
+    points = Points()
+    for index, raw in enumerate(raws):
+        try:
+            if type(raw) is not dict:
+                raise InvalidPoint("must be an object with 'metrics' (and 'step', 'ts')")
+            if len(raw) != ("metrics" in raw) + ("step" in raw) + ("ts" in raw):
+                unknown = ", ".join(repr(k) for k in raw if k not in _POINT_FIELDS)
+                raise InvalidPoint(f"unknown field {unknown}; a point has step, metrics, ts")
+            add_point(points, raw, now=now, strip_names=True)
+        except InvalidPoint as exc:
+            raise InvalidPoint(f"points[{index}]: {exc}") from None
+    return points
+
+
+# The JSON key of each metric name seen, as json.dumps writes it.
+_json_keys: dict[str, str] = {}
+
+
+def _json_key(name: str) -> str:
+    key = _json_keys.get(name)
+    if key is None:
+        key = json.dumps(name)
+        if len(_json_keys) < _MAX_VALID_NAMES:
+            _json_keys[name] = key
+    return key
+
+
+def encode_point(step: int, values: Mapping[str, float]) -> str:
+    """:func:`.frames.encode_message`'s text, byte for byte, at a fraction of its cost:
+    a float's repr is its JSON, and each name's JSON is computed once."""
+    parts = [f'{{"step": {step}']
+    for name, value in values.items():
+        parts.append(f", {_json_key(name)}: {value!r}")
+    parts.append("}")
+    return "".join(parts)
 
 
 @dataclass(slots=True)
@@ -126,7 +235,7 @@ class MetricsPipeline:
         self.rejected_points = 0
         self._lock = threading.Lock()
         self._cursors: dict[str, _JobCursor] = {}
-        self._pending_rows: list[dict[str, Any]] = []
+        self._pending_rows = Rows()
         self._pending_progress: dict[str, tuple[int, int | None]] = {}
         # One flush at a time: progress must reach the database in the order it was made.
         self._flush_lock = threading.Lock()
@@ -137,9 +246,7 @@ class MetricsPipeline:
 
     # --- ingestion ------------------------------------------------------------------
 
-    def ingest(
-        self, job_id: str, points: Sequence[Point], *, offset: int | None = None
-    ) -> list[Frame]:
+    def ingest(self, job_id: str, points: Batch, *, offset: int | None = None) -> list[Frame]:
         """Numbers, publishes and queues points for storage. Thread-safe.
 
         Raises :class:`PipelineFull` (nothing queued) while storage is too far behind.
@@ -158,39 +265,23 @@ class MetricsPipeline:
         self._wake.set()
         return frames
 
-    def _number(
-        self, job_id: str, points: Sequence[Point]
-    ) -> tuple[list[dict[str, Any]], list[Frame]]:
+    def _number(self, job_id: str, points: Batch) -> tuple[Rows, list[Frame]]:
         """The points' rows and frames, numbered in order. The caller holds ``_lock``."""
         cursor = self._cursor(job_id)
         if cursor.seq + len(points) > cursor.reserved:
             start, cursor.reserved = self._reserve(job_id, len(points))
             cursor.seq = start - 1
         extra = self.extra_values(job_id) if self.extra_values else {}
-        rows: list[dict[str, Any]] = []
-        frames: list[Frame] = []
-        for point in points:
-            cursor.seq += 1
-            step = point.step if point.step is not None else cursor.step + 1
-            cursor.step = step
-            values = {**point.values, **extra}
-            for name, value in values.items():
-                rows.append(
-                    {
-                        "job_id": job_id,
-                        "seq": cursor.seq,
-                        "name": name,
-                        "step": step,
-                        "value": value,
-                        "wall_time": point.wall_time,
-                    }
-                )
-            frames.append(Frame.of(cursor.seq, encode_message(step, values)))
+        if isinstance(points, Points) and not extra:
+            rows, frames, cursor.seq, cursor.step = _number_parsed(points, cursor.seq, cursor.step)
+        else:
+            rows, frames, cursor.seq, cursor.step = _number_any(
+                points, extra, cursor.seq, cursor.step
+            )
+        rows.job_ids = [job_id] * len(rows.seqs)
         return rows, frames
 
-    async def submit(
-        self, job_id: str, points: Sequence[Point], authorize: Authorize
-    ) -> list[Frame]:
+    async def submit(self, job_id: str, points: Batch, authorize: Authorize) -> list[Frame]:
         """Stores a metrics POST's points with the group committed next; answers once they
         are committed. ``authorize`` is checked against the job's state read just before;
         with no points the request is only authorized."""
@@ -215,7 +306,7 @@ class MetricsPipeline:
                 logger.warning("metrics POSTs: reading the jobs failed: %s", str(exc)[:300])
                 return [_not_stored() for _ in group]
             outcomes: list[Outcome] = []
-            accepted: list[tuple[int, list[dict[str, Any]]]] = []
+            accepted: list[tuple[int, Rows]] = []
             with self._flush_lock:
                 for submission in group:
                     try:
@@ -238,10 +329,10 @@ class MetricsPipeline:
 
     def _accept(
         self, submission: Submission, state: IngestState | None
-    ) -> tuple[list[dict[str, Any]], list[Frame]]:
+    ) -> tuple[Rows, list[Frame]]:
         submission.authorize(state)
         if not submission.points:
-            return [], []
+            return Rows(), []
         if not self.bus.available():
             # Refused before anything is numbered: a client's retry then stores each
             # point once.
@@ -251,24 +342,27 @@ class MetricsPipeline:
                 raise PipelineFull
             return self._number(submission.job_id, submission.points)
 
-    def _store_accepted(
-        self, accepted: list[tuple[int, list[dict[str, Any]]]], conn: Connection
-    ) -> list[int]:
+    def _store_accepted(self, accepted: list[tuple[int, Rows]], conn: Connection) -> list[int]:
         """Stores the accepted requests' rows, with whatever else is queued, in one
         transaction. Answers the requests whose points could not be stored: all of them
         while the database does not answer, else only those whose own rows fail.
         The caller holds ``_flush_lock``."""
         queued, progress = self._take()
-        rows = [row for _, request_rows in accepted for row in request_rows]
+        rows = Rows()
+        for _, request_rows in accepted:
+            rows.extend(request_rows)
         combined = dict(progress)
-        for job_id, seq in _last_seqs(rows).items():
+        for job_id, seq in rows.last_seqs().items():
             earlier = combined.get(job_id)
             combined[job_id] = (
                 (seq, None) if earlier is None else (max(seq, earlier[0]), earlier[1])
             )
+        everything = Rows()
+        everything.extend(queued)
+        everything.extend(rows)
         try:
             with conn.begin():
-                _write_batch(conn, [*queued, *rows], combined)
+                _write_batch(conn, everything, combined)
             return []
         except Exception as exc:
             logger.warning("storing a group of metrics POSTs failed: %s", str(exc)[:300])
@@ -282,17 +376,15 @@ class MetricsPipeline:
             return []
         return [index for index, request_rows in accepted if not self._write_alone(request_rows)]
 
-    def _write_alone(self, rows: list[dict[str, Any]]) -> bool:
+    def _write_alone(self, rows: Rows) -> bool:
         try:
-            self._write(rows, {job_id: (seq, None) for job_id, seq in _last_seqs(rows).items()})
+            self._write(rows, {job_id: (seq, None) for job_id, seq in rows.last_seqs().items()})
         except Exception as exc:
             logger.warning("metrics POST points not stored: %s", str(exc)[:300])
             return False
         return True
 
-    def _write(
-        self, rows: list[dict[str, Any]], progress: dict[str, tuple[int, int | None]]
-    ) -> None:
+    def _write(self, rows: Rows, progress: dict[str, tuple[int, int | None]]) -> None:
         with self.engine.begin() as conn:
             _write_batch(conn, rows, progress)
 
@@ -397,18 +489,16 @@ class MetricsPipeline:
             self._put_back(rows, progress)
             raise
 
-    def _take(self) -> tuple[list[dict[str, Any]], dict[str, tuple[int, int | None]]]:
+    def _take(self) -> tuple[Rows, dict[str, tuple[int, int | None]]]:
         with self._lock:
-            rows, self._pending_rows = self._pending_rows, []
+            rows, self._pending_rows = self._pending_rows, Rows()
             progress, self._pending_progress = self._pending_progress, {}
         return rows, progress
 
-    def _put_back(
-        self, rows: list[dict[str, Any]], progress: dict[str, tuple[int, int | None]]
-    ) -> None:
+    def _put_back(self, rows: Rows, progress: dict[str, tuple[int, int | None]]) -> None:
         with self._lock:
             # In front, so a retry keeps the order.
-            self._pending_rows[:0] = rows
+            self._pending_rows.prepend(rows)
             for job_id, value in progress.items():
                 self._pending_progress.setdefault(job_id, value)
 
@@ -419,12 +509,10 @@ class MetricsPipeline:
         """
         with self._flush_lock:
             rows, progress = self._take()
-            by_job: dict[str, list[dict[str, Any]]] = {}
-            for row in rows:
-                by_job.setdefault(row["job_id"], []).append(row)
+            by_job: dict[str, Rows] = rows.split("job_ids")
             jobs = list(dict.fromkeys([*by_job, *progress]))
             for index, job_id in enumerate(jobs):
-                job_rows = by_job.get(job_id, [])
+                job_rows = by_job.get(job_id) or Rows()
                 job_progress = [(job_id, *progress[job_id])] if job_id in progress else []
                 try:
                     with self.engine.begin() as conn:
@@ -433,23 +521,20 @@ class MetricsPipeline:
                 except Exception:
                     if not self._database_answers():
                         rest = jobs[index:]
-                        self._put_back(
-                            [r for j in rest for r in by_job.get(j, [])],
-                            {j: progress[j] for j in rest if j in progress},
-                        )
+                        left = Rows()
+                        for j in rest:
+                            left.extend(by_job.get(j) or Rows())
+                        self._put_back(left, {j: progress[j] for j in rest if j in progress})
                         raise
                 self._store_point_by_point(job_id, job_rows, job_progress)
 
     def _store_point_by_point(
         self,
         job_id: str,
-        rows: list[dict[str, Any]],
+        rows: Rows,
         progress: list[tuple[str, int, int | None]],
     ) -> None:
-        points: dict[int, list[dict[str, Any]]] = {}
-        for row in rows:
-            points.setdefault(row["seq"], []).append(row)
-        for seq, point_rows in points.items():
+        for seq, point_rows in rows.split("seqs").items():
             try:
                 with self.engine.begin() as conn:
                     store.write_batch(conn, point_rows, [])
@@ -461,7 +546,7 @@ class MetricsPipeline:
                 )
         try:
             with self.engine.begin() as conn:
-                store.write_batch(conn, [], progress)
+                store.write_batch(conn, Rows(), progress)
         except Exception:
             logger.exception("recording metrics progress failed", extra={"job_id": job_id})
 
@@ -474,17 +559,49 @@ class MetricsPipeline:
         return True
 
 
-def _write_batch(
-    conn: Connection, rows: list[dict[str, Any]], progress: dict[str, tuple[int, int | None]]
-) -> None:
+def _number_parsed(points: Points, seq: int, step: int) -> tuple[Rows, list[Frame], int, int]:
+    """Numbers parsed points (rows less their job id, frames, last seq, last step): their
+    names, values and frame texts are columns already, so nothing here walks their values.
+    """
+    rows = Rows()
+    frames: list[Frame] = []
+    seqs, steps, walls = rows.seqs, rows.steps, rows.walls
+    rows.names, rows.values = list(points.names), list(points.values)
+    for point_step, wall, size, data in zip(
+        points.steps, points.walls, points.sizes, points.texts, strict=True
+    ):
+        seq += 1
+        step = point_step if point_step is not None else step + 1
+        if size == 1:
+            seqs.append(seq)
+            steps.append(step)
+            walls.append(wall)
+        else:
+            seqs += [seq] * size
+            steps += [step] * size
+            walls += [wall] * size
+        frames.append(Frame.of(seq, f'{{"step": {step}, {data}}}'))
+    return rows, frames, seq, step
+
+
+def _number_any(
+    points: Batch, extra: Mapping[str, float], seq: int, step: int
+) -> tuple[Rows, list[Frame], int, int]:
+    """:func:`_number_parsed` for any batch, with the values the platform adds."""
+    rows = Rows()
+    frames: list[Frame] = []
+    for point_step, point_values, wall in points:
+        seq += 1
+        step = point_step if point_step is not None else step + 1
+        values = {**point_values, **extra}
+        for name, value in values.items():
+            rows.append("", seq, name, step, value, wall)
+        frames.append(Frame.of(seq, encode_point(step, values)))
+    return rows, frames, seq, step
+
+
+def _write_batch(conn: Connection, rows: Rows, progress: dict[str, tuple[int, int | None]]) -> None:
     store.write_batch(conn, rows, [(job, seq, off) for job, (seq, off) in progress.items()])
-
-
-def _last_seqs(rows: Sequence[dict[str, Any]]) -> dict[str, int]:
-    last: dict[str, int] = {}
-    for row in rows:
-        last[row["job_id"]] = max(row["seq"], last.get(row["job_id"], 0))
-    return last
 
 
 def _not_stored() -> ServiceUnavailable:
@@ -568,16 +685,32 @@ class FileTailer:
             return len(chunk)
         if end < 0:
             return 0  # a line still being written
+        lines = chunk[: end + 1]
+        done = 0
+        while done < len(lines):
+            # A slice of lines at a time: its frames are published, and freed, before the
+            # next is parsed, rather than a whole chunk's outliving several collections.
+            cut = lines.find(b"\n", min(done + SLICE_BYTES, len(lines)) - 1) + 1
+            points = self._parse(job_id, lines[done:cut])
+            try:
+                self.pipeline.ingest(job_id, points, offset=offset + cut)
+            except PipelineFull:
+                return done  # nothing was taken: these lines are read again later
+            done = cut
+        return done
+
+    def _parse(self, job_id: str, lines: bytes) -> Points:
+        """The valid points of complete lines; the others are skipped and counted."""
         now = time.time()
-        points: list[Point] = []
-        for line in chunk[: end + 1].splitlines():
-            if not line.strip():
+        points = Points()
+        for line in lines.splitlines():
+            if not line or line.isspace():
                 continue
             try:
-                raw = json.loads(line)
-                if not isinstance(raw, dict):
+                raw = orjson.loads(line)
+                if type(raw) is not dict:
                     raise InvalidPoint("a metrics line must be a JSON object")
-                points.append(parse_point(raw, now=now))
+                add_point(points, raw, now=now)
             except (ValueError, TypeError, RecursionError) as exc:
                 # Skipped, never retried: the offset moves past it with the good lines.
                 with self._lock:
@@ -585,8 +718,4 @@ class FileTailer:
                 logger.warning(
                     "skipping a malformed metrics line", extra={"job_id": job_id, "error": str(exc)}
                 )
-        try:
-            self.pipeline.ingest(job_id, points, offset=offset + end + 1)
-        except PipelineFull:
-            return 0  # nothing was taken: these lines are read again later
-        return end + 1
+        return points

@@ -6,7 +6,10 @@ either whole or downsampled on the database side.
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import math
+import operator
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
@@ -29,6 +32,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from spark_trainer.metrics.frames import Frame, encode_message
 from spark_trainer.metrics.group_commit import IngestState
+from spark_trainer.metrics.rows import Rows
 from spark_trainer.models import ROLLUP_STEPS, Job, MetricPoint, MetricRollup, MetricSummary
 
 _points = cast(Table, MetricPoint.__table__)
@@ -61,11 +65,11 @@ def ingest_states(conn: Connection, job_ids: Iterable[str]) -> dict[str, IngestS
 
 def write_batch(
     conn: Connection,
-    rows: Sequence[dict[str, Any]],
+    rows: Rows,
     progress: Iterable[tuple[str, int, int | None]],
 ) -> None:
-    """Inserts points, folds them into the per-metric summaries and records each job's
-    ingestion progress, all in the caller's transaction.
+    """Inserts points, folds them into the per-metric summaries and rollup blocks and
+    records each job's ingestion progress, all in the caller's transaction.
 
     A row whose (job, name, step, value) is already stored, or repeated in ``rows``, is
     left out: that is a point sent again (a retried POST), stored once.
@@ -75,8 +79,7 @@ def write_batch(
     rows = _not_stored(conn, rows)
     if rows:
         _insert_points(conn, rows)
-        _update_summaries(conn, rows)
-        _update_rollups(conn, rows)
+        _update_summaries_and_rollups(conn, rows)
     for job_id, seq, offset in progress:
         if offset is None:
             conn.execute(_SET_SEQ, {"job": job_id, "seq": seq})
@@ -99,7 +102,7 @@ _RANGE = select(_points.c.job_id, _points.c.name, _points.c.step, _points.c.valu
 _RANGES_PER_QUERY = 200
 
 
-def _not_stored(conn: Connection, rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+def _not_stored(conn: Connection, rows: Rows) -> Rows:
     """``rows`` less those already stored or repeated, the first copy kept.
 
     The unique index on the natural key is the guarantee; checking first keeps the
@@ -110,17 +113,20 @@ def _not_stored(conn: Connection, rows: Sequence[dict[str, Any]]) -> list[dict[s
     # Per (job, name): the lowest and highest step. While each series' steps only rise
     # (the usual case) the batch cannot repeat a point, and no per-row key is needed.
     ranges: dict[tuple[str, str], list[int]] = {}
-    rising = True
-    for row in rows:
-        step = row["step"]
-        span = ranges.get((row["job_id"], row["name"]))
-        if span is None:
-            ranges[row["job_id"], row["name"]] = [step, step]
-        elif step > span[1]:
-            span[1] = step
-        else:
-            rising = False
-            span[0] = min(span[0], step)
+    rising = _one_rising_series(rows)
+    if rising:
+        ranges[rows.job_ids[0], rows.names[0]] = [rows.steps[0], rows.steps[-1]]
+    else:
+        rising = True
+        for key, step in zip(zip(rows.job_ids, rows.names, strict=True), rows.steps, strict=True):
+            span = ranges.get(key)
+            if span is None:
+                ranges[key] = [step, step]
+            elif step > span[1]:
+                span[1] = step
+            else:
+                rising = False
+                span[0] = min(span[0], step)
     seen: set[tuple[Any, ...]] = set()
     if len(ranges) == 1:
         ((job_id, name), (lo, hi)), *_ = ranges.items()
@@ -142,68 +148,72 @@ def _not_stored(conn: Connection, rows: Sequence[dict[str, Any]]) -> list[dict[s
         statement = chunk[0] if len(chunk) == 1 else union_all(*chunk)
         seen.update(tuple(row) for row in conn.execute(statement))
     if rising and not seen:
-        return list(rows)
-    unique: list[dict[str, Any]] = []
-    for row in rows:
-        key = (row["job_id"], row["name"], row["step"], row["value"])
-        if key not in seen:
-            seen.add(key)
-            unique.append(row)
-    return unique
+        return rows
+    keep: list[bool] = []
+    for point in zip(rows.job_ids, rows.names, rows.steps, rows.values, strict=True):
+        new = point not in seen
+        if new:
+            seen.add(point)
+        keep.append(new)
+    return rows.where(keep)
 
 
-_COPY_POINTS = "COPY metric_points (job_id, seq, name, step, value, wall_time) FROM STDIN"
+def _one_rising_series(rows: Rows) -> bool:
+    """Whether the rows are one job's one metric at rising steps: a job logging one metric
+    (the usual case, and the costliest per point), checked in C rather than per row."""
+    job_ids, names, steps = rows.job_ids, rows.names, rows.steps
+    return (
+        bool(job_ids)
+        and job_ids.count(job_ids[0]) == len(job_ids)
+        and names.count(names[0]) == len(names)
+        and all(map(operator.lt, steps, itertools.islice(steps, 1, None)))
+    )
+
+
+_COPY_POINTS = (
+    "COPY metric_points (job_id, seq, name, step, value, wall_time) FROM STDIN (FORMAT BINARY)"
+)
+_COPY_TYPES = ("text", "int8", "text", "int8", "float8", "float8")
 _INSERT_POINTS = (
     "INSERT INTO metric_points (job_id, seq, name, step, value, wall_time) "
     "VALUES (?, ?, ?, ?, ?, ?)"
 )
 
 
-def _insert_points(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
-    """The rows straight to the driver: COPY on PostgreSQL, executemany on SQLite.
+def _insert_points(conn: Connection, rows: Rows) -> None:
+    """The columns straight to the driver: a binary COPY on PostgreSQL, the driver's
+    executemany on SQLite (one statement, prepared once).
 
     SQLAlchemy's own executemany processes each parameter of each row in Python, which
-    cost more than the insert itself; these columns need no conversion.
+    cost more than the insert itself; these columns need no conversion. Binary COPY
+    spares the server parsing text numbers, and the client formatting them.
     """
-    values = [
-        (r["job_id"], r["seq"], r["name"], r["step"], r["value"], r["wall_time"]) for r in rows
-    ]
+    raw: Any = conn.connection.driver_connection
     if conn.dialect.name == "postgresql":
-        raw: Any = conn.connection.driver_connection
-        with (
-            raw.cursor() as cursor,
-            cursor.copy(_COPY_POINTS) as copy,
-        ):
-            for row in values:
-                copy.write_row(row)
+        with raw.cursor() as cursor, cursor.copy(_COPY_POINTS) as copy:
+            copy.set_types(_COPY_TYPES)
+            write_row = copy.write_row
+            for row in rows:
+                write_row(row)
         return
-    conn.exec_driver_sql(_INSERT_POINTS, values)
+    # The rows one at a time, not a list of them: a list of 100,000 tuples lives long
+    # enough for the garbage collector to promote it, and then to scan it in full passes.
+    cursor = raw.cursor()
+    try:
+        cursor.executemany(_INSERT_POINTS, iter(rows))
+    finally:
+        cursor.close()
 
 
-def _update_rollups(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
-    blocks: dict[tuple[str, str, int], list[Any]] = {}
-    for row in rows:
-        step, value, wall = row["step"], row["value"], row["wall_time"]
-        key = (row["job_id"], row["name"], step // ROLLUP_STEPS)
-        block = blocks.get(key)
-        if block is None:
-            blocks[key] = [step, step, value, value, wall, wall, 1]
-            continue
-        if step < block[0]:
-            block[0] = step
-        if step > block[1]:
-            block[1] = step
-        if value < block[2]:
-            block[2] = value
-        if value > block[3]:
-            block[3] = value
-        if wall < block[4]:
-            block[4] = wall
-        if wall > block[5]:
-            block[5] = wall
-        block[6] += 1
+def _update_summaries_and_rollups(conn: Connection, rows: Rows) -> None:
+    """Folds the rows into each series' summary and each rollup block."""
+    if _one_rising_series(rows):
+        summaries, blocks = _fold_one_series(rows)
+    else:
+        summaries, blocks = _fold(rows)
+    rollups_upsert, summaries_upsert = _upserts(conn.dialect.name)
     conn.execute(
-        _upserts(conn.dialect.name)[0],
+        rollups_upsert,
         [
             {
                 "job_id": job_id,
@@ -220,6 +230,91 @@ def _update_rollups(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
             for (job_id, name, block_no), b in blocks.items()
         ],
     )
+    conn.execute(
+        summaries_upsert,
+        [
+            {
+                "job_id": job_id,
+                "name": name,
+                "latest": s[0],
+                "latest_step": s[1],
+                "latest_seq": s[2],
+                "min": s[3],
+                "max": s[4],
+                "count": s[5],
+            }
+            for (job_id, name), s in summaries.items()
+        ],
+    )
+
+
+# Per series (job, name): [latest, latest_step, latest_seq, min, max, count]; per rollup block
+# (job, name, block): [min_step, max_step, min_value, max_value, min_wall, max_wall, count].
+Folded = tuple[dict[tuple[str, str], list[Any]], dict[tuple[str, str, int], list[Any]]]
+
+
+def _fold(rows: Rows) -> Folded:
+    summaries: dict[tuple[str, str], list[Any]] = {}
+    blocks: dict[tuple[str, str, int], list[Any]] = {}
+    for job_id, seq, name, step, value, wall in rows:
+        key = (job_id, name, step // ROLLUP_STEPS)
+        block = blocks.get(key)
+        if block is None:
+            blocks[key] = [step, step, value, value, wall, wall, 1]
+        else:
+            if step < block[0]:
+                block[0] = step
+            if step > block[1]:
+                block[1] = step
+            if value < block[2]:
+                block[2] = value
+            if value > block[3]:
+                block[3] = value
+            if wall < block[4]:
+                block[4] = wall
+            if wall > block[5]:
+                block[5] = wall
+            block[6] += 1
+        summary = summaries.get(key[:2])
+        if summary is None:
+            # latest, latest_step, latest_seq, min, max, count
+            summaries[key[:2]] = [value, step, seq, value, value, 1]
+            continue
+        if seq >= summary[2]:
+            summary[0], summary[1], summary[2] = value, step, seq
+        if value < summary[3]:
+            summary[3] = value
+        if value > summary[4]:
+            summary[4] = value
+        summary[5] += 1
+    return summaries, blocks
+
+
+def _fold_one_series(rows: Rows) -> Folded:
+    """:func:`_fold` for one series at rising steps: each block is a slice of the columns,
+    folded by min() and max() in C."""
+    job_id, name = rows.job_ids[0], rows.names[0]
+    seqs, steps, values, walls = rows.seqs, rows.steps, rows.values, rows.walls
+    blocks: dict[tuple[str, str, int], list[Any]] = {}
+    start, end = 0, len(steps)
+    while start < end:
+        block = steps[start] // ROLLUP_STEPS
+        stop = bisect.bisect_left(steps, (block + 1) * ROLLUP_STEPS, start, end)
+        in_block = values[start:stop]
+        block_walls = walls[start:stop]
+        blocks[job_id, name, block] = [
+            steps[start],
+            steps[stop - 1],
+            min(in_block),
+            max(in_block),
+            min(block_walls),
+            max(block_walls),
+            stop - start,
+        ]
+        start = stop
+    latest = seqs.index(max(seqs))
+    summary = [values[latest], steps[latest], seqs[latest], min(values), max(values), end]
+    return {(job_id, name): summary}, blocks
 
 
 _UPSERTS: dict[str, tuple[Insert, Insert]] = {}
@@ -272,35 +367,6 @@ def _summaries_upsert(dialect: str) -> Insert:
             "max": larger(_summaries.c.max, statement.excluded.max),
             "count": _summaries.c.count + statement.excluded.count,
         },
-    )
-
-
-def _update_summaries(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
-    batch: dict[tuple[str, str], dict[str, Any]] = {}
-    for row in rows:
-        key = (row["job_id"], row["name"])
-        summary = batch.get(key)
-        value = row["value"]
-        if summary is None:
-            batch[key] = {
-                "job_id": row["job_id"],
-                "name": row["name"],
-                "latest": value,
-                "latest_step": row["step"],
-                "latest_seq": row["seq"],
-                "min": value,
-                "max": value,
-                "count": 1,
-            }
-            continue
-        if row["seq"] >= summary["latest_seq"]:
-            summary.update(latest=value, latest_step=row["step"], latest_seq=row["seq"])
-        summary["min"] = min(summary["min"], value)
-        summary["max"] = max(summary["max"], value)
-        summary["count"] += 1
-    conn.execute(
-        _upserts(conn.dialect.name)[1],
-        list(batch.values()),
     )
 
 

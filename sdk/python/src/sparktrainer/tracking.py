@@ -24,7 +24,7 @@ import urllib.request
 import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
-from typing import IO, Any
+from typing import IO
 
 __all__ = ["flush", "log"]
 
@@ -34,7 +34,8 @@ _sink: _Sink | None = None
 
 class _Sink(ABC):
     @abstractmethod
-    def write(self, point: dict[str, Any]) -> None: ...
+    def write(self, line: str) -> None:
+        """Takes one point, as its JSON text (see :func:`_encode`)."""
 
     def flush(self) -> None:  # noqa: B027 - most sinks buffer nothing
         """Delivers what is buffered."""
@@ -42,15 +43,12 @@ class _Sink(ABC):
 
 class _FileSink(_Sink):
     def __init__(self, path: str) -> None:
-        self._handle: IO[str] = open(path, "a", encoding="utf-8")  # noqa: SIM115, PTH123
+        # Unbuffered, appending: each point is one write() of one whole line, at once
+        # visible to the platform, which reads only complete lines.
+        self._handle: IO[bytes] = open(path, "ab", buffering=0)  # noqa: SIM115, PTH123
 
-    def write(self, point: dict[str, Any]) -> None:
-        # One write of one whole line, flushed: the platform reads only complete lines.
-        self._handle.write(json.dumps(point, separators=(",", ":")) + "\n")
-        self._handle.flush()
-
-    def flush(self) -> None:
-        self._handle.flush()
+    def write(self, line: str) -> None:
+        self._handle.write(f"{line}\n".encode())
 
 
 class _HttpSink(_Sink):
@@ -66,14 +64,14 @@ class _HttpSink(_Sink):
     def __init__(self, api_url: str, job_id: str, token: str) -> None:
         self._url = f"{api_url.rstrip('/')}/api/jobs/{job_id}/metrics"
         self._token = token
-        self._buffer: list[dict[str, Any]] = []
+        self._buffer: list[str] = []
         self._cond = threading.Condition()
         self._thread = threading.Thread(target=self._run, name="sparktrainer-metrics", daemon=True)
         self._thread.start()
 
-    def write(self, point: dict[str, Any]) -> None:
+    def write(self, line: str) -> None:
         with self._cond:
-            self._buffer.append(point)
+            self._buffer.append(line)
             if len(self._buffer) >= self.MAX_BATCH:
                 self._cond.notify()
 
@@ -89,10 +87,10 @@ class _HttpSink(_Sink):
         for start in range(0, len(batch), self.MAX_BATCH):
             self._post(batch[start : start + self.MAX_BATCH])
 
-    def _post(self, points: list[dict[str, Any]]) -> None:
+    def _post(self, points: list[str]) -> None:
         request = urllib.request.Request(  # noqa: S310 - the platform's own URL
             self._url,
-            data=json.dumps({"points": points}).encode(),
+            data=f'{{"points":[{",".join(points)}]}}'.encode(),
             headers={"Authorization": f"Bearer {self._token}", "Content-Type": "application/json"},
             method="POST",
         )
@@ -124,7 +122,7 @@ class _HttpSink(_Sink):
 
 
 class _NullSink(_Sink):
-    def write(self, point: dict[str, Any]) -> None:
+    def write(self, line: str) -> None:
         pass
 
 
@@ -156,23 +154,43 @@ def log(metrics: Mapping[str, float], step: int | None = None) -> None:
     ``step`` defaults to one more than the previous point's. Values must be finite numbers;
     the name ``step`` is reserved.
     """
-    values: dict[str, float] = {}
-    for name, value in metrics.items():
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise TypeError(f"metric {name!r} must be a number, not {type(value).__name__}")
-        if not math.isfinite(value):
-            raise ValueError(f"metric {name!r} is {value}; only finite values are recorded")
-        values[str(name)] = float(value)
-    if not values:
-        raise ValueError("log() needs at least one metric")
-    if step is not None and (not isinstance(step, int) or step < 0):
-        raise ValueError("step must be a non-negative integer")
-    point: dict[str, Any] = {"metrics": values, "ts": time.time()}
-    if step is not None:
-        point["step"] = step
-    sink = _get_sink()
+    if step is not None and (type(step) is not int or step < 0):
+        if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+            raise ValueError("step must be a non-negative integer")
+        step = int(step)
+    line = _encode(metrics, step, time.time())
+    sink = _get_sink() if _sink is None else _sink
     with _lock:
-        sink.write(point)
+        sink.write(line)
+
+
+# Each metric name's JSON, computed once: most jobs log the same few names all along.
+_names: dict[str, str] = {}
+_MAX_NAMES = 10_000
+
+
+def _encode(metrics: Mapping[str, float], step: int | None, ts: float) -> str:
+    """The point's JSON line, as json.dumps would write it, built directly: a float's repr
+    is its JSON. Raises on a value that is not a finite number."""
+    parts = []
+    for name, value in metrics.items():
+        # x - x is 0.0 for a finite float only.
+        if type(value) is not float or value - value != 0.0:
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise TypeError(f"metric {name!r} must be a number, not {type(value).__name__}")
+            if not math.isfinite(value):
+                raise ValueError(f"metric {name!r} is {value}; only finite values are recorded")
+            value = float(value)
+        key = _names.get(name)
+        if key is None:
+            key = json.dumps(str(name))
+            if len(_names) < _MAX_NAMES:
+                _names[name] = key
+        parts.append(f"{key}:{value!r}")
+    if not parts:
+        raise ValueError("log() needs at least one metric")
+    tail = "" if step is None else f',"step":{step}'
+    return f'{{"metrics":{{{",".join(parts)}}},"ts":{ts!r}{tail}}}'
 
 
 def flush() -> None:
