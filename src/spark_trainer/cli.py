@@ -85,7 +85,8 @@ def serve(
 
 
 def worker(data_dir: DataDirOption = None) -> None:
-    """Run a GPU node of a distributed deployment (SPARKTRAINER_EXECUTOR=celery)."""
+    """Run a node of a distributed deployment (SPARKTRAINER_EXECUTOR=celery): its GPUs, or
+    a CPU node for jobs with gpu_count 0 on a machine without any."""
 
     from spark_trainer.observability.logging import configure_logging
     from spark_trainer.worker.node import WorkerNode

@@ -12,7 +12,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from spark_trainer.errors import SparkTrainerError
+from spark_trainer.errors import PayloadTooLarge, SparkTrainerError
 
 logger = logging.getLogger(__name__)
 
@@ -60,10 +60,17 @@ async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
     return error_response(400, "Validation Error", describe_validation_errors(exc.errors()))
 
 
+# Our own name where Python's phrase differs from it (and changes between versions: 413 is
+# "Request Entity Too Large" on 3.11, "Content Too Large" on 3.13).
+_PHRASES = {PayloadTooLarge.status_code: PayloadTooLarge.error}
+
+
 async def _http_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     status = exc.status_code
-    phrase = HTTPStatus(status).phrase if status in HTTPStatus._value2member_map_ else "Error"
+    phrase = _PHRASES.get(status) or (
+        HTTPStatus(status).phrase if status in HTTPStatus._value2member_map_ else "Error"
+    )
     message = exc.detail if isinstance(exc.detail, str) and exc.detail != phrase else None
     if message is None:
         message = {

@@ -91,6 +91,8 @@ def test_oversized_body_is_413(settings_factory: Callable[..., Settings]) -> Non
         )
         assert streamed.status_code == 413
         assert _is_spec_error(streamed.json(), 413)
+        # Declared or counted, the same error name (not the Python version's phrase).
+        assert response.json()["error"] == streamed.json()["error"] == "Payload Too Large"
     ctx.close()
 
 
