@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import httpx
 import redis
 
 from tests.conftest import SECRET_KEY
@@ -152,11 +153,16 @@ class Cluster:
         self.apis[1].start()
         for worker in self.workers.values():
             worker.start()
-        wait_until(self.ready, timeout=60, what="both workers to register")
+        wait_until(self.ready, timeout=60, what="both workers to register and answer pings")
 
     def ready(self) -> bool:
+        """Every worker's node is registered and its Celery consumer answers: a worker
+        registers its node (heartbeats) before its consumer joins the broker."""
         nodes = {row["node"] for row in self.apis[0].get("/api/gpus")}
-        return nodes == set(self.workers)
+        if nodes != set(self.workers):
+            return False
+        workers = httpx.get(f"{self.apis[0].base}/readyz", timeout=30).json()["workers"]
+        return bool(workers == dict.fromkeys(sorted(self.workers), "live"))
 
     def stop(self) -> None:
         for worker in self.workers.values():
