@@ -31,13 +31,13 @@ def test_priority_first_then_fifo(client: TestClient, alice: Account, tmp_path: 
     mid = submit(client, alice.headers, command="sleep 0.05", gpu_count=4, priority=5)
     high_2 = submit(client, alice.headers, command="sleep 0.05", gpu_count=4, priority=10)
 
-    # A pass after the last submission explains the whole queue; until then a reason may be
-    # missing or count fewer jobs ahead.
+    # Queue places are counted when read, but the GPU reason is what a scheduler pass
+    # recorded: until a pass has seen every submission, a job's reason may lack it.
     def reason(job: dict) -> str:  # type: ignore[type-arg]
         return get(client, alice.headers, job["id"])["pending_reason"] or ""
 
     wait_until(
-        lambda: "1 job ahead" in reason(high_2),
+        lambda: all("needs 4 GPUs" in reason(job) for job in (low, high_1, mid, high_2)),
         what="a scheduler pass that has seen every submission",
     )
     waiting = get(client, alice.headers, low["id"])

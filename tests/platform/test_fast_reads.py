@@ -218,6 +218,11 @@ def test_job_list_and_detail_match_pydantic(
     assert response.json()["started_at"] == "2026-12-04T12:00:01.000007Z"
     assert response.json()["created_at"] == "2026-12-04T12:00:00Z"
 
+    # Job and events come in one query; a job without events is still found.
+    detail = JobDetail(**_job_read(ctx, "job-waiting").model_dump(), events=[])
+    response = bare_client.get("/api/jobs/job-waiting", headers=alice.headers)
+    assert response.content == detail.model_dump_json().encode()
+
 
 def test_runs_and_users_match_pydantic(
     bare_client: TestClient, ctx: AppContext, alice: Account, admin: Account
@@ -228,6 +233,26 @@ def test_runs_and_users_match_pydantic(
         items=[_run_read(ctx, job_id) for job_id in job_ids], total=3, limit=20, offset=0
     )
     assert response.content == TypeAdapter(Page[RunRead]).dump_json(expected)
+
+    # Owner, page, total and summaries come in one query for a sort by a job's column.
+    runs = f"/api/experiments/{experiment_id}/runs"
+    for query, ids, offset in [
+        ("?sort=name&order=asc", sorted(job_ids, key=lambda i: _run_read(ctx, i).name), 0),
+        ("?limit=2&offset=1", job_ids[1:], 1),
+        ("?offset=5", [], 5),
+    ]:
+        page = Page[RunRead](
+            items=[_run_read(ctx, job_id) for job_id in ids][: 2 if "limit" in query else 20],
+            total=3,
+            limit=2 if "limit" in query else 20,
+            offset=offset,
+        )
+        response = bare_client.get(runs + query, headers=alice.headers)
+        assert response.content == TypeAdapter(Page[RunRead]).dump_json(page), query
+    with ctx.session_factory.begin() as session:
+        session.add(Experiment(id="exp-empty", owner_id=alice.user.id, name="empty"))
+    response = bare_client.get("/api/experiments/exp-empty/runs", headers=alice.headers)
+    assert response.json() == {"items": [], "total": 0, "limit": 20, "offset": 0}
 
     response = bare_client.get(
         f"/api/experiments/{experiment_id}/runs?sort=metric:accuracy&limit=1",

@@ -79,8 +79,11 @@ class _WireJSON(TypeEngine[Any]):
 _WIRE_DATETIME = DateTime(timezone=True)
 
 
-def read_columns(table: FromClause, fields: Iterable[str]) -> list[ColumnElement[Any]]:
-    """The columns named ``fields`` (labelled with those names), typed for the read path.
+def read_columns(
+    table: FromClause, fields: Iterable[str], *, prefix: str = ""
+) -> list[ColumnElement[Any]]:
+    """The columns named ``fields`` (labelled with those names, after ``prefix``: a join
+    that selects two tables' columns of the same name), typed for the read path.
 
     Timestamps and JSON skip the ORM types' per-value Python conversions, which were a
     page's largest cost after the framework's; what they answer encodes to the same JSON.
@@ -90,12 +93,13 @@ def read_columns(table: FromClause, fields: Iterable[str]) -> list[ColumnElement
     columns: list[ColumnElement[Any]] = []
     for name in fields:
         column = table.c[name]
+        label = prefix + name
         if isinstance(column.type, UTCDateTime):
-            columns.append(type_coerce(column, _WIRE_DATETIME).label(name))
+            columns.append(type_coerce(column, _WIRE_DATETIME).label(label))
         elif isinstance(column.type, JSON):
-            columns.append(type_coerce(column, _WireJSON()).label(name))
+            columns.append(type_coerce(column, _WireJSON()).label(label))
         else:
-            columns.append(column)
+            columns.append(column.label(label) if prefix else column)
     return columns
 
 

@@ -1,10 +1,11 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
-from sqlalchemy import Connection, and_, bindparam, func, select
+from sqlalchemy import BindParameter, Connection, Select, and_, bindparam, func, select, true
 from sqlalchemy.orm import Session
 
 from spark_trainer.db.reads import read_columns
@@ -104,24 +105,76 @@ _RUN_SUMMARIES = (
 
 
 @cache
-def _run_page(sort: str, *, metric_goal: str | None, descending: bool) -> PageQuery:
-    """Runs ordered by a column (``metric_goal`` None) or by a metric's best value."""
-    query = select(*read_columns(_JOBS, _RUN_FIELDS)).where(
-        _JOBS.c.experiment_id == bindparam("experiment_id")
-    )
-    if metric_goal is not None:
-        summary = _SUMMARIES.alias()
-        query = query.outerjoin(
+def _runs_by_metric(*, maximize: bool, descending: bool) -> PageQuery:
+    """Runs ordered by a metric's best value (its max, or its min)."""
+    summary = _SUMMARIES.alias()
+    key = summary.c.max if maximize else summary.c.min
+    query = (
+        select(*read_columns(_JOBS, _RUN_FIELDS))
+        .outerjoin(
             summary,
             and_(summary.c.job_id == _JOBS.c.id, summary.c.name == bindparam("metric")),
         )
-        key: Any = summary.c.max if metric_goal == "maximize" else summary.c.min
-        # Runs that never logged the metric go last, whatever the direction.
-        ordering = [key.is_(None), key.desc() if descending else key.asc()]
-    else:
-        column = _JOBS.c[sort]
-        ordering = [column.desc() if descending else column.asc()]
+        .where(_JOBS.c.experiment_id == bindparam("experiment_id"))
+    )
+    # Runs that never logged the metric go last, whatever the direction.
+    ordering = [key.is_(None), key.desc() if descending else key.asc()]
     return PageQuery(query.order_by(*ordering, _JOBS.c.created_at, _JOBS.c.id))
+
+
+@cache
+def _runs_with_summaries(sort: str, *, descending: bool) -> Select[Any]:
+    """A page of runs ordered by a job column, with the experiment's owner and goals, the
+    total and each run's summaries: one round trip where three were (owner, page,
+    summaries). A row per (run, summary); one row with NULL runs when the page is empty
+    (no runs, or a page past the end); no row when there is no such experiment."""
+    experiment_id: BindParameter[str] = bindparam("experiment_id")
+    column = _JOBS.c[sort]
+    page = (
+        select(*read_columns(_JOBS, _RUN_FIELDS))
+        .where(_JOBS.c.experiment_id == experiment_id)
+        .order_by(column.desc() if descending else column.asc(), _JOBS.c.created_at, _JOBS.c.id)
+        .limit(bindparam("page_limit"))
+        .offset(bindparam("page_offset"))
+        .subquery("page")
+    )
+    total = (
+        select(func.count())
+        .select_from(_JOBS)
+        .where(_JOBS.c.experiment_id == experiment_id)
+        .scalar_subquery()
+    )
+    key = page.c[sort]
+    return (
+        select(
+            *read_columns(_EXPERIMENTS, ("owner_id", "metric_goals")),
+            total.label("total"),
+            *(page.c[name] for name in _RUN_FIELDS),
+            *read_columns(_SUMMARIES, _SUMMARY_FIELDS[1:], prefix="summary_"),
+        )
+        .select_from(
+            _EXPERIMENTS.outerjoin(page, true()).outerjoin(
+                _SUMMARIES, _SUMMARIES.c.job_id == page.c.id
+            )
+        )
+        .where(_EXPERIMENTS.c.id == experiment_id)
+        # The page's own order, then a run's metrics by name, as ``summaries`` gives them.
+        .order_by(
+            key.desc() if descending else key.asc(),
+            page.c.created_at,
+            page.c.id,
+            _SUMMARIES.c.name,
+        )
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class RunsPage:
+    owner_id: str
+    goals: dict[str, str]
+    runs: list[dict[str, Any]]
+    total: int
+    summaries: dict[str, list[dict[str, Any]]]
 
 
 class ExperimentRows:
@@ -135,25 +188,47 @@ class ExperimentRows:
         row = self.conn.execute(_OWNER_AND_GOALS, {"experiment_id": experiment_id}).first()
         return (row[0], row[1]) if row is not None else None
 
-    def runs(
+    def runs_by_metric(
         self,
         experiment_id: str,
+        metric: str,
         *,
-        metric: str | None,
-        metric_goal: str,
-        sort: str,
+        maximize: bool,
         descending: bool,
         limit: int,
         offset: int,
     ) -> tuple[list[dict[str, Any]], int]:
-        """A page of the experiment's runs (their jobs' fields), in the order asked."""
-        query = _run_page(
-            sort, metric_goal=metric_goal if metric is not None else None, descending=descending
-        )
-        params = {"experiment_id": experiment_id}
-        if metric is not None:
-            params["metric"] = metric
+        """A page of the experiment's runs (their jobs' fields), by ``metric``'s best."""
+        query = _runs_by_metric(maximize=maximize, descending=descending)
+        params = {"experiment_id": experiment_id, "metric": metric}
         return query.rows(self.conn, params, limit=limit, offset=offset)
+
+    def runs_with_summaries(
+        self, experiment_id: str, *, sort: str, descending: bool, limit: int, offset: int
+    ) -> RunsPage | None:
+        """What :meth:`owner_and_goals`, :meth:`runs` and :meth:`summaries` answer for a
+        sort by a job column (``RUN_SORT_COLUMNS``), in one query; None: no such
+        experiment."""
+        rows = self.conn.execute(
+            _runs_with_summaries(sort, descending=descending),
+            {"experiment_id": experiment_id, "page_limit": limit, "page_offset": offset},
+        ).all()
+        if not rows:
+            return None
+        first = len(_RUN_FIELDS) + 3  # the first summary column
+        runs: list[dict[str, Any]] = []
+        summaries: dict[str, list[dict[str, Any]]] = {}
+        for row in rows:
+            job_id = row[3]
+            if job_id is None:  # the empty page's one row
+                break
+            if not runs or runs[-1]["id"] != job_id:
+                runs.append(dict(zip(_RUN_FIELDS, row[3:first], strict=True)))
+                summaries[job_id] = []
+            if row[first] is not None:  # a summary's name; NULL: a run without metrics
+                summaries[job_id].append(dict(zip(_SUMMARY_FIELDS[1:], row[first:], strict=True)))
+        owner_id, goals, total = rows[0][:3]
+        return RunsPage(owner_id, goals, runs, int(total), summaries)
 
     def summaries(self, job_ids: list[str]) -> dict[str, list[dict[str, Any]]]:
         """Each job's metric summaries (name, latest, latest_step, min, max, count)."""

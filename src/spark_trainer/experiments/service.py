@@ -107,26 +107,35 @@ def run_page(
 ) -> dict[str, Any]:
     """``Page[RunRead]``: the experiment's runs side by side (the request path's read)."""
     repo = ExperimentRows(conn)
+    if sort in RUN_SORT_COLUMNS:  # the default: one query
+        page = repo.runs_with_summaries(
+            experiment_id,
+            sort=sort,
+            descending=order != "asc",  # newest (or last) first by default
+            limit=paging.limit,
+            offset=paging.offset,
+        )
+        if page is None:
+            raise resource_not_found("Experiment", experiment_id)
+        identity.ensure_owner(viewer, page.owner_id, "Experiment", experiment_id)
+        runs = [_run(job, page.summaries[job["id"]], page.goals) for job in page.runs]
+        return page_payload(runs, page.total, paging)
     found = repo.owner_and_goals(experiment_id)
     if found is None:
         raise resource_not_found("Experiment", experiment_id)
     owner_id, goals = found
     identity.ensure_owner(viewer, owner_id, "Experiment", experiment_id)
-    metric = sort.removeprefix(METRIC_SORT_PREFIX) if sort.startswith(METRIC_SORT_PREFIX) else None
-    if metric is None and sort not in RUN_SORT_COLUMNS:
+    if not sort.startswith(METRIC_SORT_PREFIX):
         choices = ", ".join([*RUN_SORT_COLUMNS, "metric:<name>"])
         raise BadRequest(f"sort must be one of {choices}")
-    goal = goals.get(metric or "", "minimize")
-    if order is None:
-        # Best first by default: the smallest loss, the largest accuracy, the newest run.
-        descending = goal == "maximize" if metric is not None else True
-    else:
-        descending = order == "desc"
-    jobs, total = repo.runs(
+    metric = sort.removeprefix(METRIC_SORT_PREFIX)
+    maximize = goals.get(metric) == "maximize"
+    # Best first by default: the smallest loss, the largest accuracy.
+    descending = maximize if order is None else order == "desc"
+    jobs, total = repo.runs_by_metric(
         experiment_id,
-        metric=metric,
-        metric_goal=goal,
-        sort=sort,
+        metric,
+        maximize=maximize,
         descending=descending,
         limit=paging.limit,
         offset=paging.offset,

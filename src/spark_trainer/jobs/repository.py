@@ -59,11 +59,6 @@ def _page_query(fields: tuple[str, ...], *, owned: bool, by_status: bool) -> Pag
 
 
 @cache
-def _by_id(fields: tuple[str, ...]) -> Select[Any]:
-    return select(*read_columns(_JOBS, fields)).where(_JOBS.c.id == bindparam("job_id"))
-
-
-@cache
 def _queue_places() -> Select[Any]:
     # One statement for a whole page: the pending queue numbered in the scheduler's order
     # (one sort in the database), instead of one count of the jobs ahead per pending job.
@@ -81,10 +76,13 @@ def _queue_places() -> Select[Any]:
 
 
 @cache
-def _events(fields: tuple[str, ...]) -> Select[Any]:
+def _with_events(fields: tuple[str, ...], event_fields: tuple[str, ...]) -> Select[Any]:
+    # One round trip for a job and its history: a row per event, the job's columns
+    # repeated on each (a job has a handful of events), or one row with NULL events.
     return (
-        select(*read_columns(_EVENTS, fields))
-        .where(_EVENTS.c.job_id == bindparam("job_id"))
+        select(*read_columns(_JOBS, fields), *read_columns(_EVENTS, event_fields, prefix="e_"))
+        .select_from(_JOBS.outerjoin(_EVENTS, _EVENTS.c.job_id == _JOBS.c.id))
+        .where(_JOBS.c.id == bindparam("job_id"))
         .order_by(_EVENTS.c.id)
     )
 
@@ -114,13 +112,23 @@ class JobRows:
             params["status"] = status
         return query.rows(self.conn, params, limit=limit, offset=offset)
 
-    def one(self, job_id: str, fields: tuple[str, ...]) -> dict[str, Any] | None:
-        row = self.conn.execute(_by_id(fields), {"job_id": job_id}).first()
-        return dict(zip(fields, row, strict=True)) if row is not None else None
-
-    def events(self, job_id: str, fields: tuple[str, ...]) -> list[dict[str, Any]]:
-        result = self.conn.execute(_events(fields), {"job_id": job_id})
-        return [dict(zip(fields, row, strict=True)) for row in result]
+    def with_events(
+        self, job_id: str, fields: tuple[str, ...], event_fields: tuple[str, ...]
+    ) -> dict[str, Any] | None:
+        """The job's ``fields`` and, under ``events``, its events' ``event_fields``,
+        oldest first."""
+        rows = self.conn.execute(_with_events(fields, event_fields), {"job_id": job_id}).all()
+        if not rows:
+            return None
+        width = len(fields)
+        job = dict(zip(fields, rows[0][:width], strict=True))
+        # An event's to_status is never NULL: a row without one is the job without events.
+        job["events"] = [
+            dict(zip(event_fields, row[width:], strict=True))
+            for row in rows
+            if row[width + event_fields.index("to_status")] is not None
+        ]
+        return job
 
     def ahead_in_queue(self, job_ids: list[str]) -> dict[str, int]:
         """For each pending job of ``job_ids``, the pending jobs the scheduler considers

@@ -153,12 +153,11 @@ def job_page(
 def job_detail(conn: Connection, *, viewer: Viewer, job_id: str) -> dict[str, Any]:
     """``JobDetail``: the job with its status history; 404 unless ``viewer`` may see it."""
     rows = JobRows(conn)
-    job = rows.one(job_id, JOB_FIELDS)
+    job = rows.with_events(job_id, JOB_FIELDS, EVENT_FIELDS)
     if job is None:
         raise resource_not_found("Job", job_id)
     identity.ensure_owner(viewer, job["owner_id"], "Job", job_id)
     _explain_pending(rows, [job])
-    job["events"] = rows.events(job_id, EVENT_FIELDS)
     return job
 
 
