@@ -14,11 +14,10 @@ import anyio.to_thread
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.routing import APIRoute
 from fastapi.security import APIKeyQuery, HTTPAuthorizationCredentials, HTTPBearer
-from sqlalchemy import Connection
 from sqlalchemy.orm import Session
 
 from spark_trainer.context import AppContext
-from spark_trainer.db.reads import ReadDatabase
+from spark_trainer.db.reads import ReadConnection, ReadDatabase
 from spark_trainer.errors import RateLimited, Unauthorized
 from spark_trainer.identity import service as identity
 from spark_trainer.identity.cache import UserSnapshot
@@ -281,8 +280,8 @@ class Reader:
     viewer: UserSnapshot
     db: ReadDatabase
 
-    def respond(self, read: Callable[[Connection], object]) -> Response:
-        return json_response(self.db.run(read))
+    async def respond(self, read: Callable[[ReadConnection], object]) -> Response:
+        return json_response(await self.db.run(read))
 
 
 async def get_reader(request: Request, header: BearerHeader) -> Reader:

@@ -1,44 +1,54 @@
 """Short reads for the request path, run on the event loop with no thread hop.
 
-A read route hands :meth:`ReadDatabase.run` a plain function of a Core ``Connection``
-(select the columns it answers, build dicts). It runs on the event loop, on a connection of
-a small engine of its own, for SQLite and PostgreSQL alike: a page or a row by id takes
-tens to a few hundred microseconds, less than a hop to a worker thread and back, and the
-loop never waits for a connection that a worker thread holds (the main pool's are).
-
-PostgreSQL through an asyncio engine (SQLAlchemy asyncio over psycopg 3 async, a greenlet
-per read) was measured against this and lost clearly: 2.0-3.9 ms of server CPU per
-request against 0.8-1.4 ms, and 0.03-0.09 of ``/healthz`` against 0.20-0.34 (README,
-*Performance*). A blocking round trip on the loop costs less than the asyncio machinery
-around an awaited one. ``statement_timeout`` bounds how long one read could hold the loop.
+A read route hands :meth:`ReadDatabase.run` a plain function of a :class:`ReadConnection`
+(select the columns it answers, build dicts), on connections of its own: the loop never
+waits for a connection that a worker thread holds (the main pool's are), and a page or a
+row by id takes tens to a few hundred microseconds, less than a hop to a worker thread and
+back. On SQLite the function runs to its end on the loop; on PostgreSQL it runs in a
+greenlet and each statement is awaited, so the loop serves other requests during the
+round trips (:class:`_PostgresReads`). ``statement_timeout`` bounds a PostgreSQL read.
 
 Both read in autocommit: a read needs no transaction (under READ COMMITTED each statement
 takes its own snapshot anyway), which spares PostgreSQL a BEGIN and a ROLLBACK per
-request. The connection is not pinged at checkout (a round trip per request); a read that
+request. A connection is not pinged before use (a round trip per request); a read that
 meets a connection the server dropped is run once more instead, which is safe because it
 writes nothing.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
-from collections.abc import Callable, Iterable
-from typing import Any, TypeVar
+import threading
+import weakref
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar
 
 import orjson
+import psycopg
+from psycopg import AsyncConnection
+from psycopg.pq import TransactionStatus
+from psycopg.types.json import set_json_loads
 from sqlalchemy import (
     JSON,
+    URL,
+    ClauseElement,
     ColumnElement,
-    Connection,
     DateTime,
     Dialect,
+    Engine,
+    Executable,
     FromClause,
     create_engine,
     event,
+    make_url,
     type_coerce,
 )
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.types import TypeEngine
+from sqlalchemy.util import await_, greenlet_spawn
 
 from spark_trainer.db.engine import sqlite_pragmas
 from spark_trainer.db.types import UTCDateTime
@@ -51,7 +61,7 @@ T = TypeVar("T")
 TIMEOUT_MS = 5000
 
 
-def _json_loads(text: str | None) -> Any:
+def _json_loads(text: str | bytes | None) -> Any:
     # orjson parses a page's JSON columns (a job's environment and GPUs) several times
     # faster than json; the standard parser still takes what orjson refuses (NaN, which
     # json.dumps writes for a float NaN). SQL NULL stays None.
@@ -103,32 +113,58 @@ def read_columns(
     return columns
 
 
+class ReadRows(Protocol):
+    """What a read gets back from :meth:`ReadConnection.execute`: rows as tuples."""
+
+    def first(self) -> Sequence[Any] | None: ...
+
+    def all(self) -> Sequence[Sequence[Any]]: ...
+
+    def __iter__(self) -> Iterator[Sequence[Any]]: ...
+
+
+class ReadConnection(Protocol):
+    """What a read function may do: run a Core statement (built once, see
+    :func:`read_columns`) with its parameters. A SQLAlchemy ``Connection`` is one."""
+
+    def execute(self, statement: Executable, parameters: Mapping[str, Any], /) -> ReadRows: ...
+
+    def scalar(self, statement: Executable, parameters: Mapping[str, Any], /) -> Any: ...
+
+
 class ReadDatabase:
+    """Where the request path's reads run: on the event loop, with no thread hop.
+
+    SQLite: a read runs to its end on the loop (it takes microseconds; the file is local).
+    PostgreSQL: the same read function runs in a greenlet on a connection of its own,
+    and while the server works on a statement the loop serves other requests
+    (:class:`_PostgresReads`).
+    """
+
     def __init__(self, settings: Settings) -> None:
-        url = settings.effective_database_url
-        # One connection serves the loop (reads on it run one at a time); a little
-        # overflow for a second loop in the process (a test client's).
-        options: dict[str, Any] = {
-            "pool_size": 1,
-            "max_overflow": 2,
-            "isolation_level": "AUTOCOMMIT",
-            "json_deserializer": _json_loads,
-        }
+        url = make_url(settings.effective_database_url)
+        self._postgres: _PostgresReads | None = None
         if settings.is_sqlite:
-            self._engine = create_engine(url, connect_args={"check_same_thread": False}, **options)
+            # One connection serves the loop (reads on it run one at a time); a little
+            # overflow for a second loop in the process (a test client's).
+            self._engine: Engine | None = create_engine(
+                url,
+                connect_args={"check_same_thread": False},
+                pool_size=1,
+                max_overflow=2,
+                isolation_level="AUTOCOMMIT",
+                json_deserializer=_json_loads,
+            )
             event.listen(self._engine, "connect", sqlite_pragmas)
         else:
-            self._engine = create_engine(
-                url,
-                connect_args={
-                    "options": f"-c TimeZone=UTC -c statement_timeout={TIMEOUT_MS}",
-                    "connect_timeout": TIMEOUT_MS // 1000,
-                },
-                **options,
-            )
+            self._engine = None
+            self._postgres = _PostgresReads(url, size=POSTGRES_CONNECTIONS)
 
-    def run(self, read: Callable[[Connection], T]) -> T:
-        """``read`` on a connection, blocking: call it from the event loop, for short reads."""
+    async def run(self, read: Callable[[ReadConnection], T]) -> T:
+        """``read`` on a connection; call it from the event loop, for short reads."""
+        if self._postgres is not None:
+            return await self._postgres.run(read)
+        assert self._engine is not None
         try:
             with self._engine.connect() as conn:
                 return read(conn)
@@ -139,4 +175,211 @@ class ReadDatabase:
             return read(conn)
 
     def close(self) -> None:
-        self._engine.dispose()
+        if self._engine is not None:
+            self._engine.dispose()
+        if self._postgres is not None:
+            self._postgres.close()
+
+
+# Connections per event loop: enough for the loop to keep PostgreSQL busy while it
+# serves other requests, few enough to leave the pool's connections to the writes.
+POSTGRES_CONNECTIONS = 4
+# How the read connections show in pg_stat_activity.
+APPLICATION_NAME = "sparktrainer-reads"
+
+
+_UNKNOWN: Any = object()
+
+
+@dataclass(slots=True)
+class _Prepared:
+    """A statement compiled once for PostgreSQL, and the conversions SQLAlchemy would make
+    to the columns it answers (known once the server has described them)."""
+
+    compiled: SQLCompiler
+    types: tuple[TypeEngine[Any], ...]
+    results: tuple[Callable[[Any], Any] | None, ...] | None = _UNKNOWN  # None: none converts
+
+
+class _Rows:
+    __slots__ = ("_rows",)
+
+    def __init__(self, rows: list[tuple[Any, ...]]) -> None:
+        self._rows = rows
+
+    def first(self) -> tuple[Any, ...] | None:
+        return self._rows[0] if self._rows else None
+
+    def all(self) -> list[tuple[Any, ...]]:
+        return self._rows
+
+    def __iter__(self) -> Iterator[tuple[Any, ...]]:
+        return iter(self._rows)
+
+
+class _PostgresConnection:
+    """A :class:`ReadConnection` over a psycopg ``AsyncConnection``, for code running in
+    a greenlet: each statement is awaited on the loop (``await_``) while the read's
+    synchronous code stays as it is."""
+
+    __slots__ = ("_conn", "_reads")
+
+    def __init__(self, conn: AsyncConnection[tuple[Any, ...]], reads: _PostgresReads) -> None:
+        self._conn = conn
+        self._reads = reads
+
+    def execute(self, statement: Executable, parameters: Mapping[str, Any], /) -> _Rows:
+        prepared = self._reads.prepared(statement)
+        # The SQL with any IN list expanded, and the parameters as SQLAlchemy binds them
+        # (values bound into the statement included, each through its type's processor).
+        state = prepared.compiled.construct_expanded_state(parameters)
+        values = dict(state.parameters)
+        for name, process in state.processors.items():
+            if name in values:
+                values[name] = process(values[name])
+        type_codes, rows = await_(self._fetch(state.statement, values))
+        converters = prepared.results
+        if converters is _UNKNOWN:
+            # As SQLAlchemy's result does: each type's processor for the column's type as
+            # the server answers it (a float and a numeric convert differently).
+            # A textual statement has no typed columns: its values stay as psycopg reads them.
+            dialect = self._reads.dialect
+            found = tuple(
+                kind.dialect_impl(dialect).result_processor(dialect, code)
+                for kind, code in zip(prepared.types, type_codes, strict=False)
+            )
+            converters = prepared.results = found if any(found) else None
+        if converters is not None:
+            rows = [
+                tuple(v if f is None else f(v) for f, v in zip(converters, row, strict=True))
+                for row in rows
+            ]
+        return _Rows(rows)
+
+    def scalar(self, statement: Executable, parameters: Mapping[str, Any], /) -> Any:
+        row = self.execute(statement, parameters).first()
+        return row[0] if row is not None else None
+
+    async def _fetch(
+        self, sql: str, values: dict[str, Any]
+    ) -> tuple[list[int], list[tuple[Any, ...]]]:
+        cursor = await self._conn.execute(sql, values)
+        type_codes = [column.type_code for column in cursor.description or ()]
+        return type_codes, await cursor.fetchall()
+
+
+class _Pool:
+    """One event loop's connections: psycopg's asyncio connections belong to a loop."""
+
+    def __init__(self, size: int) -> None:
+        self.slots = asyncio.Semaphore(size)
+        self.idle: list[AsyncConnection[tuple[Any, ...]]] = []
+        self.opened: weakref.WeakSet[AsyncConnection[tuple[Any, ...]]] = weakref.WeakSet()
+
+    def close(self) -> None:
+        # Synchronous, from any thread, even once the loop is gone: libpq's own close.
+        for conn in list(self.opened):
+            conn.pgconn.finish()
+        self.idle.clear()
+
+
+class _PostgresReads:
+    """Reads awaited on the loop, through psycopg's asyncio connections.
+
+    Blocking on the loop for each statement (as SQLite reads do) left the server idle for
+    every round trip: under 16 clients, about half the loop's time was spent waiting for
+    PostgreSQL. SQLAlchemy's asyncio engine was measured and rejected for this (2.0-3.9
+    ms of CPU per request against 0.8-1.4); what costs there is its adaptation layers,
+    not the greenlet: here a read is one greenlet, and each statement one awaited
+    execute and fetch on a plain psycopg connection, compiled by SQLAlchemy once.
+
+    Connections are in autocommit (a read needs no transaction; each statement sees a
+    committed snapshot), not pinged before use (a round trip per request): a read that
+    meets a connection the server dropped runs once more on a new one, which is safe
+    because it writes nothing. A read interrupted mid-statement (cancelled) closes its
+    connection rather than return it busy.
+    """
+
+    def __init__(self, url: URL, *, size: int) -> None:
+        dialect = url.get_dialect()()
+        self.dialect = dialect
+        args, params = dialect.create_connect_args(url)
+        self._connect_args = tuple(args)
+        self._connect_params = {
+            **params,
+            "autocommit": True,
+            "options": f"-c TimeZone=UTC -c statement_timeout={TIMEOUT_MS}",
+            "connect_timeout": TIMEOUT_MS // 1000,
+            "application_name": APPLICATION_NAME,
+        }
+        self._size = size
+        self._pools: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Pool] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._prepared: dict[int, tuple[Executable, _Prepared]] = {}
+        self._lock = threading.Lock()
+
+    def prepared(self, statement: Executable) -> _Prepared:
+        # Keyed by identity: read statements are built once (``functools.cache``) and
+        # kept; the statement is held with its entry so that its id is never reused.
+        found = self._prepared.get(id(statement))
+        if found is not None:
+            return found[1]
+        assert isinstance(statement, ClauseElement)
+        compiled = statement.compile(dialect=self.dialect)
+        assert isinstance(compiled, SQLCompiler)
+        columns = getattr(statement, "selected_columns", ())
+        prepared = _Prepared(compiled, tuple(column.type for column in columns))
+        self._prepared[id(statement)] = (statement, prepared)
+        return prepared
+
+    def _pool(self) -> _Pool:
+        loop = asyncio.get_running_loop()
+        pool = self._pools.get(loop)
+        if pool is None:
+            with self._lock:
+                pool = self._pools.setdefault(loop, _Pool(self._size))
+                # A loop that ends (a test client's) takes its connections with it.
+                weakref.finalize(loop, pool.close)
+        return pool
+
+    async def _connect(self, pool: _Pool) -> AsyncConnection[tuple[Any, ...]]:
+        conn = await AsyncConnection.connect(*self._connect_args, **self._connect_params)
+        set_json_loads(_json_loads, conn)
+        pool.opened.add(conn)
+        return conn
+
+    async def run(self, read: Callable[[ReadConnection], T]) -> T:
+        pool = self._pool()
+        async with pool.slots:
+            reused = bool(pool.idle)
+            conn = pool.idle.pop() if reused else await self._connect(pool)
+            try:
+                result = await self._on(conn, pool, read)
+            except psycopg.OperationalError:
+                if not (reused and conn.broken):
+                    raise
+                # The server dropped an idle connection (a restart): once more, anew.
+                result = await self._on(await self._connect(pool), pool, read)
+            return result
+
+    async def _on(
+        self,
+        conn: AsyncConnection[tuple[Any, ...]],
+        pool: _Pool,
+        read: Callable[[ReadConnection], T],
+    ) -> T:
+        try:
+            result = await greenlet_spawn(read, _PostgresConnection(conn, self))
+        except BaseException:
+            if conn.broken or conn.info.transaction_status != TransactionStatus.IDLE:
+                conn.pgconn.finish()
+            else:
+                pool.idle.append(conn)
+            raise
+        pool.idle.append(conn)
+        return result
+
+    def close(self) -> None:
+        for pool in list(self._pools.values()):
+            pool.close()

@@ -84,7 +84,7 @@ async def list_runs(
     sort: Annotated[str, Query(max_length=140, pattern=RUN_SORT_PATTERN)] = "created_at",
     order: Annotated[Literal["asc", "desc"] | None, Query()] = None,
 ) -> Response:
-    return reader.respond(
+    return await reader.respond(
         partial(
             service.run_page,
             viewer=reader.viewer,

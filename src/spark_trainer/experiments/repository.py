@@ -5,10 +5,10 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
-from sqlalchemy import BindParameter, Connection, Select, and_, bindparam, func, select, true
+from sqlalchemy import BindParameter, Select, and_, bindparam, func, select, true
 from sqlalchemy.orm import Session
 
-from spark_trainer.db.reads import read_columns
+from spark_trainer.db.reads import ReadConnection, read_columns
 from spark_trainer.kit.pagination import PageQuery, page_of
 from spark_trainer.models import Experiment, Job, MetricSummary, User
 
@@ -181,7 +181,7 @@ class ExperimentRows:
     """The request path's reads of experiments and their runs (``db.reads``): plain
     dicts through a Core connection, each shape's statement built once."""
 
-    def __init__(self, conn: Connection) -> None:
+    def __init__(self, conn: ReadConnection) -> None:
         self.conn = conn
 
     def owner_and_goals(self, experiment_id: str) -> tuple[str, dict[str, str]] | None:

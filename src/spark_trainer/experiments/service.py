@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Connection
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from spark_trainer.db.reads import ReadConnection
 from spark_trainer.errors import BadRequest, Conflict, NotFound, resource_not_found
 from spark_trainer.experiments.repository import (
     RUN_SORT_COLUMNS,
@@ -97,7 +97,7 @@ def parse_tag_filters(values: Sequence[str]) -> dict[str, str]:
 
 
 def run_page(
-    conn: Connection,
+    conn: ReadConnection,
     *,
     viewer: Viewer,
     experiment_id: str,

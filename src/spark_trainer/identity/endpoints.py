@@ -109,7 +109,7 @@ def revoke_api_key(key_id: str, user: CurrentUser, session: DbSession) -> None:
 
 @users_router.get("", response_model=Page[UserRead], summary="List users (admin)")
 async def list_users(reader: AdminReader, paging: PagingParams) -> Response:
-    return reader.respond(partial(service.user_page, paging=paging))
+    return await reader.respond(partial(service.user_page, paging=paging))
 
 
 @users_router.post(

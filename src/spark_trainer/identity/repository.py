@@ -5,10 +5,10 @@ from datetime import datetime
 from functools import cache
 from typing import Any
 
-from sqlalchemy import Connection, func, select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from spark_trainer.db.reads import read_columns
+from spark_trainer.db.reads import ReadConnection, read_columns
 from spark_trainer.kit.pagination import PageQuery, page_of
 from spark_trainer.models import ApiKey, RefreshToken, User
 
@@ -114,7 +114,7 @@ def _user_page(fields: tuple[str, ...]) -> PageQuery:
 class UserRows:
     """The request path's reads of users (``db.reads``): plain dicts, no session."""
 
-    def __init__(self, conn: Connection) -> None:
+    def __init__(self, conn: ReadConnection) -> None:
         self.conn = conn
 
     def page(

@@ -13,10 +13,10 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Protocol, TypeVar
 
-from sqlalchemy import Connection
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from spark_trainer.db.reads import ReadConnection
 from spark_trainer.errors import Conflict, Forbidden, Unauthorized, resource_not_found
 from spark_trainer.identity import tokens
 from spark_trainer.identity.passwords import hash_password, verify_password
@@ -217,7 +217,7 @@ def list_users(session: Session, *, limit: int, offset: int) -> tuple[Sequence[U
 USER_FIELDS = tuple(UserRead.model_fields)
 
 
-def user_page(conn: Connection, *, paging: Paging) -> dict[str, Any]:
+def user_page(conn: ReadConnection, *, paging: Paging) -> dict[str, Any]:
     """``Page[UserRead]`` of every user, oldest first (the request path's read)."""
     items, total = UserRows(conn).page(USER_FIELDS, limit=paging.limit, offset=paging.offset)
     return page_payload(items, total, paging)

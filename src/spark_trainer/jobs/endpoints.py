@@ -65,14 +65,14 @@ async def list_jobs(
     paging: PagingParams,
     status: Annotated[JobStatus | None, Query(description="Only jobs in this status")] = None,
 ) -> Response:
-    return reader.respond(
+    return await reader.respond(
         partial(service.job_page, viewer=reader.viewer, status=status, paging=paging)
     )
 
 
 @router.get("/{job_id}", response_model=JobDetail, summary="A job, with its status history")
 async def get_job(job_id: str, reader: CurrentReader) -> Response:
-    return reader.respond(partial(service.job_detail, viewer=reader.viewer, job_id=job_id))
+    return await reader.respond(partial(service.job_detail, viewer=reader.viewer, job_id=job_id))
 
 
 @router.post(

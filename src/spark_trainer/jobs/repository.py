@@ -3,10 +3,10 @@ from __future__ import annotations
 from functools import cache
 from typing import Any
 
-from sqlalchemy import Connection, Select, bindparam, func, select
+from sqlalchemy import Select, bindparam, func, select
 from sqlalchemy.orm import Session
 
-from spark_trainer.db.reads import read_columns
+from spark_trainer.db.reads import ReadConnection, read_columns
 from spark_trainer.identity.viewer import Viewer
 from spark_trainer.kit.pagination import PageQuery
 from spark_trainer.models import Job, JobEvent, JobStatus
@@ -92,7 +92,7 @@ class JobRows:
     as dicts, through a Core connection; no ORM objects, no session. Each shape's
     statement is built once."""
 
-    def __init__(self, conn: Connection) -> None:
+    def __init__(self, conn: ReadConnection) -> None:
         self.conn = conn
 
     def page(

@@ -7,11 +7,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO, Literal
 
-from sqlalchemy import Connection
 from sqlalchemy.orm import Session
 
 from spark_trainer.activity.record import record
 from spark_trainer.datasets import service as datasets
+from spark_trainer.db.reads import ReadConnection
 from spark_trainer.errors import BadRequest, Conflict, Unauthorized, resource_not_found
 from spark_trainer.executor.local import STDERR_FILE, STDOUT_FILE
 from spark_trainer.experiments import service as experiments
@@ -139,7 +139,7 @@ EVENT_FIELDS = tuple(JobEventRead.model_fields)
 
 
 def job_page(
-    conn: Connection, *, viewer: Viewer, status: JobStatus | None, paging: Paging
+    conn: ReadConnection, *, viewer: Viewer, status: JobStatus | None, paging: Paging
 ) -> dict[str, Any]:
     """``Page[JobRead]`` of the viewer's jobs (every job for an admin), newest first."""
     rows = JobRows(conn)
@@ -150,7 +150,7 @@ def job_page(
     return page_payload(items, total, paging)
 
 
-def job_detail(conn: Connection, *, viewer: Viewer, job_id: str) -> dict[str, Any]:
+def job_detail(conn: ReadConnection, *, viewer: Viewer, job_id: str) -> dict[str, Any]:
     """``JobDetail``: the job with its status history; 404 unless ``viewer`` may see it."""
     rows = JobRows(conn)
     job = rows.with_events(job_id, JOB_FIELDS, EVENT_FIELDS)

@@ -5,8 +5,10 @@ from dataclasses import dataclass
 from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, Query
-from sqlalchemy import Connection, Select, bindparam, func
+from sqlalchemy import Select, bindparam, func
 from sqlalchemy.orm import Session
+
+from spark_trainer.db.reads import ReadConnection
 
 T = TypeVar("T")
 
@@ -77,7 +79,7 @@ class PageQuery:
         self._count = _total(query)
 
     def rows(
-        self, conn: Connection, params: dict[str, Any], *, limit: int, offset: int
+        self, conn: ReadConnection, params: dict[str, Any], *, limit: int, offset: int
     ) -> tuple[list[dict[str, Any]], int]:
         """The page's rows as dicts keyed by the columns' names, and the total."""
         rows = conn.execute(
