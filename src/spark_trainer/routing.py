@@ -23,18 +23,22 @@ the ``Request`` or ``HTTPConnection``, and sub-dependencies of the same kind; an
 there is no response model to validate). Anything else (a yielding dependency such as
 the request's session, a body, a plain ``def`` run in the thread pool, a handler
 returning a model) keeps FastAPI's own handler, as do all routes while a test overrides
-dependencies. Parameters are parsed by FastAPI's own ``request_params_to_args``, so
-values, defaults and validation errors (400 via ``exception_handlers``) are FastAPI's.
+dependencies. Scalar path and query parameters are validated by their FastAPI fields
+(``_Param``), others by FastAPI's own ``request_params_to_args``, so values, defaults
+and validation errors (400 via ``exception_handlers``) are FastAPI's.
 """
 
 from __future__ import annotations
 
 import inspect
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from enum import Enum
+from types import UnionType
+from typing import Any, Literal, Union, cast, get_args, get_origin
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Depends, Request, Response, params
+from fastapi._compat import ModelField, Undefined, get_missing_field_error
 from fastapi.dependencies.models import Dependant
 from fastapi.dependencies.utils import get_typed_return_annotation, request_params_to_args
 from fastapi.exceptions import RequestValidationError
@@ -50,6 +54,71 @@ from spark_trainer.validation import reject_control_characters
 TEXT_RULE = Depends(reject_control_characters)
 
 
+_SCALARS = (int, float, str, bool)
+
+
+def _is_scalar(annotation: Any) -> bool:
+    """``int``, ``float``, ``str``, ``bool``, an enum or a ``Literal``, or one of them or None."""
+    if get_origin(annotation) in (Union, UnionType):
+        return all(a is type(None) or _is_scalar(a) for a in get_args(annotation))
+    if get_origin(annotation) is Literal:
+        return True
+    return annotation in _SCALARS or (inspect.isclass(annotation) and issubclass(annotation, Enum))
+
+
+@dataclass(frozen=True, slots=True)
+class _Param:
+    """A scalar path or query parameter, with what FastAPI works out again on each request
+    (its aliases, whether its annotation is a sequence or a model: a fifth of a fast
+    read's CPU) worked out once."""
+
+    field: ModelField
+    loc: tuple[str, str]
+    required: bool
+    default: Any
+
+    @classmethod
+    def of(cls, field: ModelField) -> _Param | None:
+        """``field`` as a :class:`_Param`, or None where FastAPI's own parsing must stay:
+        a sequence, a model, an alias other than its name, a default to copy or validate."""
+        info = field.field_info
+        if (
+            not isinstance(info, params.Path | params.Query)
+            or not _is_scalar(info.annotation)
+            or info.validation_alias is not None
+            or field.config
+            or info.validate_default
+            or not isinstance(field.default, (*_SCALARS, Enum, type(None), type(Undefined)))
+        ):
+            return None
+        return cls(field, (info.in_.value, field.alias), info.is_required(), field.default)
+
+
+def _parse(
+    fields: Sequence[_Param], received: Mapping[str, Any], values: dict[str, Any], errors: list[Any]
+) -> None:
+    """As ``request_params_to_args`` does for scalar parameters: a value absent or None
+    takes the default, or is missing when required; a present one is validated."""
+    for param in fields:
+        value = received.get(param.loc[1])
+        if value is None:
+            if param.required:
+                errors.append(get_missing_field_error(loc=param.loc))
+            else:
+                values[param.field.name] = param.default
+            continue
+        parsed, failed = param.field.validate(value, values, loc=param.loc)
+        if failed:
+            errors.extend(failed)
+        else:
+            values[param.field.name] = parsed
+
+
+def _params(fields: Sequence[ModelField]) -> tuple[_Param, ...] | tuple[ModelField, ...]:
+    compiled = tuple(_Param.of(field) for field in fields)
+    return cast(tuple[_Param, ...], compiled) if all(compiled) else tuple(fields)
+
+
 @dataclass(frozen=True, slots=True)
 class _Node:
     """One dependency (or the handler) of a route, with what solving it needs."""
@@ -57,9 +126,11 @@ class _Node:
     call: Callable[..., Awaitable[Any]]
     name: str | None
     cached: bool
-    path: Sequence[Any]
-    query: Sequence[Any]
-    headers: Sequence[Any]
+    # Each source's parameters as _Params when all of them are scalar, else as FastAPI's
+    # fields for ``request_params_to_args`` (so errors keep FastAPI's order).
+    path: Sequence[_Param] | Sequence[ModelField]
+    query: Sequence[_Param] | Sequence[ModelField]
+    headers: Sequence[ModelField]
     connection_names: tuple[str, ...]
     children: tuple[_Node, ...]
 
@@ -90,8 +161,14 @@ class _Node:
             (self.query, request.query_params),
             (self.headers, request.headers),
         ):
-            if fields:
-                parsed, failed = request_params_to_args(fields, received)
+            if not fields:
+                continue
+            if isinstance(fields[0], _Param):
+                _parse(cast(Sequence[_Param], fields), received, values, errors)
+            else:
+                parsed, failed = request_params_to_args(
+                    cast(Sequence[ModelField], fields), received
+                )
                 values.update(parsed)
                 errors.extend(failed)
         for name in self.connection_names:
@@ -131,8 +208,8 @@ def _compile(dependant: Dependant) -> _Node | None:
         call=call,
         name=dependant.name,
         cached=dependant.use_cache,
-        path=tuple(dependant.path_params),
-        query=tuple(dependant.query_params),
+        path=_params(dependant.path_params),
+        query=_params(dependant.query_params),
         headers=tuple(dependant.header_params),
         connection_names=tuple(
             name
@@ -184,18 +261,34 @@ class Route(APIRoute):
 
 
 class DomainRouter(APIRouter):
-    """A domain's router, which declines a path outside its prefix without trying its routes.
+    """A domain's router, which declines a path that none of its routes can match without
+    trying them.
 
     The app tries its routers in turn, and FastAPI's included router matches a request by
     trying each of its routes (twice for the router that wins: once to choose it, once to
-    handle). Every route's path starts with the router's prefix, so a path that does not
-    can match none of them.
+    handle). A route matches only paths that start with its path's literal part (up to
+    its first parameter), so a path that starts with none of them can match none of its
+    routes. That is the router's prefix where it has one; routers without one (health,
+    streams, GPUs) were otherwise tried route by route on every request.
     """
 
+    _literal_parts: tuple[str, ...] = ()
+    _literal_parts_of: int = -1  # how many routes the parts were worked out from
+
     def matches(self, scope: Scope) -> tuple[Match, Scope]:
-        if self.prefix and not get_route_path(scope).startswith(self.prefix):
+        if not get_route_path(scope).startswith(self._literal_prefixes()):
             return Match.NONE, {}
         return super().matches(scope)
+
+    def _literal_prefixes(self) -> tuple[str, ...]:
+        # Routes are added after the router is made (by the decorators): worked out again
+        # when their number changes.
+        if self._literal_parts_of != len(self.routes):
+            self._literal_parts = tuple(
+                {getattr(route, "path", "").split("{", 1)[0] for route in self.routes}
+            )
+            self._literal_parts_of = len(self.routes)
+        return self._literal_parts
 
 
 def api_router(*, prefix: str = "", tags: list[str]) -> APIRouter:

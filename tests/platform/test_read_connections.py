@@ -1,6 +1,7 @@
 """The request path's PostgreSQL reads (``db.reads``) are awaited, so the event loop goes on
 serving while PostgreSQL works; they survive a dropped connection, and a read that fails
-or is cancelled never leaves a busy connection behind for the next one.
+or is cancelled never leaves a busy connection behind for the next one. SQLite reads see
+every commit and close their connection with their loop.
 
 Run against the real server (the ``postgres_database`` fixture), on the reads' own loop.
 """
@@ -8,11 +9,13 @@ Run against the real server (the ``postgres_database`` fixture), on the reads' o
 from __future__ import annotations
 
 import asyncio
+import gc
+import sqlite3
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, select, text
+from sqlalchemy import create_engine, make_url, select, text
 
 from spark_trainer.db.reads import (
     APPLICATION_NAME,
@@ -127,3 +130,52 @@ def test_a_read_that_fails_or_is_cancelled_leaves_no_busy_connection(
     pid, after_error, connections = asyncio.run(scenario())
     assert after_error == pid
     assert connections == POSTGRES_CONNECTIONS
+
+
+def _open_files(path: Path) -> int:
+    fds = Path("/proc/self/fd")
+    return sum(1 for fd in fds.iterdir() if fd.exists() and fd.resolve() == path.resolve())
+
+
+def test_sqlite_reads_see_each_commit_and_a_loop_takes_its_connection_with_it(
+    tmp_path: Path,
+) -> None:
+    """SQLite reads run on the loop, one ``sqlite3`` connection per loop, in autocommit:
+    each read sees what was committed before it (no snapshot kept open between reads),
+    a second loop reads on a connection of its own, and a loop that is gone leaves no
+    file open."""
+    settings = Settings(data_dir=tmp_path, secret_key=SECRET_KEY)
+    path = Path(str(make_url(settings.effective_database_url).database))
+    writer = sqlite3.connect(path, isolation_level=None)
+    writer.execute("CREATE TABLE t (x INTEGER)")
+    count = text("SELECT count(*) FROM t")
+    database = ReadDatabase(settings)
+
+    def rows(conn: ReadConnection) -> int:
+        found: int = conn.scalar(count, {})
+        return found
+
+    def mark(conn: ReadConnection) -> None:
+        conn.execute(text("CREATE TEMP TABLE mark (x INTEGER)"), {})  # this connection's own
+
+    def marked(conn: ReadConnection) -> bool:
+        return conn.scalar(text("SELECT count(*) FROM sqlite_temp_master"), {}) == 1
+
+    async def first_loop() -> list[object]:
+        seen: list[object] = [await database.run(rows)]
+        writer.execute("INSERT INTO t VALUES (1)")
+        seen.append(await database.run(rows))
+        await database.run(mark)
+        seen.append(await database.run(marked))
+        return seen
+
+    try:
+        assert asyncio.run(first_loop()) == [0, 1, True]
+        assert asyncio.run(database.run(marked)) is False  # a new loop, a new connection
+    finally:
+        database.close()
+        writer.close()
+    # Checked once every connection is closed: SQLite keeps a closed connection's file
+    # open while another connection of the process holds a lock on the file.
+    gc.collect()
+    assert _open_files(path) == 0

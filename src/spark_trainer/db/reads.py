@@ -18,7 +18,9 @@ writes nothing.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
+import sqlite3
 import threading
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -37,15 +39,12 @@ from sqlalchemy import (
     ColumnElement,
     DateTime,
     Dialect,
-    Engine,
     Executable,
     FromClause,
-    create_engine,
-    event,
     make_url,
     type_coerce,
 )
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.dialects.sqlite.pysqlite import SQLiteDialect_pysqlite
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.types import TypeEngine
 from sqlalchemy.util import await_, greenlet_spawn
@@ -75,7 +74,7 @@ def _json_loads(text: str | bytes | None) -> Any:
 
 class _WireJSON(TypeEngine[Any]):
     """A JSON column's value, parsed with one call: SQLite answers the stored text;
-    psycopg parses it itself (with the engine's ``json_deserializer``)."""
+    psycopg parses it itself (with ``set_json_loads``)."""
 
     def result_processor(self, dialect: Dialect, coltype: object) -> Callable[[Any], Any] | None:
         if dialect.name != "sqlite":
@@ -143,40 +142,23 @@ class ReadDatabase:
 
     def __init__(self, settings: Settings) -> None:
         url = make_url(settings.effective_database_url)
+        self._sqlite: _SqliteReads | None = None
         self._postgres: _PostgresReads | None = None
         if settings.is_sqlite:
-            # One connection serves the loop (reads on it run one at a time); a little
-            # overflow for a second loop in the process (a test client's).
-            self._engine: Engine | None = create_engine(
-                url,
-                connect_args={"check_same_thread": False},
-                pool_size=1,
-                max_overflow=2,
-                isolation_level="AUTOCOMMIT",
-                json_deserializer=_json_loads,
-            )
-            event.listen(self._engine, "connect", sqlite_pragmas)
+            self._sqlite = _SqliteReads(url)
         else:
-            self._engine = None
             self._postgres = _PostgresReads(url, size=POSTGRES_CONNECTIONS)
 
     async def run(self, read: Callable[[ReadConnection], T]) -> T:
         """``read`` on a connection; call it from the event loop, for short reads."""
         if self._postgres is not None:
             return await self._postgres.run(read)
-        assert self._engine is not None
-        try:
-            with self._engine.connect() as conn:
-                return read(conn)
-        except DBAPIError as exc:
-            if not exc.connection_invalidated:
-                raise
-        with self._engine.connect() as conn:
-            return read(conn)
+        assert self._sqlite is not None
+        return self._sqlite.run(read)
 
     def close(self) -> None:
-        if self._engine is not None:
-            self._engine.dispose()
+        if self._sqlite is not None:
+            self._sqlite.close()
         if self._postgres is not None:
             self._postgres.close()
 
@@ -218,19 +200,24 @@ class _Rows:
         return iter(self._rows)
 
 
-class _PostgresConnection:
-    """A :class:`ReadConnection` over a psycopg ``AsyncConnection``, for code running in
-    a greenlet: each statement is awaited on the loop (``await_``) while the read's
-    synchronous code stays as it is."""
+class _Statements:
+    """Read statements compiled once for one dialect, bound and read with the processors
+    SQLAlchemy would apply (learnt at a statement's first execution).
 
-    __slots__ = ("_conn", "_reads")
+    SQLAlchemy's ``Connection.execute`` works this out on every call (a compiled-cache
+    lookup keyed by the statement's structure, an execution context, a result object,
+    around a pool checkout): for a page of 20 jobs, more CPU than the query itself.
+    """
 
-    def __init__(self, conn: AsyncConnection[tuple[Any, ...]], reads: _PostgresReads) -> None:
-        self._conn = conn
-        self._reads = reads
+    def __init__(self, dialect: Dialect) -> None:
+        self.dialect = dialect
+        self._prepared: dict[int, tuple[Executable, _Prepared]] = {}
 
-    def execute(self, statement: Executable, parameters: Mapping[str, Any], /) -> _Rows:
-        prepared = self._reads.prepared(statement)
+    def bind(
+        self, statement: Executable, parameters: Mapping[str, Any]
+    ) -> tuple[_Prepared, str, dict[str, Any]]:
+        """The statement's SQL and the driver's parameters for ``parameters``."""
+        prepared = self._prepared_for(statement)
         compiled = prepared.compiled
         # The parameters as SQLAlchemy binds them (values bound into the statement
         # included, each through its type's processor) and, for an IN list, the SQL
@@ -249,13 +236,18 @@ class _PostgresConnection:
         for name, process in prepared.binds.items():
             if name in values:
                 values[name] = process(values[name])
-        type_codes, rows = await_(self._fetch(sql, values))
+        return prepared, sql, values
+
+    def rows(
+        self, prepared: _Prepared, rows: list[tuple[Any, ...]], type_codes: Iterable[Any]
+    ) -> _Rows:
+        """``rows`` converted as SQLAlchemy's result would convert them."""
         converters = prepared.results
         if converters is _UNKNOWN:
-            # As SQLAlchemy's result does: each type's processor for the column's type as
-            # the server answers it (a float and a numeric convert differently).
-            # A textual statement has no typed columns: its values stay as psycopg reads them.
-            dialect = self._reads.dialect
+            # Each type's processor for the column's type as the driver answers it (on
+            # PostgreSQL a float and a numeric convert differently). A textual statement
+            # has no typed columns: its values stay as the driver reads them.
+            dialect = self.dialect
             found = tuple(
                 kind.dialect_impl(dialect).result_processor(dialect, code)
                 for kind, code in zip(prepared.types, type_codes, strict=False)
@@ -268,15 +260,110 @@ class _PostgresConnection:
             ]
         return _Rows(rows)
 
+    def _prepared_for(self, statement: Executable) -> _Prepared:
+        # Keyed by identity: read statements are built once (``functools.cache``) and
+        # kept; the statement is held with its entry so that its id is never reused.
+        found = self._prepared.get(id(statement))
+        if found is not None:
+            return found[1]
+        assert isinstance(statement, ClauseElement)
+        compiled = statement.compile(dialect=self.dialect)
+        assert isinstance(compiled, SQLCompiler)
+        columns = getattr(statement, "selected_columns", ())
+        prepared = _Prepared(compiled, tuple(column.type for column in columns))
+        self._prepared[id(statement)] = (statement, prepared)
+        return prepared
+
+
+class _SqliteConnection:
+    """A :class:`ReadConnection` over a ``sqlite3`` connection: the statement's SQL,
+    compiled once, straight to the driver."""
+
+    __slots__ = ("_conn", "_statements")
+
+    def __init__(self, conn: sqlite3.Connection, statements: _Statements) -> None:
+        self._conn = conn
+        self._statements = statements
+
+    def execute(self, statement: Executable, parameters: Mapping[str, Any], /) -> _Rows:
+        prepared, sql, values = self._statements.bind(statement, parameters)
+        rows = self._conn.execute(sql, values).fetchall()
+        # sqlite3 describes no column types: SQLAlchemy's processors for None, as its own
+        # result asks for them.
+        return self._statements.rows(prepared, rows, itertools.repeat(None))
+
+    def scalar(self, statement: Executable, parameters: Mapping[str, Any], /) -> Any:
+        row = self.execute(statement, parameters).first()
+        return row[0] if row is not None else None
+
+
+class _SqliteReads:
+    """Reads run to their end on the loop, on one ``sqlite3`` connection per event loop
+    (reads on a loop run one at a time; a test client's loop gets its own)."""
+
+    def __init__(self, url: URL) -> None:
+        # Named parameters: the compiled statement's bound values go to sqlite3 as they
+        # are, a dict, with no reordering into a tuple.
+        dialect = SQLiteDialect_pysqlite(paramstyle="named")
+        self.statements = _Statements(dialect)
+        args, params = dialect.create_connect_args(url)
+        self._database = str(args[0])
+        self._uri = bool(params.get("uri", False))
+        self._connections: weakref.WeakKeyDictionary[
+            asyncio.AbstractEventLoop, sqlite3.Connection
+        ] = weakref.WeakKeyDictionary()
+        self._lock = threading.Lock()
+
+    def run(self, read: Callable[[ReadConnection], T]) -> T:
+        loop = asyncio.get_running_loop()
+        conn = self._connections.get(loop)
+        if conn is None:
+            # Autocommit (isolation_level None): a read opens no transaction to end.
+            conn = sqlite3.connect(
+                self._database, uri=self._uri, isolation_level=None, check_same_thread=False
+            )
+            sqlite_pragmas(conn, None)
+            with self._lock:
+                self._connections[loop] = conn
+            # A loop that ends (a test client's) takes its connection with it.
+            weakref.finalize(loop, conn.close)
+        return read(_SqliteConnection(conn, self.statements))
+
+    def close(self) -> None:
+        with self._lock:
+            connections = list(self._connections.values())
+            self._connections.clear()
+        for conn in connections:
+            conn.close()
+
+
+class _PostgresConnection:
+    """A :class:`ReadConnection` over a psycopg ``AsyncConnection``, for code running in
+    a greenlet: each statement is awaited on the loop (``await_``) while the read's
+    synchronous code stays as it is."""
+
+    __slots__ = ("_conn", "_statements")
+
+    def __init__(self, conn: AsyncConnection[tuple[Any, ...]], statements: _Statements) -> None:
+        self._conn = conn
+        self._statements = statements
+
+    def execute(self, statement: Executable, parameters: Mapping[str, Any], /) -> _Rows:
+        prepared, sql, values = self._statements.bind(statement, parameters)
+        type_codes, rows = await_(self._fetch(sql, values, describe=prepared.results is _UNKNOWN))
+        return self._statements.rows(prepared, rows, type_codes)
+
     def scalar(self, statement: Executable, parameters: Mapping[str, Any], /) -> Any:
         row = self.execute(statement, parameters).first()
         return row[0] if row is not None else None
 
     async def _fetch(
-        self, sql: str, values: dict[str, Any]
+        self, sql: str, values: dict[str, Any], *, describe: bool
     ) -> tuple[list[int], list[tuple[Any, ...]]]:
         cursor = await self._conn.execute(sql, values)
-        type_codes = [column.type_code for column in cursor.description or ()]
+        # psycopg builds the description's column objects on each access (24 for a jobs
+        # page: 7 % of the request's CPU); the types are only needed the first time.
+        type_codes = [column.type_code for column in cursor.description or ()] if describe else []
         return type_codes, await cursor.fetchall()
 
 
@@ -328,22 +415,8 @@ class _PostgresReads:
         self._pools: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Pool] = (
             weakref.WeakKeyDictionary()
         )
-        self._prepared: dict[int, tuple[Executable, _Prepared]] = {}
+        self.statements = _Statements(dialect)
         self._lock = threading.Lock()
-
-    def prepared(self, statement: Executable) -> _Prepared:
-        # Keyed by identity: read statements are built once (``functools.cache``) and
-        # kept; the statement is held with its entry so that its id is never reused.
-        found = self._prepared.get(id(statement))
-        if found is not None:
-            return found[1]
-        assert isinstance(statement, ClauseElement)
-        compiled = statement.compile(dialect=self.dialect)
-        assert isinstance(compiled, SQLCompiler)
-        columns = getattr(statement, "selected_columns", ())
-        prepared = _Prepared(compiled, tuple(column.type for column in columns))
-        self._prepared[id(statement)] = (statement, prepared)
-        return prepared
 
     def _pool(self) -> _Pool:
         loop = asyncio.get_running_loop()
@@ -382,7 +455,7 @@ class _PostgresReads:
         read: Callable[[ReadConnection], T],
     ) -> T:
         try:
-            result = await greenlet_spawn(read, _PostgresConnection(conn, self))
+            result = await greenlet_spawn(read, _PostgresConnection(conn, self.statements))
         except BaseException:
             if conn.broken or conn.info.transaction_status != TransactionStatus.IDLE:
                 conn.pgconn.finish()
