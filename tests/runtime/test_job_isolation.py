@@ -154,6 +154,29 @@ def test_an_admin_command_beside_the_server_leaves_jobs_their_directories(
     assert stat.S_IMODE((data_dir / "secret_key").stat().st_mode) == 0o600
 
 
+def test_a_working_dir_the_job_user_cannot_enter_fails_the_launch(
+    settings_factory: Callable[..., Settings], password_hash: str, data_dir: Path
+) -> None:
+    # Root's own 0700 directory: the server can enter it, the job user cannot.
+    private = data_dir.parent / "private"
+    private.mkdir(mode=0o700)
+    settings = settings_factory(data_dir=data_dir, job_user="nobody")
+    ctx = AppContext.build(settings)
+    with TestClient(create_app(settings, ctx)) as client:
+        owner = _account(ctx, password_hash)
+        job = submit(client, owner.headers, command="pwd", working_dir=str(private))
+        done = wait_for(client, owner.headers, job["id"], FINAL)
+        out = logs(client, owner.headers, job["id"])
+    reason = (
+        f"launch failed: user 'nobody' cannot enter the working directory {private}: "
+        "Permission denied"
+    )
+    assert done["status"] == "failed", done
+    assert done["status_reason"] == reason
+    assert [event["reason"] for event in done["events"]][-1] == reason
+    assert done["exit_code"] is None and out == ""
+
+
 def test_an_unreachable_data_dir_is_named_with_its_fix(
     settings_factory: Callable[..., Settings], tmp_path: Path
 ) -> None:
