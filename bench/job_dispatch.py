@@ -104,11 +104,25 @@ def _spawn_costs(work: Path, rounds: int = 20) -> dict[str, float]:
         stamp = work / f"spawn-{i}"
         exit_file = work / f"spawn-{i}.exit"
         command = f"date +%s.%N > {shlex.quote(str(stamp))}"
+        barrier, barrier_end = os.pipe()
         before = time.time()
         proc = subprocess.Popen(
-            [sys.executable, "-I", "-S", "-c", SHIM_SOURCE, str(exit_file), command],
+            [
+                sys.executable,
+                "-I",
+                "-S",
+                "-c",
+                SHIM_SOURCE,
+                str(exit_file),
+                command,
+                str(work),
+                str(barrier_end),
+            ],
             start_new_session=True,
+            pass_fds=(barrier_end,),
         )
+        os.close(barrier_end)
+        os.close(barrier)
         try:
             chain.append(1000 * (_read_stamp(stamp) - before))
             proc.wait()

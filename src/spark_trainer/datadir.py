@@ -2,7 +2,9 @@
 
 It holds the embedded database (password hashes, key digests), the signing key and every
 job's logs and outputs. The directory is 0700, so nothing under it is reachable by other
-local users whatever its own mode; the database files are 0600 on top.
+local users whatever its own mode; the database files are 0600 on top. Where jobs run as
+another user (a root server), it is 0711 instead: that user passes through it to its own
+job directories, without listing it or reading the server's files.
 """
 
 from __future__ import annotations
@@ -12,9 +14,11 @@ from pathlib import Path
 
 from sqlalchemy.engine import make_url
 
+from spark_trainer.runtime.environment import JobUser
 from spark_trainer.settings import Settings
 
 DIR_MODE = 0o700
+PASSABLE_DIR_MODE = 0o711
 FILE_MODE = 0o600
 # SQLite creates its journal files with the database file's mode.
 _SQLITE_SUFFIXES = ("", "-wal", "-shm", "-journal")
@@ -22,8 +26,11 @@ _SQLITE_SUFFIXES = ("", "-wal", "-shm", "-journal")
 
 def secure_data_dir(settings: Settings) -> None:
     data_dir = settings.data_dir
-    data_dir.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
-    data_dir.chmod(DIR_MODE)
+    # Every start and admin command (`sparktrainer users ...`) comes here, also beside a
+    # running server: 0700 would lock its running and next jobs out of their directories.
+    mode = PASSABLE_DIR_MODE if JobUser.from_settings(settings).switches else DIR_MODE
+    data_dir.mkdir(mode=mode, parents=True, exist_ok=True)
+    data_dir.chmod(mode)
     if settings.is_sqlite:
         database = make_url(settings.effective_database_url).database
         if database and database != ":memory:":

@@ -50,8 +50,14 @@ def listener() -> Iterator[socket.socket]:
 @pytest.fixture
 def settings(settings_factory: Callable[..., Settings], listener: socket.socket) -> Settings:
     port = listener.getsockname()[1]
-    # A grace period that a CPU step plus a checkpoint fit in on a busy 2-core machine.
-    return settings_factory(public_url=f"http://127.0.0.1:{port}", kill_grace_seconds=20.0)
+    # A grace period that a CPU step plus a checkpoint fit in on a busy 2-core machine. The
+    # test polls as alice (standard tier) while the recipe trains: on a slow machine that
+    # passed the 100 requests a minute, and a 429 then answered a later read.
+    return settings_factory(
+        public_url=f"http://127.0.0.1:{port}",
+        kill_grace_seconds=20.0,
+        rate_limit_standard_per_minute=100_000,
+    )
 
 
 @pytest.fixture
@@ -85,7 +91,9 @@ training:
 def _wait(api: httpx.Client, headers: dict[str, str], job_id: str, timeout: float) -> dict:  # type: ignore[type-arg]
     deadline = time.monotonic() + timeout
     while True:
-        job = api.get(f"/api/jobs/{job_id}", headers=headers).json()
+        response = api.get(f"/api/jobs/{job_id}", headers=headers)
+        assert response.status_code == 200, response.text
+        job = response.json()
         if job["status"] in {"completed", "failed", "cancelled"}:
             return job  # type: ignore[no-any-return]
         assert time.monotonic() < deadline, f"{job_id} still {job['status']}"
@@ -187,13 +195,15 @@ def test_the_complete_training_workflow(
     # The adapter is registered as a model, with lineage to the dataset version: by the
     # job-end event's handler, so shortly after the job reads "completed".
     def registered() -> dict:  # type: ignore[type-arg]
-        return api.get(  # type: ignore[no-any-return]
-            "/api/models", params={"name": "llama-training"}, headers=headers
-        ).json()
+        response = api.get("/api/models", params={"name": "llama-training"}, headers=headers)
+        assert response.status_code == 200, response.text
+        return response.json()  # type: ignore[no-any-return]
 
     wait_until(lambda: registered()["total"] == 1, what="the adapter to be registered")
     models = registered()
-    model = api.get(f"/api/models/{models['items'][0]['id']}", headers=headers).json()
+    found = api.get(f"/api/models/{models['items'][0]['id']}", headers=headers)
+    assert found.status_code == 200, found.text
+    model = found.json()
     assert model["source_job_id"] == second_id
     assert model["lineage"]["dataset"] == {
         "dataset_id": dataset.json()["id"],
@@ -211,6 +221,7 @@ def test_the_complete_training_workflow(
     } <= files
     assert "eval_loss" in model["metrics"]
     adapter = api.get(f"/api/models/{model['id']}/files/adapter_config.json", headers=headers)
+    assert adapter.status_code == 200, adapter.text
     assert adapter.json()["base_model_name_or_path"] == base_id
     assert adapter.json()["fan_in_fan_out"] is True
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 import os
 import shutil
 import stat
+import subprocess
+import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -113,6 +115,66 @@ def test_a_job_cannot_read_the_servers_secrets(
     assert job_dir.stat().st_uid != 0
     assert stat.S_IMODE((data_dir / "secret_key").stat().st_mode) == 0o600
     assert stat.S_IMODE((data_dir / "sparktrainer.db").stat().st_mode) == 0o600
+
+
+def test_an_admin_command_beside_the_server_leaves_jobs_their_directories(
+    settings_factory: Callable[..., Settings], password_hash: str, data_dir: Path
+) -> None:
+    settings = settings_factory(data_dir=data_dir, secret_key=None, job_user=None)
+    ctx = AppContext.build(settings)
+    with TestClient(create_app(settings, ctx)) as client:
+        owner = _account(ctx, password_hash)
+        assert stat.S_IMODE(data_dir.stat().st_mode) == 0o711
+        # `sparktrainer users ...` as an operator runs it on the server's machine, as root.
+        env = {k: v for k, v in os.environ.items() if not k.startswith("SPARKTRAINER_")}
+        env.update(
+            SPARKTRAINER_DATA_DIR=str(data_dir),
+            SPARKTRAINER_DATABASE_URL=settings.effective_database_url,
+        )
+        listed = subprocess.run(
+            [sys.executable, "-m", "spark_trainer", "users", "list"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert listed.returncode == 0, listed.stderr
+        # Passable, not listable: the job user reaches its own directory below it.
+        assert stat.S_IMODE(data_dir.stat().st_mode) == 0o711
+        job = submit(
+            client,
+            owner.headers,
+            command='id -un; cat "$DATA/secret_key"; echo "secret: $?"',
+            environment={"DATA": str(data_dir)},
+        )
+        done = wait_for(client, owner.headers, job["id"], FINAL)
+        out = logs(client, owner.headers, job["id"])
+    assert done["status"] == "completed", done
+    assert out.splitlines() == ["nobody", "secret: 1"]
+    assert stat.S_IMODE((data_dir / "secret_key").stat().st_mode) == 0o600
+
+
+def test_a_working_dir_the_job_user_cannot_enter_fails_the_launch(
+    settings_factory: Callable[..., Settings], password_hash: str, data_dir: Path
+) -> None:
+    # Root's own 0700 directory: the server can enter it, the job user cannot.
+    private = data_dir.parent / "private"
+    private.mkdir(mode=0o700)
+    settings = settings_factory(data_dir=data_dir, job_user="nobody")
+    ctx = AppContext.build(settings)
+    with TestClient(create_app(settings, ctx)) as client:
+        owner = _account(ctx, password_hash)
+        job = submit(client, owner.headers, command="pwd", working_dir=str(private))
+        done = wait_for(client, owner.headers, job["id"], FINAL)
+        out = logs(client, owner.headers, job["id"])
+    reason = (
+        f"launch failed: user 'nobody' cannot enter the working directory {private}: "
+        "Permission denied"
+    )
+    assert done["status"] == "failed", done
+    assert done["status_reason"] == reason
+    assert [event["reason"] for event in done["events"]][-1] == reason
+    assert done["exit_code"] is None and out == ""
 
 
 def test_an_unreachable_data_dir_is_named_with_its_fix(

@@ -53,6 +53,11 @@ def test_login_jobs_datasets_models(live_server: LiveServer, tmp_path: Path) -> 
     cancelled = run(config, "jobs", "cancel", echo["id"], check=False)
     assert cancelled.returncode == 1 and "409" in cancelled.stderr  # it had ended
 
+    pwd = ["jobs", "submit", "pwd", "--working-dir", str(tmp_path), "-o", "json"]
+    in_dir = json.loads(run(config, *pwd).stdout)
+    assert in_dir["working_dir"] == str(tmp_path)
+    assert run(config, "jobs", "logs", in_dir["id"], "-f").stdout == f"{tmp_path}\n"
+
     data = tmp_path / "tiny.csv"
     data.write_text("a,b\n1,2\n")
     uploaded = json.loads(run(config, "datasets", "upload", str(data), "-o", "json").stdout)

@@ -6,6 +6,7 @@ import contextlib
 import json
 import logging
 import os
+import pwd
 import signal
 import subprocess
 import sys
@@ -53,39 +54,57 @@ class LocalExecutor(LocalSupervisor[_Supervised]):
         spec.job_dir.mkdir(parents=True, exist_ok=True)
         exit_file = spec.job_dir / EXIT_FILE
         exit_file.unlink(missing_ok=True)
-        try:
-            with (
-                (spec.job_dir / STDOUT_FILE).open("ab") as stdout,
-                (spec.job_dir / STDERR_FILE).open("ab") as stderr,
-            ):
-                proc = subprocess.Popen(
-                    [
-                        spec.python or sys.executable,
-                        "-I",
-                        "-S",
-                        "-c",
-                        SHIM_SOURCE,
-                        str(exit_file),
-                        spec.command,
-                    ],
-                    user=spec.uid,
-                    group=spec.gid,
-                    extra_groups=[] if spec.uid is not None else None,
-                    cwd=spec.working_dir,
-                    env=dict(spec.environment),
-                    stdin=subprocess.DEVNULL,
-                    stdout=stdout,
-                    stderr=stderr,
-                    start_new_session=True,
-                    close_fds=True,
-                )
-        except OSError as exc:
-            # The file it names (a working directory gone since submission) is the reason.
-            where = f": {exc.filename}" if exc.filename else ""
-            raise LaunchError(f"could not start the command: {exc.strerror or exc}{where}") from exc
-        except (ValueError, TypeError) as exc:
-            # Popen's own checks, such as a NUL byte in the command or the environment.
-            raise LaunchError(f"could not start the command: {exc}") from exc
+        barrier, barrier_end = os.pipe()
+        with os.fdopen(barrier, "rb") as barrier_file:
+            try:
+                with (
+                    (spec.job_dir / STDOUT_FILE).open("ab") as stdout,
+                    (spec.job_dir / STDERR_FILE).open("ab") as stderr,
+                ):
+                    proc = subprocess.Popen(
+                        [
+                            spec.python or sys.executable,
+                            "-I",
+                            "-S",
+                            "-c",
+                            SHIM_SOURCE,
+                            str(exit_file),
+                            spec.command,
+                            str(spec.working_dir),
+                            str(barrier_end),
+                        ],
+                        user=spec.uid,
+                        group=spec.gid,
+                        extra_groups=[] if spec.uid is not None else None,
+                        # Somewhere every user may be: the shim enters the working directory.
+                        cwd="/",
+                        env=dict(spec.environment),
+                        stdin=subprocess.DEVNULL,
+                        stdout=stdout,
+                        stderr=stderr,
+                        start_new_session=True,
+                        close_fds=True,
+                        pass_fds=(barrier_end,),
+                    )
+            except OSError as exc:
+                where = f": {exc.filename}" if exc.filename else ""
+                raise LaunchError(
+                    f"could not start the command: {exc.strerror or exc}{where}"
+                ) from exc
+            except (ValueError, TypeError) as exc:
+                # Popen's own checks, such as a NUL byte in the command or the environment.
+                raise LaunchError(f"could not start the command: {exc}") from exc
+            finally:
+                os.close(barrier_end)
+            # Until the shim closes its end: in the working directory, or after writing why
+            # it cannot enter it (see shim.py).
+            refused = barrier_file.read().decode(errors="replace")
+        if refused:
+            proc.wait()
+            raise LaunchError(
+                f"user '{_user_name(spec.uid)}' cannot enter the working directory "
+                f"{spec.working_dir}: {refused}"
+            )
         try:
             started_at = psutil.Process(proc.pid).create_time()
         except psutil.Error:
@@ -217,6 +236,13 @@ def kill_group_if_alive(handle: Handle) -> bool:
     if alive:
         _signal_group(pid, signal.SIGKILL)
     return alive
+
+
+def _user_name(uid: int | None) -> str:
+    try:
+        return pwd.getpwuid(os.getuid() if uid is None else uid).pw_name
+    except KeyError:
+        return str(uid)
 
 
 def _wait_group_gone(pgid: int, deadline: float) -> None:

@@ -1,11 +1,17 @@
 """Runs one job's command and records how it ended. Standard library only.
 
-The local executor runs this file's source (``python -I -S -c SOURCE EXIT_FILE COMMAND``)
-as the leader of the job's new process group. It runs ``/bin/sh -c COMMAND`` in that
-group, waits for it, and writes its exit status to EXIT_FILE. The file is what lets a
-restarted server learn how a job ended while it was down. SIGTERM sent to the group reaches
-the command directly; the shim notes it and keeps waiting, so a command that traps SIGTERM
-to save a checkpoint can finish doing so.
+The local executor runs this file's source
+(``python -I -S -c SOURCE EXIT_FILE COMMAND WORKING_DIR BARRIER_FD``), as the job's user,
+as the leader of the job's new process group. It enters WORKING_DIR, runs
+``/bin/sh -c COMMAND`` there in that group, waits for it, and writes its exit status to
+EXIT_FILE. The file is what lets a restarted server learn how a job ended while it was
+down. SIGTERM sent to the group reaches the command directly; the shim notes it and keeps
+waiting, so a command that traps SIGTERM to save a checkpoint can finish doing so.
+
+BARRIER_FD is the write end of a pipe the executor reads until it closes: closed empty
+once the shim is in WORKING_DIR, or after the reason it could not enter it. The shim
+enters it itself, as the job's user: ``Popen(cwd=...)`` enters it before switching users,
+so a root server would enter a 0700 directory that the command then cannot use.
 """
 
 import json
@@ -16,7 +22,14 @@ import sys
 
 
 def main() -> int:
-    exit_file, command = sys.argv[1], sys.argv[2]
+    exit_file, command, working_dir, barrier = sys.argv[1:5]
+    try:
+        os.chdir(working_dir)
+    except OSError as exc:
+        os.write(int(barrier), (exc.strerror or str(exc)).encode())
+        return 1
+    finally:
+        os.close(int(barrier))
     terminated = False
 
     def note_termination(signum: int, frame: object) -> None:

@@ -207,6 +207,13 @@ def jobs_submit(
     env: Annotated[list[str] | None, typer.Option("--env", "-e", help="KEY=VALUE")] = None,
     experiment: Annotated[str | None, typer.Option(help="Experiment id")] = None,
     dataset: Annotated[str | None, typer.Option(help="Dataset id")] = None,
+    working_dir: Annotated[
+        str | None,
+        typer.Option(
+            help="Absolute directory, on the machine that runs the job, the command starts "
+            "in; default: a fresh directory of the job's own"
+        ),
+    ] = None,
     output: OutputOption = Output.table,
 ) -> None:
     """Submit a job."""
@@ -218,6 +225,7 @@ def jobs_submit(
         environment=_environment(env or []) or None,
         experiment_id=experiment,
         dataset_id=dataset,
+        working_dir=working_dir,
     )
     if output is Output.json:
         emit(job, output)
