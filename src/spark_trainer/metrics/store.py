@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 
 import psycopg
+import psycopg.sql
 from sqlalchemy import (
     Connection,
     Engine,
@@ -381,15 +382,30 @@ def _summaries_upsert(dialect: str) -> Insert:
     )
 
 
-# A group this small is one INSERT of arrays, sent in the same round trip as the rest of
-# its transaction; a larger one goes by COPY, which cannot share a round trip (pipeline)
-# but costs less per row. Measured: a 1-row COPY cost more than its whole pipelined group.
-INSERT_MAX_ROWS = 200
-_INSERT_ARRAYS = (
-    "INSERT INTO metric_points (job_id, seq, name, step, value, wall_time) "
-    "SELECT * FROM unnest(%s::text[], %s::int8[], %s::text[], %s::int8[], %s::float8[], "
-    "%s::float8[])"
-)
+# A group of up to this many rows is one multi-row INSERT, sent in the same round trip
+# as the rest of its transaction; a larger one goes by COPY, which cannot share a round
+# trip (pipeline mode) but costs far less per row. Measured per group (whole transaction,
+# local PostgreSQL 15): 1 row 0.29 ms INSERT vs 0.53 ms COPY, 8 rows 0.34 vs 0.53, 32 rows
+# 0.69 vs 0.61, 200 rows 3.2 vs 1.1. (An INSERT of unnest()ed arrays cost about as much.)
+INSERT_MAX_ROWS = 24
+_VALUES: dict[int, str] = {}
+
+
+def _insert_values(count: int) -> str:
+    """The INSERT of ``count`` rows; one text per count, so psycopg prepares each once."""
+    sql = _VALUES.get(count)
+    if sql is None:
+        row = psycopg.sql.SQL("(%s, %s, %s, %s, %s, %s)")
+        sql = _VALUES[count] = (
+            psycopg.sql.SQL(
+                "INSERT INTO metric_points (job_id, seq, name, step, value, wall_time) VALUES {}"
+            )
+            .format(psycopg.sql.SQL(", ").join([row] * count))
+            .as_string()
+        )
+    return sql
+
+
 _STATES = "SELECT id, status, owner_id, ingest_token_digest FROM jobs WHERE id = ANY(%s::text[])"
 _PG_SET_SEQ = "UPDATE jobs SET metrics_seq = %s WHERE id = %s"
 _PG_SET_SEQ_AND_OFFSET = "UPDATE jobs SET metrics_seq = %s, metrics_offset = %s WHERE id = %s"
@@ -456,15 +472,7 @@ class PostgresWriter:
                             cursor.execute("BEGIN")
                             if rows:
                                 cursor.execute(
-                                    _INSERT_ARRAYS,
-                                    (
-                                        rows.job_ids,
-                                        rows.seqs,
-                                        rows.names,
-                                        rows.steps,
-                                        rows.values,
-                                        rows.walls,
-                                    ),
+                                    _insert_values(len(rows)), [v for row in rows for v in row]
                                 )
                         if rollups:
                             cursor.executemany(self._rollups_sql, rollups)
