@@ -451,7 +451,7 @@ class PostgresWriter:
             for job_id, status, owner, digest in rows
         }
 
-    def write(self, rows: Rows, progress: Iterable[tuple[str, int, int | None]]) -> None:
+    def write(self, rows: Rows, progress: Sequence[tuple[str, int, int | None]]) -> None:
         """:func:`write_batch` in a transaction of its own, for rows none of which is
         stored yet; raises, having stored nothing, when one is (or on any other error)."""
         rollups, summaries = _folded_params(rows) if rows else ([], [])
