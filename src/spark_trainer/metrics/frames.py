@@ -4,25 +4,57 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
 
-@dataclass(frozen=True, slots=True)
 class Frame:
-    seq: int
-    # The message as the spec shows it: {"step": 100, "loss": 0.45, "lr": 0.0001, ...}
-    data: str
-    sse: bytes
-    # The WebSocket message with its id (`?ids=true`), built once for every subscriber.
-    with_id: str
+    """One point's stream message. Its encodings are built on first use and kept: a point
+    that no subscriber reads (ingestion with nobody watching, the usual case) costs its
+    number and its values' text only, and one that many read is still encoded once."""
+
+    __slots__ = ("_body", "_data", "_sse", "_step", "_with_id", "seq")
+
+    def __init__(self, seq: int, step: int, body: str) -> None:
+        self.seq = seq
+        self._step = step
+        # The values as JSON members, '"loss": 0.45, "lr": 0.0001'.
+        self._body = body
+        self._data: str | None = None
+        self._sse: bytes | None = None
+        self._with_id: str | None = None
 
     @classmethod
     def of(cls, seq: int, data: str) -> Frame:
-        return cls(
-            seq, data, f"id: {seq}\ndata: {data}\n\n".encode(), f'{{"id": {seq}, "data": {data}}}'
-        )
+        """A frame of a message already encoded."""
+        frame = cls(seq, 0, "")
+        frame._data = data
+        return frame
+
+    # Two threads may both build an encoding at once: both build the same text, and
+    # either is kept.
+    @property
+    def data(self) -> str:
+        """The message as the spec shows it: {"step": 100, "loss": 0.45, "lr": 0.0001}."""
+        data = self._data
+        if data is None:
+            data = self._data = f'{{"step": {self._step}, {self._body}}}'
+        return data
+
+    @property
+    def sse(self) -> bytes:
+        sse = self._sse
+        if sse is None:
+            sse = self._sse = f"id: {self.seq}\ndata: {self.data}\n\n".encode()
+        return sse
+
+    @property
+    def with_id(self) -> str:
+        """The WebSocket message with its id (`?ids=true`)."""
+        with_id = self._with_id
+        if with_id is None:
+            with_id = self._with_id = f'{{"id": {self.seq}, "data": {self.data}}}'
+        return with_id
 
 
 class Chunk:

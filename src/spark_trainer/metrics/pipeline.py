@@ -243,6 +243,7 @@ class MetricsPipeline:
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self.commits = GroupCommit(self._store_group)
+        self._writer = store.PostgresWriter(engine) if engine.dialect.name == "postgresql" else None
 
     # --- ingestion ------------------------------------------------------------------
 
@@ -289,43 +290,38 @@ class MetricsPipeline:
 
     def _store_group(self, group: Sequence[Submission]) -> list[Outcome]:
         """One group commit (see :mod:`.group_commit`); never raises."""
-        # One connection for the group's read and its write: on PostgreSQL each checkout
-        # costs a round trip (the pool's liveness ping).
         try:
-            conn = self.engine.connect()
+            states = self._ingest_states({s.job_id for s in group})
         except Exception as exc:
-            logger.warning("metrics POSTs: no database connection: %s", str(exc)[:300])
+            logger.warning("metrics POSTs: reading the jobs failed: %s", str(exc)[:300])
             return [_not_stored() for _ in group]
-        with conn:
-            try:
-                states = store.ingest_states(conn, {s.job_id for s in group})
-                # Ends the read: on SQLite a write transaction must not start from an
-                # older snapshot than another writer's commit.
-                conn.rollback()
-            except Exception as exc:
-                logger.warning("metrics POSTs: reading the jobs failed: %s", str(exc)[:300])
-                return [_not_stored() for _ in group]
-            outcomes: list[Outcome] = []
-            accepted: list[tuple[int, Rows]] = []
-            with self._flush_lock:
-                for submission in group:
-                    try:
-                        rows, frames = self._accept(submission, states.get(submission.job_id))
-                    except SparkTrainerError as exc:
-                        outcomes.append(exc)
-                        continue
-                    except Exception as exc:
-                        logger.warning("metrics POST: numbering failed: %s", str(exc)[:300])
-                        outcomes.append(_not_stored())
-                        continue
-                    if rows:
-                        accepted.append((len(outcomes), rows))
-                        self.bus.publish(submission.job_id, frames)
-                    outcomes.append(frames)
-                if accepted:
-                    for index in self._store_accepted(accepted, conn):
-                        outcomes[index] = _not_stored()
+        outcomes: list[Outcome] = []
+        accepted: list[tuple[int, Rows]] = []
+        with self._flush_lock:
+            for submission in group:
+                try:
+                    rows, frames = self._accept(submission, states.get(submission.job_id))
+                except SparkTrainerError as exc:
+                    outcomes.append(exc)
+                    continue
+                except Exception as exc:
+                    logger.warning("metrics POST: numbering failed: %s", str(exc)[:300])
+                    outcomes.append(_not_stored())
+                    continue
+                if rows:
+                    accepted.append((len(outcomes), rows))
+                    self.bus.publish(submission.job_id, frames)
+                outcomes.append(frames)
+            if accepted:
+                for index in self._store_accepted(accepted):
+                    outcomes[index] = _not_stored()
         return outcomes
+
+    def _ingest_states(self, job_ids: set[str]) -> dict[str, IngestState]:
+        if self._writer is not None:
+            return self._writer.ingest_states(job_ids)
+        with self.engine.connect() as conn:
+            return store.ingest_states(conn, job_ids)
 
     def _accept(
         self, submission: Submission, state: IngestState | None
@@ -342,7 +338,7 @@ class MetricsPipeline:
                 raise PipelineFull
             return self._number(submission.job_id, submission.points)
 
-    def _store_accepted(self, accepted: list[tuple[int, Rows]], conn: Connection) -> list[int]:
+    def _store_accepted(self, accepted: list[tuple[int, Rows]]) -> list[int]:
         """Stores the accepted requests' rows, with whatever else is queued, in one
         transaction. Answers the requests whose points could not be stored: all of them
         while the database does not answer, else only those whose own rows fail.
@@ -361,8 +357,7 @@ class MetricsPipeline:
         everything.extend(queued)
         everything.extend(rows)
         try:
-            with conn.begin():
-                _write_batch(conn, everything, combined)
+            self._write(everything, combined)
             return []
         except Exception as exc:
             logger.warning("storing a group of metrics POSTs failed: %s", str(exc)[:300])
@@ -385,6 +380,14 @@ class MetricsPipeline:
         return True
 
     def _write(self, rows: Rows, progress: dict[str, tuple[int, int | None]]) -> None:
+        if self._writer is not None:
+            try:
+                self._writer.write(rows, [(job, seq, off) for job, (seq, off) in progress.items()])
+                return
+            except Exception as exc:
+                # A point stored already (a retried POST, a file read again) or a failure
+                # the careful way below reports, or isolates, as it always did.
+                logger.debug("optimistic metrics write failed: %s", str(exc)[:300])
         with self.engine.begin() as conn:
             _write_batch(conn, rows, progress)
 
@@ -451,6 +454,8 @@ class MetricsPipeline:
         if self._thread is not None:
             self._thread.join(timeout=10)
         self.flush()
+        if self._writer is not None:
+            self._writer.close()
 
     def _run(self) -> None:
         failures = 0
@@ -580,7 +585,7 @@ def _number_parsed(points: Points, seq: int, step: int) -> tuple[Rows, list[Fram
             seqs += [seq] * size
             steps += [step] * size
             walls += [wall] * size
-        frames.append(Frame.of(seq, f'{{"step": {step}, {data}}}'))
+        frames.append(Frame(seq, step, data))
     return rows, frames, seq, step
 
 

@@ -10,12 +10,16 @@ import bisect
 import itertools
 import math
 import operator
+import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
+import psycopg
+import psycopg.sql
 from sqlalchemy import (
     Connection,
+    Engine,
     Insert,
     Table,
     and_,
@@ -190,11 +194,8 @@ def _insert_points(conn: Connection, rows: Rows) -> None:
     """
     raw: Any = conn.connection.driver_connection
     if conn.dialect.name == "postgresql":
-        with raw.cursor() as cursor, cursor.copy(_COPY_POINTS) as copy:
-            copy.set_types(_COPY_TYPES)
-            write_row = copy.write_row
-            for row in rows:
-                write_row(row)
+        with raw.cursor() as cursor:
+            _copy_points(cursor, rows)
         return
     # The rows one at a time, not a list of them: a list of 100,000 tuples lives long
     # enough for the garbage collector to promote it, and then to scan it in full passes.
@@ -205,15 +206,29 @@ def _insert_points(conn: Connection, rows: Rows) -> None:
         cursor.close()
 
 
+def _copy_points(cursor: psycopg.Cursor[Any], rows: Rows) -> None:
+    with cursor.copy(_COPY_POINTS) as copy:
+        copy.set_types(_COPY_TYPES)
+        write_row = copy.write_row
+        for row in rows:
+            write_row(row)
+
+
 def _update_summaries_and_rollups(conn: Connection, rows: Rows) -> None:
     """Folds the rows into each series' summary and each rollup block."""
+    rollups, summaries = _folded_params(rows)
+    rollups_upsert, summaries_upsert = _upserts(conn.dialect.name)
+    conn.execute(rollups_upsert, rollups)
+    conn.execute(summaries_upsert, summaries)
+
+
+def _folded_params(rows: Rows) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The rollups' and the summaries' upsert parameters for the rows."""
     if _one_rising_series(rows):
         summaries, blocks = _fold_one_series(rows)
     else:
         summaries, blocks = _fold(rows)
-    rollups_upsert, summaries_upsert = _upserts(conn.dialect.name)
-    conn.execute(
-        rollups_upsert,
+    return (
         [
             {
                 "job_id": job_id,
@@ -229,9 +244,6 @@ def _update_summaries_and_rollups(conn: Connection, rows: Rows) -> None:
             }
             for (job_id, name, block_no), b in blocks.items()
         ],
-    )
-    conn.execute(
-        summaries_upsert,
         [
             {
                 "job_id": job_id,
@@ -368,6 +380,141 @@ def _summaries_upsert(dialect: str) -> Insert:
             "count": _summaries.c.count + statement.excluded.count,
         },
     )
+
+
+# A group of up to this many rows is one multi-row INSERT, sent in the same round trip
+# as the rest of its transaction; a larger one goes by COPY, which cannot share a round
+# trip (pipeline mode) but costs far less per row. Measured per group (whole transaction,
+# local PostgreSQL 15): 1 row 0.29 ms INSERT vs 0.53 ms COPY, 8 rows 0.34 vs 0.53, 32 rows
+# 0.69 vs 0.61, 200 rows 3.2 vs 1.1. (An INSERT of unnest()ed arrays cost about as much.)
+INSERT_MAX_ROWS = 24
+_VALUES: dict[int, str] = {}
+
+
+def _insert_values(count: int) -> str:
+    """The INSERT of ``count`` rows; one text per count, so psycopg prepares each once."""
+    sql = _VALUES.get(count)
+    if sql is None:
+        row = psycopg.sql.SQL("(%s, %s, %s, %s, %s, %s)")
+        sql = _VALUES[count] = (
+            psycopg.sql.SQL(
+                "INSERT INTO metric_points (job_id, seq, name, step, value, wall_time) VALUES {}"
+            )
+            .format(psycopg.sql.SQL(", ").join([row] * count))
+            .as_string()
+        )
+    return sql
+
+
+_STATES = "SELECT id, status, owner_id, ingest_token_digest FROM jobs WHERE id = ANY(%s::text[])"
+_PG_SET_SEQ = "UPDATE jobs SET metrics_seq = %s WHERE id = %s"
+_PG_SET_SEQ_AND_OFFSET = "UPDATE jobs SET metrics_seq = %s, metrics_offset = %s WHERE id = %s"
+
+
+class PostgresWriter:
+    """The metrics writers' own PostgreSQL connection, kept open in autocommit mode.
+
+    A group commit used to take ~9 round trips (the pool's liveness ping at checkout,
+    BEGIN, the job states, ROLLBACK, the already-stored check, COPY, summaries, rollups,
+    progress, COMMIT), and its thread waited on them, and on the GIL after each, for
+    most of its time. Here a group is two: the job states (no transaction), then the
+    whole transaction sent at once (psycopg's pipeline mode).
+
+    The write is optimistic: it does not look for points already stored first, the
+    unique natural key refuses them instead, and then nothing is stored and the caller
+    takes the careful way (:func:`write_batch`). A retried POST is rare; a check per
+    group is not.
+
+    Thread-safe; one statement at a time on the connection. A connection that fails is
+    dropped and the next call opens another.
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self._lock = threading.Lock()
+        self._conn: psycopg.Connection[Any] | None = None
+        self._rollups_sql, self._summaries_sql = (
+            str(statement.compile(dialect=engine.dialect)) for statement in _upserts("postgresql")
+        )
+
+    def ingest_states(self, job_ids: Iterable[str]) -> dict[str, IngestState]:
+        """:func:`ingest_states`, in one round trip."""
+        with self._lock:
+            conn = self._connection()
+            try:
+                rows = conn.execute(_STATES, (list(job_ids),)).fetchall()
+            except BaseException:
+                self._recover(conn)
+                raise
+        return {
+            job_id: IngestState(str(status), owner, digest)
+            for job_id, status, owner, digest in rows
+        }
+
+    def write(self, rows: Rows, progress: Sequence[tuple[str, int, int | None]]) -> None:
+        """:func:`write_batch` in a transaction of its own, for rows none of which is
+        stored yet; raises, having stored nothing, when one is (or on any other error)."""
+        rollups, summaries = _folded_params(rows) if rows else ([], [])
+        set_seq = [(seq, job_id) for job_id, seq, offset in progress if offset is None]
+        set_offset = [
+            (seq, offset, job_id) for job_id, seq, offset in progress if offset is not None
+        ]
+        with self._lock:
+            conn = self._connection()
+            try:
+                with conn.cursor() as cursor:
+                    copied = len(rows) > INSERT_MAX_ROWS
+                    if copied:
+                        cursor.execute("BEGIN")
+                        _copy_points(cursor, rows)
+                    with conn.pipeline():
+                        if not copied:
+                            cursor.execute("BEGIN")
+                            if rows:
+                                cursor.execute(
+                                    _insert_values(len(rows)), [v for row in rows for v in row]
+                                )
+                        if rollups:
+                            cursor.executemany(self._rollups_sql, rollups)
+                            cursor.executemany(self._summaries_sql, summaries)
+                        if set_seq:
+                            cursor.executemany(_PG_SET_SEQ, set_seq)
+                        if set_offset:
+                            cursor.executemany(_PG_SET_SEQ_AND_OFFSET, set_offset)
+                        cursor.execute("COMMIT")
+            except BaseException:
+                self._recover(conn)
+                raise
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+    def _connection(self) -> psycopg.Connection[Any]:
+        conn = self._conn
+        if conn is None or conn.closed:
+            # Through the engine, for its URL and connect arguments; then out of its pool,
+            # as this thread keeps it for good.
+            pooled = self._engine.raw_connection()
+            conn = pooled.driver_connection
+            assert conn is not None
+            pooled.detach()
+            conn.autocommit = True
+            self._conn = conn
+        return conn
+
+    def _recover(self, conn: psycopg.Connection[Any]) -> None:
+        """Ends a failed write's transaction, or drops the connection if that fails too."""
+        try:
+            if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+                conn.execute("ROLLBACK")
+        except Exception:
+            conn.close()
+        if conn.closed or conn.broken:
+            conn.close()
+            self._conn = None
 
 
 def history_frames(conn: Connection, job_id: str, *, after: int, limit: int) -> list[Frame]:

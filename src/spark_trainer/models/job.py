@@ -140,6 +140,7 @@ class MetricPoint(Base):
         Index("ix_metric_points_series", "job_id", "name", "step", "value", unique=True),
     )
 
+    # On PostgreSQL, statement-level triggers enforce this key instead (migration 0024).
     job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
     seq: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     name: Mapped[str] = mapped_column(String(128), primary_key=True)
