@@ -69,8 +69,8 @@ def _is_scalar(annotation: Any) -> bool:
 @dataclass(frozen=True, slots=True)
 class _Param:
     """A scalar path or query parameter, with what FastAPI works out again on each request
-    (its aliases, whether its annotation is a sequence or a model: a fifth of a fast
-    read's CPU) worked out once."""
+    (its aliases, whether its annotation is a sequence or a model: 12 % of a jobs list
+    request's CPU in a cProfile) worked out once."""
 
     field: ModelField
     loc: tuple[str, str]
