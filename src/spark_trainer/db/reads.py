@@ -275,7 +275,20 @@ class _Statements:
         return prepared
 
 
-class _SqliteConnection:
+class _Connection:
+    """What both read connections answer the same way, given their ``execute``."""
+
+    __slots__ = ()
+
+    def execute(self, statement: Executable, parameters: Mapping[str, Any], /) -> _Rows:
+        raise NotImplementedError
+
+    def scalar(self, statement: Executable, parameters: Mapping[str, Any], /) -> Any:
+        row = self.execute(statement, parameters).first()
+        return row[0] if row is not None else None
+
+
+class _SqliteConnection(_Connection):
     """A :class:`ReadConnection` over a ``sqlite3`` connection: the statement's SQL,
     compiled once, straight to the driver."""
 
@@ -291,10 +304,6 @@ class _SqliteConnection:
         # sqlite3 describes no column types: SQLAlchemy's processors for None, as its own
         # result asks for them.
         return self._statements.rows(prepared, rows, itertools.repeat(None))
-
-    def scalar(self, statement: Executable, parameters: Mapping[str, Any], /) -> Any:
-        row = self.execute(statement, parameters).first()
-        return row[0] if row is not None else None
 
 
 class _SqliteReads:
@@ -337,7 +346,7 @@ class _SqliteReads:
             conn.close()
 
 
-class _PostgresConnection:
+class _PostgresConnection(_Connection):
     """A :class:`ReadConnection` over a psycopg ``AsyncConnection``, for code running in
     a greenlet: each statement is awaited on the loop (``await_``) while the read's
     synchronous code stays as it is."""
@@ -352,10 +361,6 @@ class _PostgresConnection:
         prepared, sql, values = self._statements.bind(statement, parameters)
         type_codes, rows = await_(self._fetch(sql, values, describe=prepared.results is _UNKNOWN))
         return self._statements.rows(prepared, rows, type_codes)
-
-    def scalar(self, statement: Executable, parameters: Mapping[str, Any], /) -> Any:
-        row = self.execute(statement, parameters).first()
-        return row[0] if row is not None else None
 
     async def _fetch(
         self, sql: str, values: dict[str, Any], *, describe: bool
