@@ -116,11 +116,16 @@ class ExecutorConformance(ABC):
     def test_terminate_sends_sigterm(
         self, executor: Executor, reports: Reports, spec: Callable[..., LaunchSpec]
     ) -> None:
-        executor.launch(spec("stop", self.sleeps(30)))
-        assert executor.terminate("stop", GRACE)
-        report = reports.wait("stop")
-        assert report.terminated
-        assert (report.exit_code, report.signal) == (143, 15)
+        # Stopped the moment each launch returns, several times over: a stop that reached
+        # a half-started job and not its command showed as a SIGKILL after the grace.
+        stops = [f"stop-{n}" for n in range(8)]
+        for job_id in stops:
+            executor.launch(spec(job_id, self.sleeps(30)))
+            assert executor.terminate(job_id, GRACE)
+        for job_id in stops:
+            report = reports.wait(job_id)
+            assert report.terminated
+            assert (report.exit_code, report.signal) == (143, 15), job_id
 
     def test_sigkill_after_the_grace_period(
         self, executor: Executor, reports: Reports, spec: Callable[..., LaunchSpec]

@@ -96,7 +96,7 @@ class LocalExecutor(LocalSupervisor[_Supervised]):
                 raise LaunchError(f"could not start the command: {exc}") from exc
             finally:
                 os.close(barrier_end)
-            # Until the shim closes its end: in the working directory, or after writing why
+            # Until the shim closes its end: once the command runs, or after writing why
             # it cannot enter it (see shim.py).
             refused = barrier_file.read().decode(errors="replace")
         if refused:

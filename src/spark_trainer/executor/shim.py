@@ -9,9 +9,12 @@ down. SIGTERM sent to the group reaches the command directly; the shim notes it 
 waiting, so a command that traps SIGTERM to save a checkpoint can finish doing so.
 
 BARRIER_FD is the write end of a pipe the executor reads until it closes: closed empty
-once the shim is in WORKING_DIR, or after the reason it could not enter it. The shim
-enters it itself, as the job's user: ``Popen(cwd=...)`` enters it before switching users,
-so a root server would enter a 0700 directory that the command then cannot use.
+once the command runs in WORKING_DIR, or after the reason the shim could not enter it.
+The shim enters it itself, as the job's user: ``Popen(cwd=...)`` enters it before
+switching users, so a root server would enter a 0700 directory that the command then
+cannot use. The pipe closes only once the command runs so that a SIGTERM sent as soon as
+the launch returns reaches the command: closed any earlier, the signal could reach the
+shim alone, and the command it then started ran on until the SIGKILL.
 """
 
 import json
@@ -23,13 +26,6 @@ import sys
 
 def main() -> int:
     exit_file, command, working_dir, barrier = sys.argv[1:5]
-    try:
-        os.chdir(working_dir)
-    except OSError as exc:
-        os.write(int(barrier), (exc.strerror or str(exc)).encode())
-        return 1
-    finally:
-        os.close(int(barrier))
     terminated = False
 
     def note_termination(signum: int, frame: object) -> None:
@@ -37,9 +33,17 @@ def main() -> int:
         terminated = True
 
     signal.signal(signal.SIGTERM, note_termination)
-    # The handler is a Python function, so the exec'd command starts with SIGTERM at its
-    # default disposition, not inheriting the shim's.
-    child = subprocess.Popen(["/bin/sh", "-c", command])
+    try:
+        try:
+            os.chdir(working_dir)
+        except OSError as exc:
+            os.write(int(barrier), (exc.strerror or str(exc)).encode())
+            return 1
+        # The handler is a Python function, so the exec'd command starts with SIGTERM at
+        # its default disposition, not inheriting the shim's.
+        child = subprocess.Popen(["/bin/sh", "-c", command])
+    finally:
+        os.close(int(barrier))
     returncode = child.wait()
     tmp = exit_file + ".tmp"
     with open(tmp, "w") as handle:  # noqa: PTH123 - stdlib-only and fast to start
