@@ -16,7 +16,7 @@ from pathlib import Path
 
 import httpx
 import psutil
-from sqlalchemy import create_engine, func, select
+from sqlalchemy import create_engine, func, select, update
 
 from spark_trainer.models import GpuAllocation, Job, Lease, Node
 from tests.distributed.cluster import STALE_SECONDS, Cluster
@@ -243,6 +243,14 @@ def test_a_killed_worker_is_re_adopted_or_its_jobs_fail_as_lost(
     leftover = int(started_too.read_text())
     node4.signal(signal.SIGKILL)
     lost_at = time.monotonic()
+    # As if it died between starting the process and recording its handle: the handle
+    # file it wrote first is then what its next start finds the process by.
+    engine = create_engine(running.database_url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(update(Job).where(Job.id == lost).values(handle=None))
+    finally:
+        engine.dispose()
     job = api1.wait(lost, FINAL, timeout=STALE_SECONDS + 30)
     assert job["status"] == "failed"
     assert job["status_reason"] == "lost: node node4 stopped heartbeating"

@@ -677,6 +677,11 @@ class JobEngine:
 
     # --- recovery and reconciliation -----------------------------------------------------
 
+    def recorded_handle(self, job_id: str) -> Handle | None:
+        """The handle this node wrote when it launched the job, before the database had
+        it: the one trace of a process whose worker died in between."""
+        return _read_handle(self.jobs_dir / f"{job_id}.{HANDLE_FILE}")
+
     def recover(self) -> None:
         """At start: requeues jobs placed here whose process never started, and records the
         handle of those that started just before the server stopped."""
@@ -691,7 +696,7 @@ class JobEngine:
                 )
             ).all()
         for job_id in never_recorded:
-            handle = _read_handle(self.jobs_dir / f"{job_id}.{HANDLE_FILE}")
+            handle = self.recorded_handle(job_id)
             with self.session_factory.begin() as session:
                 if handle is not None:
                     # Started, then the server stopped before recording it: the
@@ -827,7 +832,9 @@ class JobEngine:
                 JobStatus.PENDING,
                 reason,
                 restarts=Job.restarts + 1,
-                lost_handle={"node": node, **handle} if handle is not None else None,
+                # The node alone when its worker died before recording the handle: the
+                # node still has the handle file it wrote first (``recorded_handle``).
+                lost_handle={"node": node, **(handle or {})},
                 ingest_token_digest=None,
             )
         if not requeued:

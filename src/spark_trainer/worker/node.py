@@ -15,7 +15,6 @@ the API processes read at the same path (a shared mount, see the README).
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 from datetime import timedelta
 from typing import Any
@@ -133,22 +132,28 @@ class WorkerNode:
                     Job.node == self.name,
                     Job.status == JobStatus.FAILED,
                     Job.status_reason.startswith(LOST_PREFIX),
-                    Job.handle.is_not(None),
                     Job.finished_at >= utcnow() - timedelta(days=LOST_LOOKBACK_DAYS),
                 )
             ).all()
             # Attempts lost here whose jobs were requeued (and may run elsewhere now).
             requeued = RuntimeRepository(session).lost_here(self.name)
-        for job_id, handle in [*lost, *requeued]:
-            if kill_group_if_alive(Handle.from_json(handle)):
+        for job_id, recorded in [*lost, *requeued]:
+            # No handle in the database: the worker died between starting the process
+            # and recording it, and only the file it wrote first knows the process.
+            handle = (
+                Handle.from_json(recorded)
+                if recorded and "executor" in recorded
+                else self.engine.recorded_handle(job_id)
+            )
+            if handle is None:
+                continue
+            if kill_group_if_alive(handle):
                 logger.warning("stopped a lost job's leftover processes", extra={"job_id": job_id})
-        for job_id, handle in requeued:
-            # Were the job placed here again, recovery must not take the lost attempt's
+            # A requeued job placed here again: recovery must not take the lost attempt's
             # handle, left beside its directory, for the new attempt's.
-            recorded = self.engine.jobs_dir / f"{job_id}.{HANDLE_FILE}"
-            with contextlib.suppress(OSError, ValueError, KeyError):
-                if Handle.from_json(json.loads(recorded.read_text())) == Handle.from_json(handle):
-                    recorded.unlink()
+            if self.engine.recorded_handle(job_id) == handle:
+                with contextlib.suppress(OSError):
+                    (self.engine.jobs_dir / f"{job_id}.{HANDLE_FILE}").unlink()
         if requeued:
             with self.engine.session_factory.begin() as session:
                 repo = RuntimeRepository(session)
