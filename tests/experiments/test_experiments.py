@@ -135,6 +135,18 @@ def test_runs_side_by_side_sorted_by_a_metric(client: TestClient, alice: Account
     ).json()
     assert [r["id"] for r in ascending["items"][:3]] == [jobs["0.1"], jobs["0.2"], jobs["0.3"]]
     assert client.get(url, params={"sort": "bogus"}, headers=alice.headers).status_code == 400
+    # The default order, newest first, is read another way (one query, each run's fields
+    # repeated on its metrics' rows): every run reads the same as above.
+    newest = client.get(url, headers=alice.headers).json()
+    assert [r["id"] for r in newest["items"]] == [
+        failing["id"],
+        jobs["0.2"],
+        jobs["0.1"],
+        jobs["0.3"],
+    ]
+    assert sorted(newest["items"], key=lambda r: r["id"]) == sorted(
+        by_loss["items"], key=lambda r: r["id"]
+    )
 
     detail = client.get(f"/api/experiments/{experiment['id']}", headers=alice.headers).json()
     assert detail["run_count"] == 4

@@ -41,6 +41,8 @@ from sqlalchemy import (
     Dialect,
     Executable,
     FromClause,
+    Text,
+    cast,
     make_url,
     type_coerce,
 )
@@ -60,7 +62,7 @@ T = TypeVar("T")
 TIMEOUT_MS = 5000
 
 
-def _json_loads(text: str | bytes | None) -> Any:
+def parse_json(text: str | bytes | None) -> Any:
     # orjson parses a page's JSON columns (a job's environment and GPUs) several times
     # faster than json; the standard parser still takes what orjson refuses (NaN, which
     # json.dumps writes for a float NaN). SQL NULL stays None.
@@ -79,7 +81,7 @@ class _WireJSON(TypeEngine[Any]):
     def result_processor(self, dialect: Dialect, coltype: object) -> Callable[[Any], Any] | None:
         if dialect.name != "sqlite":
             return None
-        return _json_loads
+        return parse_json
 
 
 # A timestamp as the driver answers it, without UTCDateTime's per-value conversion: SQLite
@@ -110,6 +112,12 @@ def read_columns(
         else:
             columns.append(column.label(label) if prefix else column)
     return columns
+
+
+def json_text(column: ColumnElement[Any], label: str) -> ColumnElement[Any]:
+    """A JSON column read as its text, for :func:`parse_json` to parse where it is used:
+    a value that a join repeats on every row is then parsed once, not once per row."""
+    return cast(column, Text).label(label)
 
 
 class ReadRows(Protocol):
@@ -435,7 +443,7 @@ class _PostgresReads:
 
     async def _connect(self, pool: _Pool) -> AsyncConnection[tuple[Any, ...]]:
         conn = await AsyncConnection.connect(*self._connect_args, **self._connect_params)
-        set_json_loads(_json_loads, conn)
+        set_json_loads(parse_json, conn)
         pool.opened.add(conn)
         return conn
 

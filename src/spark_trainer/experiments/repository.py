@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import BindParameter, Select, and_, bindparam, func, select, true
 from sqlalchemy.orm import Session
 
-from spark_trainer.db.reads import ReadConnection, read_columns
+from spark_trainer.db.reads import ReadConnection, json_text, parse_json, read_columns
 from spark_trainer.kit.pagination import PageQuery, page_of
 from spark_trainer.models import Experiment, Job, MetricSummary, User
 
@@ -147,9 +147,15 @@ def _runs_with_summaries(sort: str, *, descending: bool) -> Select[Any]:
     key = page.c[sort]
     return (
         select(
-            *read_columns(_EXPERIMENTS, ("owner_id", "metric_goals")),
+            _EXPERIMENTS.c.owner_id,
+            json_text(_EXPERIMENTS.c.metric_goals, "metric_goals"),
             total.label("total"),
-            *(page.c[name] for name in _RUN_FIELDS),
+            # JSON as text: the join repeats these on every summary's row; each is parsed
+            # once (see runs_with_summaries).
+            *(
+                json_text(page.c[name], name) if name == "environment" else page.c[name]
+                for name in _RUN_FIELDS
+            ),
             *read_columns(_SUMMARIES, _SUMMARY_FIELDS[1:], prefix="summary_"),
         )
         .select_from(
@@ -223,12 +229,14 @@ class ExperimentRows:
             if job_id is None:  # the empty page's one row
                 break
             if not runs or runs[-1]["id"] != job_id:
-                runs.append(dict(zip(_RUN_FIELDS, row[3:first], strict=True)))
+                run = dict(zip(_RUN_FIELDS, row[3:first], strict=True))
+                run["environment"] = parse_json(run["environment"])
+                runs.append(run)
                 summaries[job_id] = []
             if row[first] is not None:  # a summary's name; NULL: a run without metrics
                 summaries[job_id].append(dict(zip(_SUMMARY_FIELDS[1:], row[first:], strict=True)))
         owner_id, goals, total = rows[0][:3]
-        return RunsPage(owner_id, goals, runs, int(total), summaries)
+        return RunsPage(owner_id, parse_json(goals), runs, int(total), summaries)
 
     def summaries(self, job_ids: list[str]) -> dict[str, list[dict[str, Any]]]:
         """Each job's metric summaries (name, latest, latest_step, min, max, count)."""
