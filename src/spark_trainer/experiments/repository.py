@@ -5,8 +5,19 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
-from sqlalchemy import BindParameter, Select, and_, bindparam, func, select, true
+from sqlalchemy import (
+    BindParameter,
+    ColumnElement,
+    Select,
+    UnaryExpression,
+    and_,
+    bindparam,
+    func,
+    select,
+    true,
+)
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.base import ReadOnlyColumnCollection
 
 from spark_trainer.db.reads import ReadConnection, json_text, parse_json, read_columns
 from spark_trainer.kit.pagination import PageQuery, page_of
@@ -122,6 +133,16 @@ def _runs_by_metric(*, maximize: bool, descending: bool) -> PageQuery:
     return PageQuery(query.order_by(*ordering, _JOBS.c.created_at, _JOBS.c.id))
 
 
+def _page_order(
+    columns: ReadOnlyColumnCollection[str, ColumnElement[Any]], sort: str, *, descending: bool
+) -> list[UnaryExpression[Any]]:
+    """``sort``, then creation and id to break ties, all one way: the index on (experiment,
+    created_at, id) then reads a newest-first page in order, and stops after it, where a
+    tie broken the other way had it sort all the experiment's runs for every page."""
+    keys = [sort, *(key for key in ("created_at", "id") if key != sort)]
+    return [columns[key].desc() if descending else columns[key].asc() for key in keys]
+
+
 @cache
 def _runs_with_summaries(sort: str, *, descending: bool) -> Select[Any]:
     """A page of runs ordered by a job column, with the experiment's owner and goals, the
@@ -129,11 +150,10 @@ def _runs_with_summaries(sort: str, *, descending: bool) -> Select[Any]:
     summaries). A row per (run, summary); one row with NULL runs when the page is empty
     (no runs, or a page past the end); no row when there is no such experiment."""
     experiment_id: BindParameter[str] = bindparam("experiment_id")
-    column = _JOBS.c[sort]
     page = (
         select(*read_columns(_JOBS, _RUN_FIELDS))
         .where(_JOBS.c.experiment_id == experiment_id)
-        .order_by(column.desc() if descending else column.asc(), _JOBS.c.created_at, _JOBS.c.id)
+        .order_by(*_page_order(_JOBS.c, sort, descending=descending))
         .limit(bindparam("page_limit"))
         .offset(bindparam("page_offset"))
         .subquery("page")
@@ -144,7 +164,6 @@ def _runs_with_summaries(sort: str, *, descending: bool) -> Select[Any]:
         .where(_JOBS.c.experiment_id == experiment_id)
         .scalar_subquery()
     )
-    key = page.c[sort]
     return (
         select(
             _EXPERIMENTS.c.owner_id,
@@ -165,12 +184,7 @@ def _runs_with_summaries(sort: str, *, descending: bool) -> Select[Any]:
         )
         .where(_EXPERIMENTS.c.id == experiment_id)
         # The page's own order, then a run's metrics by name, as ``summaries`` gives them.
-        .order_by(
-            key.desc() if descending else key.asc(),
-            page.c.created_at,
-            page.c.id,
-            _SUMMARIES.c.name,
-        )
+        .order_by(*_page_order(page.c, sort, descending=descending), _SUMMARIES.c.name)
     )
 
 
