@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import pwd
+import selectors
 import signal
 import subprocess
 import sys
@@ -49,13 +50,16 @@ class _Supervised:
 
 class LocalExecutor(LocalSupervisor[_Supervised]):
     name = "local"
+    # From the shim's start to its command's: the interpreter's start-up, entering the
+    # working directory and one fork, well under a second on an idle machine.
+    start_timeout_seconds = 60.0
 
     def launch(self, spec: LaunchSpec) -> Handle:
         spec.job_dir.mkdir(parents=True, exist_ok=True)
         exit_file = spec.job_dir / EXIT_FILE
         exit_file.unlink(missing_ok=True)
         barrier, barrier_end = os.pipe()
-        with os.fdopen(barrier, "rb") as barrier_file:
+        try:
             try:
                 with (
                     (spec.job_dir / STDOUT_FILE).open("ab") as stdout,
@@ -97,8 +101,22 @@ class LocalExecutor(LocalSupervisor[_Supervised]):
             finally:
                 os.close(barrier_end)
             # Until the shim closes its end: once the command runs, or after writing why
-            # it cannot enter it (see shim.py).
-            refused = barrier_file.read().decode(errors="replace")
+            # it cannot enter the working directory (see shim.py).
+            refused = _read_until_closed(barrier, self.start_timeout_seconds)
+        finally:
+            os.close(barrier)
+        if refused is None:
+            # Say, a working directory on a network mount that hangs: the scheduler must
+            # not wait on it for ever.
+            _signal_group(proc.pid, signal.SIGKILL)
+            # Not for ever either: a process in an uninterruptible wait ends only when the
+            # wait does (subprocess reaps it then).
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=5)
+            raise LaunchError(
+                f"the command did not start within {self.start_timeout_seconds:g} s "
+                f"(entering the working directory {spec.working_dir})"
+            )
         if refused:
             proc.wait()
             raise LaunchError(
@@ -243,6 +261,23 @@ def _user_name(uid: int | None) -> str:
         return pwd.getpwuid(os.getuid() if uid is None else uid).pw_name
     except KeyError:
         return str(uid)
+
+
+def _read_until_closed(fd: int, timeout: float) -> str | None:
+    """What was written to the pipe ``fd`` until its write end closed; None when it was
+    not closed within ``timeout`` seconds."""
+    chunks: list[bytes] = []
+    deadline = time.monotonic() + timeout
+    with selectors.DefaultSelector() as selector:
+        selector.register(fd, selectors.EVENT_READ)
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0 or not selector.select(left):
+                return None
+            chunk = os.read(fd, 4096)
+            if not chunk:
+                return b"".join(chunks).decode(errors="replace")
+            chunks.append(chunk)
 
 
 def _wait_group_gone(pgid: int, deadline: float) -> None:
