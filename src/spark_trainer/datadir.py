@@ -28,7 +28,7 @@ def secure_data_dir(settings: Settings) -> None:
     data_dir = settings.data_dir
     # Every start and admin command (`sparktrainer users ...`) comes here, also beside a
     # running server: 0700 would lock its running and next jobs out of their directories.
-    mode = PASSABLE_DIR_MODE if JobUser.from_settings(settings).switches else DIR_MODE
+    mode = PASSABLE_DIR_MODE if JobUser.from_settings(settings, quiet=True).switches else DIR_MODE
     data_dir.mkdir(mode=mode, parents=True, exist_ok=True)
     data_dir.chmod(mode)
     if settings.is_sqlite:

@@ -191,3 +191,22 @@ def test_an_unreachable_data_dir_is_named_with_its_fix(
     default = JobUser.from_settings(settings_factory(data_dir=data_dir, job_user=None))
     assert default.switches
     assert not default.checked(data_dir, jobs_dir).switches
+
+
+def test_a_missing_default_job_user_is_warned_of_once_per_start(
+    settings_factory: Callable[..., Settings],
+    data_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # A machine without `nobody`: jobs run as the server's user, said once, not once per
+    # component that asks (the data directory's set-up and the engine).
+    monkeypatch.setattr("spark_trainer.runtime.environment.DEFAULT_ROOT_JOB_USER", "no-such-user")
+    settings = settings_factory(data_dir=data_dir, job_user=None)
+    with caplog.at_level("WARNING", logger="spark_trainer.runtime.environment"):
+        ctx = AppContext.build(settings)
+        with TestClient(create_app(settings, ctx)) as client:
+            assert client.get("/healthz").status_code == 200
+    warned = [r for r in caplog.records if "no user 'no-such-user'" in r.getMessage()]
+    assert len(warned) == 1, [r.getMessage() for r in warned]
+    assert stat.S_IMODE(data_dir.stat().st_mode) == 0o700  # no job user to pass through

@@ -57,7 +57,9 @@ class JobUser:
         return self.name is not None
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> JobUser:
+    def from_settings(cls, settings: Settings, *, quiet: bool = False) -> JobUser:
+        """``quiet``: without the warning that the default user is missing (for a caller
+        that only asks whether jobs switch users; the engine's start says it once)."""
         name = settings.job_user
         configured = name is not None
         if name is None:
@@ -72,7 +74,8 @@ class JobUser:
                     f"SPARKTRAINER_JOB_USER={name}: no such user. Create it "
                     f"(useradd --system {name}) or set SPARKTRAINER_JOB_USER to an existing one."
                 ) from None
-            logger.warning("no user %r to run jobs as; jobs run as the server's user", name)
+            if not quiet:
+                logger.warning("no user %r to run jobs as; jobs run as the server's user", name)
             return cls()
         if entry.pw_uid == os.geteuid():
             return cls()
