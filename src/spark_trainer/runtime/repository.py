@@ -88,10 +88,11 @@ class RuntimeRepository:
             )
         )
 
-    def lost_here(self, node: str) -> Sequence[Row[str, dict[str, Any]]]:
-        """Lost attempts' handles left for ``node`` to stop (see ``Job.lost_handle``)."""
+    def lost_here(self, node: str) -> Sequence[Row[str, dict[str, Any], dict[str, Any] | None]]:
+        """Lost attempts' handles left for ``node`` to stop (see ``Job.lost_handle``), each
+        with its job's current handle."""
         rows = self.session.execute(
-            select(Job.id, Job.lost_handle).where(Job.lost_handle.is_not(None))
+            select(Job.id, Job.lost_handle, Job.handle).where(Job.lost_handle.is_not(None))
         ).all()
         return [row for row in rows if row.lost_handle.get("node") == node]
 

@@ -121,7 +121,8 @@ class WorkerNode:
             self.stop()
 
     def stop_lost_jobs(self) -> None:
-        """Kills what is left of jobs failed as lost while this worker was away.
+        """Kills what is left of attempts lost while this worker was away: jobs failed as
+        lost, and jobs requeued after their attempt here was lost.
 
         Their GPUs were freed and may be given to other jobs: a process of theirs still
         running here must not keep using them.
@@ -137,14 +138,12 @@ class WorkerNode:
             ).all()
             # Attempts lost here whose jobs were requeued (and may run elsewhere now).
             requeued = RuntimeRepository(session).lost_here(self.name)
-        for job_id, recorded in [*lost, *requeued]:
-            # No handle in the database: the worker died between starting the process
-            # and recording it, and only the file it wrote first knows the process.
-            handle = (
-                Handle.from_json(recorded)
-                if recorded and "executor" in recorded
-                else self.engine.recorded_handle(job_id)
-            )
+        attempts: list[tuple[str, dict[str, Any] | None, dict[str, Any] | None]] = [
+            (job_id, handle, None) for job_id, handle in lost
+        ]
+        attempts += [(job_id, lost_handle, handle) for job_id, lost_handle, handle in requeued]
+        for job_id, recorded, current in attempts:
+            handle = self._lost_attempt(job_id, recorded, current)
             if handle is None:
                 continue
             if kill_group_if_alive(handle):
@@ -157,8 +156,21 @@ class WorkerNode:
         if requeued:
             with self.engine.session_factory.begin() as session:
                 repo = RuntimeRepository(session)
-                for job_id, _ in requeued:
+                for job_id, _, _ in requeued:
                     repo.forget_lost_handle(job_id)
+
+    def _lost_attempt(
+        self, job_id: str, recorded: dict[str, Any] | None, current: dict[str, Any] | None
+    ) -> Handle | None:
+        """A lost attempt's handle as the database has it; else, when the worker died
+        between starting the process and recording it, the handle file it wrote first,
+        unless that file is the job's ``current`` attempt's (placed here again since)."""
+        if recorded and "executor" in recorded:
+            return Handle.from_json(recorded)
+        found = self.engine.recorded_handle(job_id)
+        if found is None or (current is not None and found == Handle.from_json(current)):
+            return None
+        return found
 
     def stop(self) -> None:
         self.engine.stop()
