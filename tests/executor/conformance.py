@@ -11,11 +11,19 @@ import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from spark_trainer.executor.base import Executor, ExitCallback, ExitReport, LaunchError, LaunchSpec
+from spark_trainer.executor.base import (
+    Executor,
+    ExitCallback,
+    ExitReport,
+    Handle,
+    LaunchError,
+    LaunchSpec,
+)
 
 GRACE = 0.5
 
@@ -160,6 +168,37 @@ class ExecutorConformance(ABC):
         with pytest.raises(LaunchError):
             executor.launch(spec("bad", self.unlaunchable()))
         assert executor.running() == set()
+
+    def test_the_handle_is_recorded_before_the_command_starts(
+        self, executor: Executor, reports: Reports, spec: Callable[..., LaunchSpec]
+    ) -> None:
+        launched = spec("recorded", self.prints("started"))
+        stdout = launched.job_dir / "stdout.log"
+        seen: list[tuple[Handle, str]] = []
+
+        def record(handle: Handle) -> None:
+            time.sleep(0.5)  # a slow disk: the command must still wait for the record
+            seen.append((handle, stdout.read_text() if stdout.exists() else ""))
+
+        handle = executor.launch(replace(launched, on_started=record))
+        assert seen == [(handle, "")]
+        assert (reports.wait("recorded").exit_code, stdout.read_text()) == (0, "started\n")
+
+    def test_a_handle_that_cannot_be_recorded_fails_the_launch_unstarted(
+        self, executor: Executor, reports: Reports, spec: Callable[..., LaunchSpec]
+    ) -> None:
+        launched = spec("unrecorded", self.prints("started"))
+
+        def disk_full(handle: Handle) -> None:
+            raise OSError(28, "No space left on device")
+
+        with pytest.raises(LaunchError, match="could not record the job's process"):
+            executor.launch(replace(launched, on_started=disk_full))
+        time.sleep(0.5)
+        stdout = launched.job_dir / "stdout.log"
+        assert not stdout.exists() or stdout.read_text() == ""  # the command never ran
+        assert executor.running() == set()
+        assert reports.items == []
 
     def test_adopt_after_restart(
         self, executor: Executor, reports: Reports, spec: Callable[..., LaunchSpec]

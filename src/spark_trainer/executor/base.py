@@ -47,6 +47,10 @@ class LaunchSpec:
     gid: int | None = None
     # The interpreter for the local executor's stdlib-only shim (None: the server's).
     python: str | None = None
+    # Called with the process's handle as soon as it exists and before its command starts:
+    # the record a restarted server finds the process by. An OSError from it fails the
+    # launch, and the command never runs.
+    on_started: Callable[[Handle], None] | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -81,11 +81,17 @@ class FakeExecutor(LocalSupervisor[_Process]):
         (spec.job_dir / STDOUT_FILE).touch()
         deadline = time.monotonic() + spec.timeout_seconds if spec.timeout_seconds else None
         process = _Process(secrets.token_hex(8), spec.job_id, spec.job_dir, script, trap, deadline)
+        handle = Handle(self.name, {"key": process.key})
+        if spec.on_started is not None:
+            try:
+                spec.on_started(handle)
+            except OSError as exc:
+                raise LaunchError(f"could not record the job's process: {exc}") from exc
         with _WORLD_LOCK:
             _WORLD[process.key] = process
         threading.Thread(target=_run, args=(process,), daemon=True).start()
         self._supervise(process)
-        return Handle(self.name, {"key": process.key})
+        return handle
 
     def adopt(self, job_id: str, handle: Handle, job_dir: Path, timeout_at: float | None) -> bool:
         with _WORLD_LOCK:

@@ -34,6 +34,8 @@ SHIM_SOURCE = Path(__file__).with_name("shim.py").read_text(encoding="utf-8")
 EXIT_FILE = "exit_status.json"
 STDOUT_FILE = "stdout.log"
 STDERR_FILE = "stderr.log"
+# Written to the shim's go pipe once the process is recorded (see shim.py).
+GO = b"go"
 
 
 @dataclass
@@ -59,52 +61,40 @@ class LocalExecutor(LocalSupervisor[_Supervised]):
         exit_file = spec.job_dir / EXIT_FILE
         exit_file.unlink(missing_ok=True)
         barrier, barrier_end = os.pipe()
+        go_end, go = os.pipe()
         try:
             try:
-                with (
-                    (spec.job_dir / STDOUT_FILE).open("ab") as stdout,
-                    (spec.job_dir / STDERR_FILE).open("ab") as stderr,
-                ):
-                    proc = subprocess.Popen(
-                        [
-                            spec.python or sys.executable,
-                            "-I",
-                            "-S",
-                            "-c",
-                            SHIM_SOURCE,
-                            str(exit_file),
-                            spec.command,
-                            str(spec.working_dir),
-                            str(barrier_end),
-                        ],
-                        user=spec.uid,
-                        group=spec.gid,
-                        extra_groups=[] if spec.uid is not None else None,
-                        # Somewhere every user may be: the shim enters the working directory.
-                        cwd="/",
-                        env=dict(spec.environment),
-                        stdin=subprocess.DEVNULL,
-                        stdout=stdout,
-                        stderr=stderr,
-                        start_new_session=True,
-                        close_fds=True,
-                        pass_fds=(barrier_end,),
-                    )
-            except OSError as exc:
-                where = f": {exc.filename}" if exc.filename else ""
-                raise LaunchError(
-                    f"could not start the command: {exc.strerror or exc}{where}"
-                ) from exc
-            except (ValueError, TypeError) as exc:
-                # Popen's own checks, such as a NUL byte in the command or the environment.
-                raise LaunchError(f"could not start the command: {exc}") from exc
+                proc = self._start_shim(spec, exit_file, barrier_end, go_end)
             finally:
                 os.close(barrier_end)
+                os.close(go_end)
+            try:
+                started_at = psutil.Process(proc.pid).create_time()
+            except psutil.Error:
+                started_at = time.time()
+            # The start time guards against pid reuse when the process is adopted later.
+            handle = Handle(self.name, {"pid": proc.pid, "started_at": started_at})
+            try:
+                if spec.on_started is not None:
+                    spec.on_started(handle)
+            except OSError as exc:
+                os.close(go)  # unreleased: the shim exits without running the command
+                go = -1
+                proc.wait()
+                raise LaunchError(f"could not record the job's process: {exc}") from exc
+            # The shim may be gone already, having failed to enter the working directory
+            # (the barrier says why).
+            with contextlib.suppress(BrokenPipeError):
+                os.write(go, GO)
+            os.close(go)
+            go = -1
             # Until the shim closes its end: once the command runs, or after writing why
             # it cannot enter the working directory (see shim.py).
             refused = _read_until_closed(barrier, self.start_timeout_seconds)
         finally:
             os.close(barrier)
+            if go != -1:
+                os.close(go)
         if refused is None:
             # Say, a working directory on a network mount that hangs: the scheduler must
             # not wait on it for ever.
@@ -123,10 +113,6 @@ class LocalExecutor(LocalSupervisor[_Supervised]):
                 f"user '{_user_name(spec.uid)}' cannot enter the working directory "
                 f"{spec.working_dir}: {refused}"
             )
-        try:
-            started_at = psutil.Process(proc.pid).create_time()
-        except psutil.Error:
-            started_at = time.time()
         supervised = _Supervised(spec.job_id, proc.pid, spec.job_dir)
         self._jobs.add(spec.job_id, supervised)
         if spec.timeout_seconds is not None:
@@ -137,8 +123,49 @@ class LocalExecutor(LocalSupervisor[_Supervised]):
             name=f"wait-{spec.job_id}",
             daemon=True,
         ).start()
-        # The start time guards against pid reuse when the process is adopted later.
-        return Handle(self.name, {"pid": proc.pid, "started_at": started_at})
+        return handle
+
+    @staticmethod
+    def _start_shim(
+        spec: LaunchSpec, exit_file: Path, barrier_end: int, go_end: int
+    ) -> subprocess.Popen[bytes]:
+        try:
+            with (
+                (spec.job_dir / STDOUT_FILE).open("ab") as stdout,
+                (spec.job_dir / STDERR_FILE).open("ab") as stderr,
+            ):
+                return subprocess.Popen(
+                    [
+                        spec.python or sys.executable,
+                        "-I",
+                        "-S",
+                        "-c",
+                        SHIM_SOURCE,
+                        str(exit_file),
+                        spec.command,
+                        str(spec.working_dir),
+                        str(barrier_end),
+                        str(go_end),
+                    ],
+                    user=spec.uid,
+                    group=spec.gid,
+                    extra_groups=[] if spec.uid is not None else None,
+                    # Somewhere every user may be: the shim enters the working directory.
+                    cwd="/",
+                    env=dict(spec.environment),
+                    stdin=subprocess.DEVNULL,
+                    stdout=stdout,
+                    stderr=stderr,
+                    start_new_session=True,
+                    close_fds=True,
+                    pass_fds=(barrier_end, go_end),
+                )
+        except OSError as exc:
+            where = f": {exc.filename}" if exc.filename else ""
+            raise LaunchError(f"could not start the command: {exc.strerror or exc}{where}") from exc
+        except (ValueError, TypeError) as exc:
+            # Popen's own checks, such as a NUL byte in the command or the environment.
+            raise LaunchError(f"could not start the command: {exc}") from exc
 
     def adopt(self, job_id: str, handle: Handle, job_dir: Path, timeout_at: float | None) -> bool:
         if self._jobs.get(job_id) is not None:

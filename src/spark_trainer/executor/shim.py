@@ -1,7 +1,7 @@
 """Runs one job's command and records how it ended. Standard library only.
 
 The local executor runs this file's source
-(``python -I -S -c SOURCE EXIT_FILE COMMAND WORKING_DIR BARRIER_FD``), as the job's user,
+(``python -I -S -c SOURCE EXIT_FILE COMMAND WORKING_DIR BARRIER_FD GO_FD``), as the job's user,
 as the leader of the job's new process group. It enters WORKING_DIR, runs
 ``/bin/sh -c COMMAND`` there in that group, waits for it, and writes its exit status to
 EXIT_FILE. The file is what lets a restarted server learn how a job ended while it was
@@ -15,6 +15,11 @@ switching users, so a root server would enter a 0700 directory that the command 
 cannot use. The pipe closes only once the command runs so that a SIGTERM sent as soon as
 the launch returns reaches the command: closed any earlier, the signal could reach the
 shim alone, and the command it then started ran on until the SIGKILL.
+
+GO_FD is the read end of a pipe the executor writes ``go`` to, then closes, once it has
+recorded where this process is (its handle, beside the job's directory). The command
+starts only after that: a server killed in between leaves no command running that no
+restarted server could find. Closed without ``go``, the shim exits without running it.
 """
 
 import json
@@ -25,7 +30,7 @@ import sys
 
 
 def main() -> int:
-    exit_file, command, working_dir, barrier = sys.argv[1:5]
+    exit_file, command, working_dir, barrier, go = sys.argv[1:6]
     terminated = False
 
     def note_termination(signum: int, frame: object) -> None:
@@ -38,6 +43,11 @@ def main() -> int:
             os.chdir(working_dir)
         except OSError as exc:
             os.write(int(barrier), (exc.strerror or str(exc)).encode())
+            return 1
+        released = b""
+        while chunk := os.read(int(go), 16):
+            released += chunk
+        if released != b"go":
             return 1
         # The handler is a Python function, so the exec'd command starts with SIGTERM at
         # its default disposition, not inheriting the shim's.

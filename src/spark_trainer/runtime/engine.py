@@ -33,6 +33,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from functools import partial
 from pathlib import Path
 from typing import Any, cast
 
@@ -440,7 +441,6 @@ class JobEngine:
             logger.warning("job failed to launch", extra={"job_id": job_id, "reason": reason})
             self._fail_launch(job_id, f"launch failed: {reason}")
             return 0
-        _write_handle(self.jobs_dir / f"{job_id}.{HANDLE_FILE}", handle)
         # Across machines this includes clock skew: keep node clocks in sync (NTP).
         dispatch = max(0.0, (utcnow() - started.created_at).total_seconds())
         with self.session_factory.begin() as session:
@@ -502,6 +502,9 @@ class JobEngine:
                 uid=self.job_user.uid,
                 gid=self.job_user.gid,
                 python=self.job_user.python,
+                # Before the database has it, and before the command starts: what a
+                # restarted node finds the process by if it stopped in between.
+                on_started=partial(_write_handle, self.jobs_dir / f"{job.job_id}.{HANDLE_FILE}"),
             )
         )
 
