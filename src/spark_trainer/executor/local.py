@@ -78,9 +78,7 @@ class LocalExecutor(LocalSupervisor[_Supervised]):
                 if spec.on_started is not None:
                     spec.on_started(handle)
             except OSError as exc:
-                os.close(go)  # unreleased: the shim exits without running the command
-                go = -1
-                proc.wait()
+                _discard(proc)  # unreleased: the command never ran
                 raise LaunchError(f"could not record the job's process: {exc}") from exc
             # The shim may be gone already, having failed to enter the working directory
             # (the barrier says why).
@@ -98,11 +96,7 @@ class LocalExecutor(LocalSupervisor[_Supervised]):
         if refused is None:
             # Say, a working directory on a network mount that hangs: the scheduler must
             # not wait on it for ever.
-            _signal_group(proc.pid, signal.SIGKILL)
-            # Not for ever either: a process in an uninterruptible wait ends only when the
-            # wait does (subprocess reaps it then).
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(timeout=5)
+            _discard(proc)
             raise LaunchError(
                 f"the command did not start within {self.start_timeout_seconds:g} s "
                 f"(entering the working directory {spec.working_dir})"
@@ -288,6 +282,15 @@ def _user_name(uid: int | None) -> str:
         return pwd.getpwuid(os.getuid() if uid is None else uid).pw_name
     except KeyError:
         return str(uid)
+
+
+def _discard(proc: subprocess.Popen[bytes]) -> None:
+    """Kills a shim whose command never started, and reaps it if it goes within seconds:
+    a process in an uninterruptible wait (a hung mount) ends only when the wait does, and
+    subprocess reaps it then."""
+    _signal_group(proc.pid, signal.SIGKILL)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=5)
 
 
 def _read_until_closed(fd: int, timeout: float) -> str | None:
