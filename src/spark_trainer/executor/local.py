@@ -62,7 +62,7 @@ class LocalExecutor(LocalSupervisor[_Supervised]):
         exit_file.unlink(missing_ok=True)
         barrier, barrier_end = os.pipe()
         go_end, go = os.pipe()
-        try:
+        with os.fdopen(barrier, "rb") as barrier_file, os.fdopen(go, "wb", 0) as go_file:
             try:
                 proc = self._start_shim(spec, exit_file, barrier_end, go_end)
             finally:
@@ -83,16 +83,11 @@ class LocalExecutor(LocalSupervisor[_Supervised]):
             # The shim may be gone already, having failed to enter the working directory
             # (the barrier says why).
             with contextlib.suppress(BrokenPipeError):
-                os.write(go, GO)
-            os.close(go)
-            go = -1
+                go_file.write(GO)
+            go_file.close()
             # Until the shim closes its end: once the command runs, or after writing why
             # it cannot enter the working directory (see shim.py).
-            refused = _read_until_closed(barrier, self.start_timeout_seconds)
-        finally:
-            os.close(barrier)
-            if go != -1:
-                os.close(go)
+            refused = _read_until_closed(barrier_file.fileno(), self.start_timeout_seconds)
         if refused is None:
             # Say, a working directory on a network mount that hangs: the scheduler must
             # not wait on it for ever.

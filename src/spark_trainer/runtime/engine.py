@@ -504,7 +504,7 @@ class JobEngine:
                 python=self.job_user.python,
                 # Before the database has it, and before the command starts: what a
                 # restarted node finds the process by if it stopped in between.
-                on_started=partial(_write_handle, self.jobs_dir / f"{job.job_id}.{HANDLE_FILE}"),
+                on_started=partial(_write_handle, self.handle_file(job.job_id)),
             )
         )
 
@@ -680,10 +680,15 @@ class JobEngine:
 
     # --- recovery and reconciliation -----------------------------------------------------
 
+    def handle_file(self, job_id: str) -> Path:
+        """Where this node records a job's handle when it launches it: beside the job's
+        directory, not in it (see ``_write_handle``)."""
+        return self.jobs_dir / f"{job_id}.{HANDLE_FILE}"
+
     def recorded_handle(self, job_id: str) -> Handle | None:
         """The handle this node wrote when it launched the job, before the database had
         it: the one trace of a process whose worker died in between."""
-        return _read_handle(self.jobs_dir / f"{job_id}.{HANDLE_FILE}")
+        return _read_handle(self.handle_file(job_id))
 
     def recover(self) -> None:
         """At start: requeues jobs placed here whose process never started, and records the
@@ -845,7 +850,7 @@ class JobEngine:
         # The recorded handle of the lost attempt must not be adopted by the next one's
         # node if that node restarts before launching it.
         with contextlib.suppress(OSError):
-            (self.jobs_dir / f"{job_id}.{HANDLE_FILE}").unlink()
+            self.handle_file(job_id).unlink()
         logger.warning("job requeued after its node was lost", extra={"job_id": job_id})
         self.wake()
 

@@ -35,7 +35,6 @@ from spark_trainer.metrics.hub import StreamHub
 from spark_trainer.metrics.pipeline import MetricsPipeline
 from spark_trainer.models import Job, JobStatus
 from spark_trainer.runtime.engine import LOST_PREFIX, JobEngine
-from spark_trainer.runtime.jobfiles import HANDLE_FILE
 from spark_trainer.runtime.repository import RuntimeRepository
 from spark_trainer.settings import Settings
 from spark_trainer.storage.local import LocalArtifactStore
@@ -152,7 +151,7 @@ class WorkerNode:
             # handle, left beside its directory, for the new attempt's.
             if self.engine.recorded_handle(job_id) == handle:
                 with contextlib.suppress(OSError):
-                    (self.engine.jobs_dir / f"{job_id}.{HANDLE_FILE}").unlink()
+                    self.engine.handle_file(job_id).unlink()
         if requeued:
             with self.engine.session_factory.begin() as session:
                 repo = RuntimeRepository(session)
