@@ -23,6 +23,7 @@ import json
 import sqlite3
 import threading
 import weakref
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
@@ -283,13 +284,13 @@ class _Statements:
         return prepared
 
 
-class _Connection:
+class _Connection(ABC):
     """What both read connections answer the same way, given their ``execute``."""
 
     __slots__ = ()
 
-    def execute(self, statement: Executable, parameters: Mapping[str, Any], /) -> _Rows:
-        raise NotImplementedError
+    @abstractmethod
+    def execute(self, statement: Executable, parameters: Mapping[str, Any], /) -> _Rows: ...
 
     def scalar(self, statement: Executable, parameters: Mapping[str, Any], /) -> Any:
         row = self.execute(statement, parameters).first()
